@@ -1,0 +1,1 @@
+"""Fixed-rate control loop (see DESIGN.md); built in a later issue."""

@@ -1,0 +1,62 @@
+import numpy as np
+import pytest
+import torch
+
+from data import ReplayBuffer
+from data.dataset import WindowDataset, split_episodes, window_starts
+
+
+def _buffer(tmp_path, lengths):
+    rb = ReplayBuffer.create(tmp_path / "rb.zarr")
+    for i, n in enumerate(lengths):
+        t = np.arange(n, dtype=np.float32)
+        rb.add_episode({"obs": np.stack([t, np.full(n, i, np.float32)], 1),
+                        "action": np.stack([t * 10, np.full(n, i, np.float32)], 1),
+                        "img": np.repeat(t.astype(np.uint8)[:, None, None, None], 3, axis=3)})
+    return rb
+
+
+def test_window_padding_matches_diffusion_policy(tmp_path):
+    To, T, Ta = 2, 6, 3
+    ds = WindowDataset(_buffer(tmp_path, [10, 4]), obs_keys=["obs"], n_obs_steps=To, horizon=T,
+                       n_action_steps=Ta, image_keys=["img"])
+    # per episode: starts from -(To-1) to L - T + (Ta-1)
+    assert len(ds) == (10 - 6 + 2 + 1 + 1) + (4 - 6 + 2 + 1 + 1)
+    first = ds[0]
+    # first window: obs step 0 repeated (edge pad before), actions 0,0,1,2,3,4
+    np.testing.assert_array_equal(first["obs"]["obs"][:, 0], [0, 0])
+    np.testing.assert_array_equal(first["action"][:, 0], [0, 0, 10, 20, 30, 40])
+    assert first["obs"]["img"].shape == (2, 1, 1, 3) and first["obs"]["img"].dtype == torch.uint8
+    last_of_ep0 = ds[7]
+    # last window of episode 0 starts at 10-6+2=6: steps 6..11 clipped to 9 (edge pad after)
+    np.testing.assert_array_equal(last_of_ep0["action"][:, 0], [60, 70, 80, 90, 90, 90])
+    # the last action of the episode is among the executed actions of some window
+    executed = ds.steps(7)[To - 1: To - 1 + Ta]
+    assert 9 in executed
+    # a short episode (shorter than the horizon) still yields windows, all within episode 1
+    ep1 = [ds[i] for i in range(8, len(ds))]
+    assert all((w["action"][:, 1] == 1).all() for w in ep1)
+    np.testing.assert_array_equal(ep1[0]["action"][:, 0], [0, 0, 10, 20, 30, 30])
+
+
+def test_window_starts_and_split():
+    rows = window_starts([5], horizon=3, pad_before=1, pad_after=0)
+    assert rows[:, 1].tolist() == [-1, 0, 1, 2]
+    train, val = split_episodes(10, 0.2, seed=1)
+    assert len(val) == 2 and len(train) == 8 and set(train) | set(val) == set(range(10))
+    assert split_episodes(10, 0.2, seed=1)[1].tolist() == val.tolist()
+
+
+def test_stats_cover_selected_episodes(tmp_path):
+    ds = WindowDataset(_buffer(tmp_path, [10, 4, 6]), obs_keys=["obs"], episodes=[1, 2], horizon=4, n_action_steps=2)
+    st = ds.stats()
+    np.testing.assert_array_equal(st["action"]["min"], [0, 1])
+    np.testing.assert_array_equal(st["action"]["max"], [50, 2])
+
+
+def test_bad_configuration(tmp_path):
+    rb = _buffer(tmp_path, [5])
+    with pytest.raises(ValueError, match="nope"):
+        WindowDataset(rb, obs_keys=["nope"])
+    with pytest.raises(ValueError, match="n_action_steps"):
+        WindowDataset(rb, obs_keys=["obs"], n_obs_steps=2, horizon=4, n_action_steps=4)
