@@ -7,7 +7,7 @@ from policy.normalizer import Normalizer
 
 def test_round_trip_and_range():
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(500, 4)).astype(np.float32) * [1, 10, 0.01, 0] + [0, 5, 3, 7]
+    x = (rng.normal(size=(500, 4)) * [1, 10, 0.01, 0] + [0, 5, 3, 7]).astype(np.float32)
     norm = Normalizer.from_stats({"a": {"min": x.min(0), "max": x.max(0)}})
     xt = torch.from_numpy(x)
     xn = norm.normalize("a", xt)
