@@ -1,0 +1,161 @@
+"""Scripted experts for the robosuite tasks: waypoint state machines over the observation.
+
+Each expert reads only the documented observation dict (end-effector pose, gripper, the
+task's object-state vector) and emits the env's 7-D action. Variation between episodes,
+as in human demonstrations: per-episode randomized waypoints (hover height, grasp depth and
+offset, lift height), speed, and a small smoothed Gaussian noise on the motion dimensions.
+The gripper stays a binary-ish dimension (-1 open, +1 close), as in the real datasets.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from envs.geometry import quat_to_mat, rot_z, rotvec_from_mat, wrap_quarter_turn, yaw_of_quat
+
+POS_SCALE = 0.05  # metres per unit action (robosuite OSC_POSE output_max)
+ROT_SCALE = 0.5  # radians per unit action
+GRIPPER_DOWN = np.diag([1.0, -1.0, -1.0])  # end-effector frame pointing at the table
+OPEN, CLOSE = -1.0, 1.0
+
+
+@dataclass
+class Waypoint:
+    """Move the end effector to ``pos`` with yaw ``yaw`` and the gripper at ``grip``; done when
+    within ``tol`` metres (and ``hold`` steps have passed since arriving)."""
+    pos: np.ndarray
+    yaw: float
+    grip: float
+    tol: float = 0.01
+    hold: int = 0
+
+
+class _Expert:
+    """Shared motion law: saturated P-control on position and orientation, smoothed noise."""
+
+    def __init__(self, noise_std: float = 0.05):
+        self.noise_std = noise_std
+        self.reset(0)
+
+    def reset(self, seed: int | None = None) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.gain = self.rng.uniform(0.7, 1.1)  # fraction of the error closed per step
+        self.max_speed = self.rng.uniform(0.6, 1.0)  # action-units cap on translation
+        self._noise = np.zeros(6)
+        self._phase = 0
+        self._held = 0
+        self._grasp: np.ndarray | None = None
+        self._plan: dict[str, float] = {}
+
+    def _motion(self, obs: dict, wp: Waypoint) -> np.ndarray:
+        err = wp.pos - obs["robot0_eef_pos"]
+        move = self.gain * err / POS_SCALE
+        norm = np.linalg.norm(move)
+        if norm > self.max_speed:
+            move *= self.max_speed / norm
+        r_err = rot_z(wp.yaw) @ GRIPPER_DOWN @ quat_to_mat(obs["robot0_eef_quat"]).T
+        rot = np.clip(rotvec_from_mat(r_err) / ROT_SCALE, -1.0, 1.0)
+        self._noise = 0.7 * self._noise + 0.3 * self.rng.normal(0, self.noise_std, 6) / 0.3 ** 0.5
+        action = np.concatenate([move, rot]) + self._noise * np.r_[1, 1, 1, 0.3, 0.3, 0.3]
+        return np.concatenate([np.clip(action, -1.0, 1.0), [wp.grip]]).astype(np.float32)
+
+    def _advance(self, obs: dict, wp: Waypoint) -> bool:
+        if np.linalg.norm(wp.pos - obs["robot0_eef_pos"]) < wp.tol:
+            self._held += 1
+            if self._held > wp.hold:
+                self._held = 0
+                return True
+        return False
+
+    def waypoints(self, obs: dict) -> list[Waypoint]:
+        raise NotImplementedError
+
+    def _grasp_point(self, cube: np.ndarray) -> np.ndarray:
+        """Follows the cube until the gripper starts closing, then stays where it was grasped."""
+        p = self._plan
+        if self._phase < 2 or self._grasp is None:
+            self._grasp = cube + [p["dx"], p["dy"], p["depth"]]
+        return self._grasp
+
+    def act(self, obs: dict) -> np.ndarray:
+        """One action ``(7,)`` for the current observation."""
+        wps = self.waypoints(obs)
+        if self._phase < len(wps) - 1 and self._advance(obs, wps[self._phase]):
+            self._phase += 1
+        return self._motion(obs, wps[self._phase])
+
+    __call__ = act
+
+
+def _grasp_yaw(cube_quat: np.ndarray, eef_quat: np.ndarray) -> float:
+    """Gripper yaw that lines the fingers up with the nearest pair of cube faces."""
+    eef_yaw = yaw_of_quat(eef_quat)
+    return eef_yaw + wrap_quarter_turn(yaw_of_quat(cube_quat) - eef_yaw)
+
+
+class LiftExpert(_Expert):
+    """Hover over the cube, descend, close, lift."""
+
+    def reset(self, seed: int | None = None) -> None:
+        super().reset(seed)
+        r = self.rng
+        self._plan = dict(hover=r.uniform(0.06, 0.12), depth=r.uniform(-0.005, 0.005),
+                          dx=r.uniform(-0.008, 0.008), dy=r.uniform(-0.008, 0.008), lift=r.uniform(0.12, 0.2),
+                          close_steps=int(r.integers(6, 12)))
+        self._yaw: float | None = None
+
+    def waypoints(self, obs: dict) -> list[Waypoint]:
+        p = self._plan
+        if self._yaw is None:
+            self._yaw = _grasp_yaw(obs["object"][3:7], obs["robot0_eef_quat"])
+        grasp = self._grasp_point(obs["object"][:3])
+        return [
+            Waypoint(grasp + [0, 0, p["hover"]], self._yaw, OPEN, tol=0.015),
+            Waypoint(grasp, self._yaw, OPEN, tol=0.008),
+            Waypoint(grasp, self._yaw, CLOSE, tol=0.02, hold=p["close_steps"]),
+            Waypoint(grasp + [0, 0, p["lift"]], self._yaw, CLOSE),
+        ]
+
+
+class StackExpert(_Expert):
+    """Pick cube A (the small one) as in Lift, carry it over cube B, lower, release, retreat."""
+
+    def reset(self, seed: int | None = None) -> None:
+        super().reset(seed)
+        r = self.rng
+        self._plan = dict(hover=r.uniform(0.06, 0.12), depth=r.uniform(-0.004, 0.004),
+                          dx=r.uniform(-0.006, 0.006), dy=r.uniform(-0.006, 0.006),
+                          carry=r.uniform(0.08, 0.12), drop=r.uniform(0.005, 0.015),
+                          close_steps=int(r.integers(6, 12)), open_steps=int(r.integers(4, 8)))
+        self._yaw: float | None = None
+        self._grasp_offset: np.ndarray | None = None
+
+    def waypoints(self, obs: dict) -> list[Waypoint]:
+        p = self._plan
+        o = obs["object"]
+        cube_a, quat_a, cube_b = o[:3], o[3:7], o[7:10]
+        eef = obs["robot0_eef_pos"]
+        if self._yaw is None:
+            self._yaw = _grasp_yaw(quat_a, obs["robot0_eef_quat"])
+        grasp = self._grasp_point(cube_a)
+        if self._phase < 3:
+            self._grasp_offset = None
+        elif self._grasp_offset is None:  # where cube A sits in the hand, once it is held
+            self._grasp_offset = eef - cube_a
+        # place cube A's centre this far above cube B's centre: half sizes 0.025 + 0.02
+        above_b = cube_b + [0, 0, 0.045 + p["drop"]]
+        hand = self._grasp_offset if self._grasp_offset is not None else np.zeros(3)
+        return [
+            Waypoint(grasp + [0, 0, p["hover"]], self._yaw, OPEN, tol=0.015),
+            Waypoint(grasp, self._yaw, OPEN, tol=0.008),
+            Waypoint(grasp, self._yaw, CLOSE, tol=0.02, hold=p["close_steps"]),
+            Waypoint(grasp + [0, 0, p["carry"]], self._yaw, CLOSE, tol=0.02),
+            Waypoint(above_b + hand + [0, 0, p["carry"] - 0.02], self._yaw, CLOSE, tol=0.01),
+            Waypoint(above_b + hand, self._yaw, CLOSE, tol=0.006, hold=2),
+            Waypoint(above_b + hand, self._yaw, OPEN, tol=0.05, hold=p["open_steps"]),
+            Waypoint(above_b + hand + [0, 0, 0.08], self._yaw, OPEN),
+        ]
+
+
+EXPERTS = {"lift": LiftExpert, "stack": StackExpert}
