@@ -142,6 +142,16 @@ class ReplayBuffer:
     def episode_lengths(self) -> np.ndarray:
         return np.diff(self._ends, prepend=0)
 
+    @property
+    def attrs(self) -> dict[str, Any]:
+        """User attributes of the store (JSON values), e.g. which env and collector made it."""
+        return dict(self._root.attrs)
+
+    def set_attrs(self, values: Mapping[str, Any]) -> None:
+        if not self.writable:
+            raise PermissionError(f"{self.path} is open read-only")
+        self._root.attrs.update(dict(values))
+
     def keys(self) -> list[str]:
         return sorted(self._data)
 

@@ -1,0 +1,27 @@
+# The two quick-start commands (README): `make demo` and `make test`.
+# Both install what they need into the current Python (no venv needed) and are idempotent.
+PYTHON ?= python3
+export MUJOCO_GL ?= egl
+
+# torch is pinned here, not in pyproject: 2.13.0 is the local CPU wheel on this machine
+# (an unpinned torch would pull a multi-GB CUDA build). compat editable mode puts the repo
+# root on sys.path, so every top-level package (policy/, envs/, ...) imports as is.
+INSTALL = $(PYTHON) -m pip install -q --disable-pip-version-check torch==2.13.0 \
+          --config-settings editable_mode=compat -e
+
+.PHONY: setup setup-test demo test test-all
+
+setup:
+	$(INSTALL) .
+
+setup-test:
+	$(INSTALL) ".[test]"
+
+demo: setup
+	dpctl demo
+
+test: setup-test
+	$(PYTHON) -m pytest -m "not slow" -q
+
+test-all: setup-test
+	$(PYTHON) -m pytest -q

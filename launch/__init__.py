@@ -1,0 +1,1 @@
+"""The ``dpctl`` command line: thin functions wiring envs/, data/, policy/ and control/."""

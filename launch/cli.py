@@ -1,0 +1,92 @@
+"""``dpctl``: the command line. Each subcommand is a thin wrapper over a function."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _write_json(path: str | None, payload: dict) -> None:
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(payload, indent=2) + "\n")
+
+
+def cmd_collect(args: argparse.Namespace) -> int:
+    from launch.collect import collect
+    rep = collect(args.env, args.episodes, args.out, images=args.images, seed=args.seed,
+                  progress=not args.no_progress)
+    print(f"{rep.env}: {rep.episodes} episodes in {rep.out} (+{rep.added} this run); expert success "
+          f"{rep.successes}/{rep.attempts} = {rep.success_rate:.1%}; {rep.steps_added} steps in "
+          f"{rep.seconds:.1f} s = {rep.steps_per_s:.1f} steps/s")
+    _write_json(args.json, rep.as_dict())
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from launch.demo import demo
+    _write_json(args.json, demo(Path(args.out), episodes=args.episodes, progress=not args.no_progress))
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from launch.bench_experts import bench_experts, markdown
+    from launch.results import check_block, machine, replace_block
+    if args.update_readme:
+        check_block(Path(args.update_readme), "experts")  # fail before minutes of work, not after
+    rows = bench_experts(args.tasks, args.episodes, args.collect_episodes, progress=not args.no_progress)
+    command = (f"dpctl bench experts --episodes {args.episodes} --collect-episodes {args.collect_episodes}"
+               + (" --tasks " + " ".join(args.tasks) if args.tasks != ["lift", "stack"] else ""))
+    table = markdown(rows, command, machine())
+    print(table)
+    _write_json(args.json, {"command": command, "machine": machine(), "rows": rows})
+    if args.update_readme:
+        replace_block(Path(args.update_readme), "experts", table)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="dpctl", description="Diffusion policies as fixed-rate robot controllers.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    c = sub.add_parser("collect", help="run a scripted expert and store successful episodes (zarr)")
+    c.add_argument("--env", required=True, help="task name, e.g. lift or stack")
+    c.add_argument("--episodes", type=int, required=True, help="episodes the store should hold (resumes)")
+    c.add_argument("--out", required=True, help="zarr directory to create or append to")
+    c.add_argument("--images", action="store_true", help="also store 84x84 agentview images")
+    c.add_argument("--seed", type=int, default=0, help="first episode seed")
+    c.add_argument("--json", help="write a machine-readable report here")
+    c.add_argument("--no-progress", action="store_true")
+    c.set_defaults(func=cmd_collect)
+
+    b = sub.add_parser("bench", help="benchmarks; `experts`: scripted-expert success and collect speed")
+    b.add_argument("what", choices=["experts"])
+    b.add_argument("--tasks", nargs="+", default=["lift", "stack"])
+    b.add_argument("--episodes", type=int, default=100, help="seeded episodes per task for success")
+    b.add_argument("--collect-episodes", type=int, default=20, help="episodes per collect-speed run")
+    b.add_argument("--json", help="write rows here")
+    b.add_argument("--update-readme", metavar="README", help="rewrite this README's experts results block")
+    b.add_argument("--no-progress", action="store_true")
+    b.set_defaults(func=cmd_bench)
+
+    d = sub.add_parser("demo", help="the main job: collect demonstrations and show what was stored")
+    d.add_argument("--out", default="runs/demo", help="output directory")
+    d.add_argument("--episodes", type=int, default=20)
+    d.add_argument("--json", help="write a machine-readable report here")
+    d.add_argument("--no-progress", action="store_true")
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileExistsError, FileNotFoundError, RuntimeError) as e:
+        print(f"dpctl {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

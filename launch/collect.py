@@ -1,0 +1,87 @@
+"""``dpctl collect``: run a scripted expert and store its successful episodes.
+
+Resumable: the store records which env (and image setting) it holds; re-running with the
+same ``--out`` appends until it holds ``--episodes`` episodes, continuing after the last
+seed it already tried. Failed episodes are counted, not stored.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+import envs
+from data import ReplayBuffer
+from envs.rollout import expert_episode
+
+
+@dataclass
+class CollectReport:
+    env: str
+    out: str
+    episodes: int  # stored in the file now
+    added: int
+    attempts: int  # expert runs in this call
+    successes: int
+    steps_added: int
+    seconds: float
+
+    @property
+    def success_rate(self) -> float:
+        return self.successes / self.attempts if self.attempts else float("nan")
+
+    @property
+    def steps_per_s(self) -> float:
+        return self.steps_added / self.seconds if self.seconds > 0 else float("nan")
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "success_rate": self.success_rate, "steps_per_s": self.steps_per_s}
+
+
+def _open_store(out: Path, attrs: dict) -> ReplayBuffer:
+    """Open (or create) the store, refusing one that holds another env's episodes."""
+    rb = ReplayBuffer.open_or_create(out)
+    stored = rb.attrs
+    if stored.get("env") is not None and {k: stored.get(k) for k in attrs} != attrs:
+        raise ValueError(f"{out} holds {({k: stored.get(k) for k in attrs})}, not {attrs}; use another --out")
+    rb.set_attrs({**attrs, "collector": "scripted expert"})
+    return rb
+
+
+def collect(env_name: str, n_episodes: int, out: str | Path, images: bool = False, seed: int = 0,
+            max_attempts: int | None = None, progress: bool = True) -> CollectReport:
+    if n_episodes < 1:
+        raise ValueError(f"--episodes must be >= 1, got {n_episodes}")
+    out = Path(out)
+    env = envs.make(env_name, images=images)  # validates the name before anything is written
+    expert = envs.expert(env_name)
+    try:
+        rb = _open_store(out, {"env": env_name, "images": bool(images)})
+        next_seed = seed
+        if rb.n_episodes:
+            next_seed = max(seed, int(rb.meta_column("seed").max()) + 1, int(rb.attrs.get("next_seed", 0)))
+        max_attempts = max_attempts or 3 * n_episodes + 10
+        start, added, attempts, successes, steps = time.perf_counter(), 0, 0, 0, 0
+        with tqdm(total=n_episodes, initial=rb.n_episodes, desc=f"collect {env_name}", unit="ep",
+                  disable=not progress) as bar:
+            while rb.n_episodes < n_episodes:
+                if attempts >= max_attempts:
+                    raise RuntimeError(f"expert succeeded {successes}/{attempts} times; gave up before "
+                                       f"reaching {n_episodes} episodes (max_attempts={max_attempts})")
+                ep = expert_episode(env, expert, next_seed)
+                attempts += 1
+                next_seed += 1
+                if ep.success:
+                    successes += 1
+                    rb.add_episode(ep.steps, meta={"seed": ep.seed, "success": True, "length": ep.length})
+                    added += 1
+                    steps += ep.length
+                rb.set_attrs({"next_seed": next_seed})
+                bar.set_postfix(success=f"{successes}/{attempts}", refresh=False)
+                bar.update(int(ep.success))
+    finally:
+        env.close()
+    return CollectReport(env_name, str(out), rb.n_episodes, added, attempts, successes, steps,
+                         time.perf_counter() - start)

@@ -1,0 +1,89 @@
+import numpy as np
+import pytest
+
+import envs
+from envs.rollout import expert_episode, run_episode
+
+
+@pytest.fixture(scope="module")
+def lift():
+    env = envs.make("lift")
+    yield env
+    env.close()
+
+
+def test_observation_matches_space_and_seeding(lift):
+    obs, info = lift.reset(seed=7)
+    assert set(obs) == set(lift.observation_space.spaces)
+    for k, v in obs.items():
+        assert v.shape == lift.observation_space[k].shape, k
+    assert info == {"success": False}
+    again, _ = lift.reset(seed=7)
+    other, _ = lift.reset(seed=8)
+    np.testing.assert_array_equal(obs["object"], again["object"])
+    assert not np.allclose(obs["object"][:3], other["object"][:3])
+    obs, reward, terminated, truncated, info = lift.step(np.zeros(7))
+    assert reward == 0.0 and not terminated and not truncated and info == {"success": False}
+
+
+def test_bad_actions_and_names(lift):
+    lift.reset(seed=0)
+    with pytest.raises(ValueError, match="non-finite"):
+        lift.step(np.array([np.nan, 0, 0, 0, 0, 0, 0]))
+    with pytest.raises(ValueError, match="shape"):
+        lift.step(np.zeros(6))
+    with pytest.raises(ValueError, match="unknown env 'push'"):
+        envs.make("push")
+
+
+def test_truncation_at_max_steps():
+    env = envs.make("lift", max_steps=3)
+    env.reset(seed=0)
+    flags = [env.step(np.zeros(7))[3] for _ in range(3)]
+    assert flags == [False, False, True]
+
+
+def test_images_are_84px_and_right_way_up():
+    env = envs.make("lift", images=True)
+    obs, _ = env.reset(seed=0)
+    img = obs["agentview_image"]
+    assert img.shape == (84, 84, 3) and img.dtype == np.uint8
+    # agentview looks at the robot across the table: the bright table fills the bottom of an
+    # upright image, the robot and the dark backdrop the top. An OpenGL (bottom-up) buffer
+    # would show the opposite.
+    assert img[-10:].mean() > img[:10].mean() + 40
+    env.close()
+
+
+@pytest.mark.parametrize("task, min_success", [("lift", 10), ("stack", 8)])
+def test_expert_success_few_seeds(task, min_success):
+    env = envs.make(task)
+    expert = envs.expert(task)
+    eps = [expert_episode(env, expert, seed) for seed in range(10)]
+    assert sum(e.success for e in eps) >= min_success
+    assert all(e.steps["action"].shape == (e.length, 7) for e in eps)
+    grip = np.concatenate([e.steps["action"][:, 6] for e in eps])
+    assert set(np.unique(grip)) <= {-1.0, 1.0}  # binary gripper dimension
+    env.close()
+
+
+def test_expert_paths_vary_for_the_same_scene(lift):
+    """Same object placement, different expert seeds: different paths that both succeed."""
+    paths = []
+    for expert_seed in (1, 2):
+        expert = envs.expert("lift")
+        ep = run_episode(lift, expert.act, seed=5, reset_policy=lambda _s, e=expert, k=expert_seed: e.reset(k))
+        assert ep.success
+        paths.append(ep.steps["robot0_eef_pos"])
+    n = min(len(p) for p in paths)
+    assert np.abs(paths[0][:n] - paths[1][:n]).max() > 0.01
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task, min_rate", [("lift", 0.95), ("stack", 0.80)])
+def test_expert_success_100_seeds(task, min_rate):
+    env = envs.make(task)
+    expert = envs.expert(task)
+    rate = np.mean([expert_episode(env, expert, seed).success for seed in range(100)])
+    print(f"{task} expert success over 100 seeded episodes: {rate:.2f}")
+    assert rate >= min_rate
