@@ -58,33 +58,38 @@ class WindowDataset(Dataset):
         self.episodes = np.arange(buffer.n_episodes) if episodes is None else np.asarray(episodes, dtype=np.int64)
         # Episodes are loaded into memory once: low-dim data is small, and images of the
         # task sizes used here (a few hundred episodes of 84x84) fit as uint8.
+        # Selected episodes are concatenated so that a batch is one fancy-indexing gather.
         eps = [buffer.episode(int(i), keys=[*self.obs_keys, action_key, *self.image_keys]) for i in self.episodes]
-        self._low = {k: [e[k].astype(np.float32) for e in eps] for k in [*self.obs_keys, action_key]}
-        self._img = {k: [e[k] for e in eps] for k in self.image_keys}
-        lengths = [len(e[action_key]) for e in eps]
+        self._low = {k: np.concatenate([e[k] for e in eps]).astype(np.float32) for k in [*self.obs_keys, action_key]}
+        self._img = {k: np.concatenate([e[k] for e in eps]) for k in self.image_keys}
+        lengths = np.asarray([len(e[action_key]) for e in eps])
         self.index = window_starts(lengths, horizon, pad_before=n_obs_steps - 1, pad_after=n_action_steps - 1)
-        self._lengths = np.asarray(lengths)
+        self._lengths = lengths
+        self._offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
 
     def __len__(self) -> int:
         return len(self.index)
 
     def stats(self) -> dict[str, dict[str, np.ndarray]]:
         """Per-dimension ``{"min", "max"}`` of every low-dim key over the selected episodes."""
-        out = {}
-        for k, chunks in self._low.items():
-            flat = np.concatenate(chunks, axis=0).reshape(sum(len(c) for c in chunks), -1)
-            out[k] = {"min": flat.min(axis=0), "max": flat.max(axis=0)}
-        return out
+        return {k: {"min": v.min(axis=0), "max": v.max(axis=0)} for k, v in self._low.items()}
 
-    def steps(self, i: int) -> np.ndarray:
-        """Within-episode step indices of window ``i`` after edge padding: ``(horizon,)``."""
-        ep, start = self.index[i]
-        return np.clip(np.arange(start, start + self.horizon), 0, self._lengths[ep] - 1)
+    def steps(self, i) -> np.ndarray:
+        """Within-episode step indices after edge padding: ``(horizon,)``, or ``(B, horizon)``
+        for an array of window indices."""
+        ep, start = self.index[i].T if np.ndim(i) else self.index[i]
+        idx = np.asarray(start)[..., None] + np.arange(self.horizon)
+        return np.clip(idx, 0, np.asarray(self._lengths[ep])[..., None] - 1)
+
+    def get_batch(self, indices: np.ndarray) -> dict:
+        """Windows ``indices`` stacked: {"obs": {key: (B, To, ...)}, "action": (B, T, A)}."""
+        indices = np.asarray(indices)
+        rows = self.steps(indices) + self._offsets[self.index[indices, 0]][:, None]  # (B, T)
+        obs_rows = rows[:, : self.n_obs_steps]
+        obs = {k: torch.from_numpy(self._low[k][obs_rows]) for k in self.obs_keys}
+        obs.update({k: torch.from_numpy(self._img[k][obs_rows]) for k in self.image_keys})
+        return {"obs": obs, "action": torch.from_numpy(self._low[self.action_key][rows])}
 
     def __getitem__(self, i: int) -> dict:
-        ep = int(self.index[i][0])
-        idx = self.steps(i)
-        obs_idx = idx[: self.n_obs_steps]
-        obs = {k: torch.from_numpy(self._low[k][ep][obs_idx]) for k in self.obs_keys}
-        obs.update({k: torch.from_numpy(np.ascontiguousarray(self._img[k][ep][obs_idx])) for k in self.image_keys})
-        return {"obs": obs, "action": torch.from_numpy(self._low[self.action_key][ep][idx])}
+        batch = self.get_batch(np.array([i]))
+        return {"obs": {k: v[0] for k, v in batch["obs"].items()}, "action": batch["action"][0]}

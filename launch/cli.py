@@ -24,6 +24,38 @@ def cmd_collect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    import torch
+
+    from launch.evaluate import evaluate
+    from policy import checkpoint
+    torch.set_num_threads(args.threads)
+    policy = checkpoint.load(args.checkpoint, seed=args.seed_start)
+    if args.sampler or args.steps:
+        policy.set_sampler(args.sampler or policy.cfg.sampler, args.steps or policy.cfg.num_inference_steps)
+    res = evaluate(policy, args.env, args.episodes, args.seed_start, batch=args.batch, progress=not args.no_progress)
+    lat = res["chunk_latency_ms"]
+    print(f"{args.env}: success {res['success_rate']:.3f} over {res['episodes']} episodes (seeds "
+          f"{args.seed_start}..{args.seed_start + args.episodes - 1}); {res['sampler']}-{res['num_inference_steps']}, "
+          f"{res['nfe_per_chunk']} network calls/chunk, latency p50 {lat['p50']:.1f} ms p99 {lat['p99']:.1f} ms")
+    _write_json(args.json, {**res, "checkpoint": str(args.checkpoint)})
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import torch
+
+    from launch.train import train_task
+    torch.set_num_threads(args.threads)
+    rec = train_task(args.task, args.steps, args.out, images=args.images, demos=args.demos, seed=args.seed,
+                     batch_size=args.batch_size, lr=args.lr, eval_episodes=args.eval_episodes,
+                     eval_every=args.eval_every, progress=not args.no_progress)
+    ev = rec["final_eval"]
+    print(f"{args.task}: trained {args.steps} steps at {rec['samples_per_s']:.0f} samples/s; success "
+          f"{ev['success_rate']:.3f} over {ev['episodes']} held-out episodes; checkpoint in {args.out}/checkpoint")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from launch.demo import demo
     _write_json(args.json, demo(Path(args.out), episodes=args.episodes, progress=not args.no_progress))
@@ -59,6 +91,34 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--json", help="write a machine-readable report here")
     c.add_argument("--no-progress", action="store_true")
     c.set_defaults(func=cmd_collect)
+
+    e = sub.add_parser("eval", help="closed-loop evaluation of a checkpoint")
+    e.add_argument("--checkpoint", required=True, help="checkpoint directory or shipped name (e.g. lift)")
+    e.add_argument("--env", required=True)
+    e.add_argument("--episodes", type=int, default=50)
+    e.add_argument("--seed-start", type=int, default=100_000, help="first seed (demos use seeds from 0)")
+    e.add_argument("--sampler", choices=["ddpm", "ddim", "dpmpp", "flow"])
+    e.add_argument("--steps", type=int, help="denoising steps (network calls) per chunk")
+    e.add_argument("--batch", type=int, default=10, help="envs run in lockstep per network pass")
+    e.add_argument("--threads", type=int, default=2)
+    e.add_argument("--json", help="write the full report here")
+    e.add_argument("--no-progress", action="store_true")
+    e.set_defaults(func=cmd_eval)
+
+    t = sub.add_parser("train", help="collect demos (or reuse), train, evaluate, save")
+    t.add_argument("--task", required=True, choices=["lift", "stack"])
+    t.add_argument("--steps", type=int, required=True)
+    t.add_argument("--out", required=True)
+    t.add_argument("--images", action="store_true")
+    t.add_argument("--demos", type=int, help="demonstrations (default: the recipe's)")
+    t.add_argument("--batch-size", type=int, default=128)
+    t.add_argument("--lr", type=float, default=3e-4)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--eval-episodes", type=int, default=50)
+    t.add_argument("--eval-every", type=int, default=0)
+    t.add_argument("--threads", type=int, default=2)
+    t.add_argument("--no-progress", action="store_true")
+    t.set_defaults(func=cmd_train)
 
     b = sub.add_parser("bench", help="benchmarks; `experts`: scripted-expert success and collect speed")
     b.add_argument("what", choices=["experts"])

@@ -63,9 +63,9 @@ class Sampler:
     def new_state(self) -> dict:
         return {}
 
-    def model_time(self, t) -> float:
-        """The timestep value the network is given for a sample at level ``t``."""
-        return float(t)
+    def model_time(self, t):
+        """The timestep value the network is given for a sample at level ``t`` (scalar or tensor)."""
+        return t if torch.is_tensor(t) else float(t)
 
     # ---------------------------------------------------------------- predictions
     def _coeffs(self, t) -> tuple[torch.Tensor, torch.Tensor]:
@@ -202,8 +202,9 @@ class FlowEuler(Sampler):
         if not (isinstance(t, (float, int, np.floating)) and 0.0 < float(t) <= 1.0):
             raise ValueError(f"flow: start level must be in (0, 1], got {t!r}")
 
-    def model_time(self, t) -> float:
-        return float(t) * self.schedule.num_train_timesteps
+    def model_time(self, t):
+        T = self.schedule.num_train_timesteps
+        return t * T if torch.is_tensor(t) else float(t) * T
 
     def step(self, x, out, t, t_next, state, noise=None):
         return x + (t_next - t) * out

@@ -60,3 +60,16 @@ def test_bad_configuration(tmp_path):
         WindowDataset(rb, obs_keys=["nope"])
     with pytest.raises(ValueError, match="n_action_steps"):
         WindowDataset(rb, obs_keys=["obs"], n_obs_steps=2, horizon=4, n_action_steps=4)
+
+
+def test_get_batch_equals_items(tmp_path):
+    ds = WindowDataset(_buffer(tmp_path, [10, 4, 7]), obs_keys=["obs"], n_obs_steps=2, horizon=6,
+                       n_action_steps=3, image_keys=["img"])
+    idx = np.array([0, 5, len(ds) - 1, 3, 3])
+    batch = ds.get_batch(idx)
+    for row, i in enumerate(idx):
+        item = ds[int(i)]
+        torch.testing.assert_close(batch["action"][row], item["action"])
+        for k in ("obs", "img"):
+            torch.testing.assert_close(batch["obs"][k][row], item["obs"][k])
+    assert batch["obs"]["img"].shape == (5, 2, 1, 1, 3)

@@ -1,0 +1,135 @@
+"""Checkpoints: a directory with ``model.safetensors`` + ``config.json``, nothing else.
+
+``save`` writes into a temporary sibling directory and renames it into place, so a crash
+never leaves a half-written checkpoint under the final name. ``load`` refuses anything that
+is not such a directory (never unpickles): a pickle file named like a checkpoint, a
+truncated or corrupt safetensors file, or a config of another format all raise
+``CheckpointError`` with the reason.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from policy.diffusion_policy import DiffusionPolicy, PolicyConfig
+from policy.normalizer import Normalizer
+
+FORMAT = "dpctl-policy"
+VERSION = 1
+WEIGHTS, CONFIG = "model.safetensors", "config.json"
+PICKLE_MAGIC = (b"\x80", b"PK\x03\x04")  # pickle protocol 2+, torch's zip-of-pickles
+
+
+SHIPPED_DIR = Path(__file__).parent / "checkpoints"
+
+
+class CheckpointError(ValueError):
+    pass
+
+
+def shipped() -> list[str]:
+    """Names of the checkpoints that ship with the package (policy/checkpoints/<name>/)."""
+    return sorted(p.name for p in SHIPPED_DIR.iterdir() if (p / CONFIG).exists()) if SHIPPED_DIR.exists() else []
+
+
+def resolve(name_or_dir: str | os.PathLike) -> Path:
+    """A checkpoint directory, or the name of a shipped checkpoint (e.g. ``lift``)."""
+    path = Path(name_or_dir)
+    if path.exists():
+        return path
+    if (SHIPPED_DIR / str(name_or_dir) / CONFIG).exists():
+        return SHIPPED_DIR / str(name_or_dir)
+    raise CheckpointError(f"no checkpoint {str(name_or_dir)!r}: not a path, and shipped ones are {shipped()}")
+
+
+def write_atomic_dir(final: Path, write) -> None:
+    """Call ``write(tmp_dir)`` then move tmp_dir to ``final`` (replacing it) by renames."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    try:
+        write(tmp)
+        for f in tmp.iterdir():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+        old = None
+        if final.exists():
+            old = final.with_name(f".{final.name}.old-{os.getpid()}")
+            os.replace(final, old)
+        os.replace(tmp, final)
+        if old is not None:
+            shutil.rmtree(old)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def save(policy: DiffusionPolicy, path: str | os.PathLike, extra: dict | None = None,
+         dtype: torch.dtype = torch.float32) -> Path:
+    """Save weights (+ normalizer) and config. ``dtype=torch.float16`` halves the size."""
+    if policy.normalizer is None:
+        raise CheckpointError("policy has no normalizer; fit one before saving")
+    tensors = {k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous()
+               for k, v in policy.state_dict().items()}
+    tensors.update({f"normalizer.{k}": v.contiguous() for k, v in policy.normalizer.state_dict().items()})
+    config = {"format": FORMAT, "version": VERSION, "policy": policy.cfg.to_dict(), **(extra or {})}
+
+    def write(tmp: Path) -> None:
+        save_file(tensors, str(tmp / WEIGHTS), metadata={"format": FORMAT})
+        (tmp / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+
+    write_atomic_dir(Path(path), write)
+    return Path(path)
+
+
+def read_config(path: str | os.PathLike) -> dict:
+    path = Path(path)
+    if not path.is_dir():
+        if path.exists() and path.read_bytes()[:4].startswith(PICKLE_MAGIC):
+            raise CheckpointError(f"{path} is a pickle file; checkpoints are directories with "
+                                  f"{WEIGHTS} + {CONFIG} and pickles are never loaded")
+        raise CheckpointError(f"{path} is not a checkpoint directory ({WEIGHTS} + {CONFIG})")
+    for name in (WEIGHTS, CONFIG):
+        if not (path / name).is_file():
+            raise CheckpointError(f"{path} is missing {name}")
+    try:
+        config = json.loads((path / CONFIG).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path / CONFIG} is not valid JSON: {e}") from None
+    if config.get("format") != FORMAT or config.get("version") != VERSION:
+        raise CheckpointError(f"{path / CONFIG}: format {config.get('format')!r} v{config.get('version')}, "
+                              f"expected {FORMAT!r} v{VERSION}")
+    return config
+
+
+def load(path: str | os.PathLike, seed: int = 0) -> DiffusionPolicy:
+    """Load a policy in eval mode from a directory or a shipped name; weights cast to float32."""
+    path = resolve(path)
+    config = read_config(path)
+    weights = path / WEIGHTS
+    if weights.read_bytes()[:4].startswith(PICKLE_MAGIC):
+        raise CheckpointError(f"{weights} holds a pickle, not safetensors; refusing to load it")
+    try:
+        tensors = load_file(str(weights))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{weights} is corrupt or truncated: {e}") from None
+    try:
+        cfg = PolicyConfig(**config["policy"])
+    except TypeError as e:
+        raise CheckpointError(f"{path / CONFIG}: bad policy config: {e}") from None
+    norm = {k[len("normalizer."):]: v.float() for k, v in tensors.items() if k.startswith("normalizer.")}
+    state = {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()
+             if not k.startswith("normalizer.")}
+    policy = DiffusionPolicy(cfg, Normalizer.from_state_dict(norm), seed=seed)
+    missing, unexpected = policy.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise CheckpointError(f"{weights}: weights do not match the config (missing {missing[:5]}, "
+                              f"unexpected {unexpected[:5]})")
+    return policy.eval()

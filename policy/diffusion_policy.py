@@ -1,0 +1,190 @@
+"""The chunk policy: observations in robot units in, an action chunk in robot units out.
+
+    policy.reset()
+    actions = policy.predict_chunk({"robot0_eef_pos": (To, 3), ...})   # (T, A)
+    executed = actions[policy.n_obs_steps - 1 : policy.n_obs_steps - 1 + policy.n_action_steps]
+
+Normalizer, sampler and step count are configuration (``PolicyConfig``), not subclasses.
+Training uses the same sampler object (``loss``), so a flow-trained policy samples with
+flow and a diffusion-trained one with DDPM, DDIM or DPM-Solver++ on its schedule.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from policy.nets.transformer import Transformer, TransformerConfig
+from policy.nets.vision import ImageEncoder
+from policy.normalizer import Normalizer
+from policy.samplers import Sampler, make_sampler
+from policy.schedule import NoiseSchedule
+
+DIFFUSION_SAMPLERS = ("ddpm", "ddim", "dpmpp")
+
+
+@dataclass
+class PolicyConfig:
+    obs_dims: dict[str, int]  # low-dim observation keys -> size, concatenated in this order
+    action_dim: int
+    image_keys: list[str] = field(default_factory=list)
+    image_size: int = 84
+    image_crop: int = 76
+    image_feature_dim: int = 64
+    n_obs_steps: int = 2
+    horizon: int = 16
+    n_action_steps: int = 8
+    n_layer: int = 8
+    n_head: int = 4
+    n_emb: int = 256
+    n_cond_layers: int = 0
+    p_drop_emb: float = 0.0
+    p_drop_attn: float = 0.01
+    schedule: str = "squaredcos_cap_v2"
+    num_train_timesteps: int = 100
+    prediction_type: str = "epsilon"
+    family: str = "diffusion"  # or "flow"
+    sampler: str = "ddim"
+    num_inference_steps: int = 10
+    clip_sample: bool = True
+
+    def __post_init__(self):
+        if self.family not in ("diffusion", "flow"):
+            raise ValueError(f"family must be 'diffusion' or 'flow', got {self.family!r}")
+        check_sampler(self.family, self.sampler)
+        if not 1 <= self.n_action_steps <= self.horizon - self.n_obs_steps + 1:
+            raise ValueError("need 1 <= n_action_steps <= horizon - n_obs_steps + 1")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def check_sampler(family: str, sampler: str) -> None:
+    ok = DIFFUSION_SAMPLERS if family == "diffusion" else ("flow",)
+    if sampler not in ok:
+        raise ValueError(f"a {family}-trained policy samples with {list(ok)}, not {sampler!r}")
+
+
+class DiffusionPolicy(nn.Module):
+    def __init__(self, cfg: PolicyConfig, normalizer: Normalizer | None = None, seed: int = 0):
+        super().__init__()
+        self.cfg = cfg
+        self.encoders = nn.ModuleDict({k.replace(".", "_"): ImageEncoder(cfg.image_crop, out_dim=cfg.image_feature_dim)
+                                       for k in cfg.image_keys})
+        cond_dim = sum(cfg.obs_dims.values()) + cfg.image_feature_dim * len(cfg.image_keys)
+        self.net = Transformer(TransformerConfig(
+            action_dim=cfg.action_dim, cond_dim=cond_dim, horizon=cfg.horizon, n_obs_steps=cfg.n_obs_steps,
+            n_layer=cfg.n_layer, n_head=cfg.n_head, n_emb=cfg.n_emb, n_cond_layers=cfg.n_cond_layers,
+            p_drop_emb=cfg.p_drop_emb, p_drop_attn=cfg.p_drop_attn))
+        self.schedule = NoiseSchedule(cfg.schedule, cfg.num_train_timesteps)
+        self.normalizer = normalizer
+        self.set_sampler(cfg.sampler, cfg.num_inference_steps)
+        self.generator = torch.Generator().manual_seed(seed)
+        self.nfe_last = 0  # network calls of the last prediction (counted, not assumed)
+
+    # ---------------------------------------------------------------- configuration
+    @property
+    def n_obs_steps(self) -> int:
+        return self.cfg.n_obs_steps
+
+    @property
+    def horizon(self) -> int:
+        return self.cfg.horizon
+
+    @property
+    def n_action_steps(self) -> int:
+        return self.cfg.n_action_steps
+
+    def set_sampler(self, name: str, n_steps: int) -> None:
+        check_sampler(self.cfg.family, name)
+        kw = {} if name == "flow" else {"prediction_type": self.cfg.prediction_type,
+                                        "clip_sample": self.cfg.clip_sample}
+        self.sampler: Sampler = make_sampler(name, self.schedule, **kw)
+        self.sampler.grid(n_steps)  # validates the step count now, not at the first prediction
+        self.cfg.sampler, self.cfg.num_inference_steps = name, n_steps
+
+    def reset(self) -> None:
+        """Start of an episode: forget any state carried between chunks."""
+        self.nfe_last = 0
+
+    # ---------------------------------------------------------------- observations
+    def expected_obs(self) -> dict[str, tuple[int, ...]]:
+        To = self.cfg.n_obs_steps
+        shapes = {k: (To, d) for k, d in self.cfg.obs_dims.items()}
+        shapes.update({k: (To, self.cfg.image_size, self.cfg.image_size, 3) for k in self.cfg.image_keys})
+        return shapes
+
+    def validate_obs(self, obs: Mapping[str, np.ndarray | torch.Tensor], batched: bool = False) -> None:
+        """ValueError naming the key for a missing key, wrong shape, non-numeric dtype or NaN/Inf."""
+        for k, shape in self.expected_obs().items():
+            if k not in obs:
+                raise ValueError(f"observation is missing key {k!r} (expected shape {shape})")
+            v = obs[k]
+            got = tuple(v.shape[1:] if batched else v.shape)
+            if got != shape:
+                raise ValueError(f"observation {k!r}: expected shape {'(B, ) + ' if batched else ''}{shape}, got {got}")
+            kind = v.dtype.kind if isinstance(v, np.ndarray) else ("f" if v.is_floating_point() else "u")
+            if kind not in "biuf":
+                raise ValueError(f"observation {k!r}: dtype {v.dtype} is not numeric")
+            if not bool(np.isfinite(np.asarray(v, dtype=np.float64)).all()):
+                raise ValueError(f"observation {k!r} contains NaN/Inf")
+
+    def encode_obs(self, obs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """{key: (B, To, ...)} in robot units -> conditioning tokens (B, To, cond_dim)."""
+        parts = [self.normalizer.normalize(k, obs[k].float()) for k in self.cfg.obs_dims]
+        for k in self.cfg.image_keys:
+            img = obs[k]
+            B, To = img.shape[:2]
+            parts.append(self.encoders[k.replace(".", "_")](img.flatten(0, 1)).view(B, To, -1))
+        return torch.cat(parts, dim=-1)
+
+    # ---------------------------------------------------------------- training
+    def loss(self, batch: Mapping, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Denoising loss on a batch {"obs": {key: (B, To, ...)}, "action": (B, T, A)}."""
+        cond = self.encode_obs(batch["obs"])
+        x0 = self.normalizer.normalize("action", batch["action"].float())
+        B = x0.shape[0]
+        noise = torch.randn(x0.shape, generator=generator, device=x0.device)
+        t = self.sampler.train_timesteps(B, generator=generator, device=x0.device)
+        out = self.net(self.sampler.noisy(x0, noise, t), self.sampler.model_time(t), cond)
+        return F.mse_loss(out, self.sampler.target(x0, noise, t))
+
+    # ---------------------------------------------------------------- inference
+    @torch.no_grad()
+    def sample(self, cond: torch.Tensor, x: torch.Tensor | None = None, start=None,
+               n_steps: int | None = None) -> torch.Tensor:
+        """Run the sampler from ``x`` at level ``start`` (pure noise at the top if None).
+        Returns normalized actions (B, T, A) and counts network calls in ``nfe_last``."""
+        B = cond.shape[0]
+        shape = (B, self.cfg.horizon, self.cfg.action_dim)
+        if x is None:
+            x = torch.randn(shape, generator=self.generator).to(cond.device)
+        state = self.sampler.new_state()
+        pairs = self.sampler.steps(n_steps or self.cfg.num_inference_steps, start_t=start)
+        for t, t_next in pairs:
+            out = self.net(x, self.sampler.model_time(t), cond)
+            noise = torch.randn(shape, generator=self.generator).to(cond.device) if self.sampler.name == "ddpm" else None
+            x = self.sampler.step(x, out, t, t_next, state, noise=noise)
+        self.nfe_last = len(pairs)
+        return x
+
+    @torch.no_grad()
+    def predict_batch(self, obs: Mapping[str, np.ndarray | torch.Tensor]) -> np.ndarray:
+        """{key: (B, To, ...)} -> actions (B, T, A) in robot units."""
+        self.validate_obs(obs, batched=True)
+        device = next(self.parameters()).device
+        tobs = {k: torch.as_tensor(np.asarray(v)).to(device) for k, v in obs.items() if k in self.expected_obs()}
+        x = self.sample(self.encode_obs(tobs))
+        actions = self.normalizer.unnormalize("action", x).cpu().numpy()
+        if not np.isfinite(actions).all():  # never hand a NaN to a robot
+            raise FloatingPointError("policy produced non-finite actions")
+        return actions
+
+    def predict_chunk(self, obs_window: Mapping[str, np.ndarray]) -> np.ndarray:
+        """{key: (To, ...)} -> actions (T, A) in robot units."""
+        self.validate_obs(obs_window)
+        return self.predict_batch({k: np.asarray(obs_window[k])[None] for k in self.expected_obs()})[0]

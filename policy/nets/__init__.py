@@ -1,0 +1,1 @@
+"""Networks: the DP transformer denoiser and the image encoder."""

@@ -1,0 +1,166 @@
+"""Causal encoder-decoder transformer denoiser of Diffusion Policy (REFERENCES.md §1).
+
+Memory (encoder side): [time token, obs token_0 .. obs token_{To-1}] + learned positions,
+through a per-token MLP (or ``n_cond_layers`` encoder layers). Decoder: noisy action
+tokens + learned positions; per layer, pre-LN causal self-attention, cross-attention to
+the memory, and FFN (GELU, 4x). Masks: action t sees actions <= t, and memory token s
+iff t >= s - 1 (the time token is always visible).
+
+Every residual branch goes through ``Transformer.branch(name, fn, *args)`` with names
+``layer{i}.sa|ca|ffn``, so a cache (policy/accel) hooks in by setting ``branch_hook``
+without monkey-patching. With no hook, ``branch`` is a plain call.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+BranchHook = Callable[[str, Callable[..., torch.Tensor], tuple], torch.Tensor]
+
+
+@dataclass
+class TransformerConfig:
+    action_dim: int
+    cond_dim: int  # per-step observation feature size
+    horizon: int = 16
+    n_obs_steps: int = 2
+    n_layer: int = 8
+    n_head: int = 4
+    n_emb: int = 256
+    n_cond_layers: int = 0
+    p_drop_emb: float = 0.0
+    p_drop_attn: float = 0.01
+
+
+def sinusoidal_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """(B,) float timesteps -> (B, dim), as in Diffusion Policy (no MLP after it)."""
+    half = dim // 2
+    freqs = torch.exp(torch.arange(half, device=t.device, dtype=torch.float32) * (-math.log(10000.0) / (half - 1)))
+    args = t.float()[:, None] * freqs[None]
+    return torch.cat([args.sin(), args.cos()], dim=-1)
+
+
+class Attention(nn.Module):
+    def __init__(self, n_emb: int, n_head: int, p_drop: float):
+        super().__init__()
+        if n_emb % n_head:
+            raise ValueError(f"n_emb {n_emb} not divisible by n_head {n_head}")
+        self.n_head, self.p_drop = n_head, p_drop
+        self.q = nn.Linear(n_emb, n_emb)
+        self.kv = nn.Linear(n_emb, 2 * n_emb)
+        self.proj = nn.Linear(n_emb, n_emb)
+
+    def forward(self, x: torch.Tensor, mem: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.shape
+        h = self.n_head
+        q = self.q(x).view(B, T, h, C // h).transpose(1, 2)
+        k, v = self.kv(mem).view(B, mem.shape[1], 2, h, C // h).permute(2, 0, 3, 1, 4)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.p_drop if self.training else 0.0)
+        return self.proj(y.transpose(1, 2).reshape(B, T, C))
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__()
+        d = cfg.n_emb
+        self.ln_sa, self.ln_ca, self.ln_ffn = nn.LayerNorm(d), nn.LayerNorm(d), nn.LayerNorm(d)
+        self.sa = Attention(d, cfg.n_head, cfg.p_drop_attn)
+        self.ca = Attention(d, cfg.n_head, cfg.p_drop_attn)
+        self.ffn = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d), nn.Dropout(cfg.p_drop_attn))
+
+    def _sa(self, x, mask):
+        h = self.ln_sa(x)
+        return self.sa(h, h, mask)
+
+    def _ca(self, x, mem, mask):
+        return self.ca(self.ln_ca(x), mem, mask)
+
+    def _ffn(self, x):
+        return self.ffn(self.ln_ffn(x))
+
+    def forward(self, x, mem, sa_mask, ca_mask, branch, prefix: str):
+        x = x + branch(f"{prefix}.sa", self._sa, x, sa_mask)
+        x = x + branch(f"{prefix}.ca", self._ca, x, mem, ca_mask)
+        x = x + branch(f"{prefix}.ffn", self._ffn, x)
+        return x
+
+
+class Transformer(nn.Module):
+    """``forward(sample (B, T, A), timestep (B,) or scalar, cond (B, To, cond_dim)) -> (B, T, A)``."""
+
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__()
+        self.cfg = cfg
+        d, T, To = cfg.n_emb, cfg.horizon, cfg.n_obs_steps
+        self.input_emb = nn.Linear(cfg.action_dim, d)
+        self.pos_emb = nn.Parameter(torch.zeros(1, T, d))
+        self.cond_obs_emb = nn.Linear(cfg.cond_dim, d)
+        self.cond_pos_emb = nn.Parameter(torch.zeros(1, 1 + To, d))
+        self.drop = nn.Dropout(cfg.p_drop_emb)
+        if cfg.n_cond_layers > 0:
+            layer = nn.TransformerEncoderLayer(d, cfg.n_head, 4 * d, cfg.p_drop_attn, activation="gelu",
+                                               batch_first=True, norm_first=True)
+            self.encoder = nn.TransformerEncoder(layer, cfg.n_cond_layers)
+        else:
+            self.encoder = nn.Sequential(nn.Linear(d, 4 * d), nn.Mish(), nn.Linear(4 * d, d))
+        self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.n_layer))
+        self.ln_f = nn.LayerNorm(d)
+        self.head = nn.Linear(d, cfg.action_dim)
+        t_idx = torch.arange(T)[:, None]
+        s_idx = torch.arange(1 + To)[None, :]
+        self.register_buffer("sa_mask", t_idx >= torch.arange(T)[None, :], persistent=False)
+        self.register_buffer("ca_mask", t_idx >= s_idx - 1, persistent=False)
+        self.branch_hook: BranchHook | None = None
+        self.apply(self._init)
+        nn.init.normal_(self.pos_emb, std=0.02)
+        nn.init.normal_(self.cond_pos_emb, std=0.02)
+
+    @staticmethod
+    def _init(m: nn.Module) -> None:
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+    def branch_names(self) -> list[str]:
+        return [f"layer{i}.{b}" for i in range(self.cfg.n_layer) for b in ("sa", "ca", "ffn")]
+
+    def branch(self, name: str, fn: Callable[..., torch.Tensor], *args) -> torch.Tensor:
+        """The one code path of every residual branch; a cache hooks in here."""
+        if self.branch_hook is None:
+            return fn(*args)
+        return self.branch_hook(name, fn, args)
+
+    def encode(self, timestep: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """Memory tokens (B, 1 + To, d). Depends on the timestep, so it is recomputed per call."""
+        t = sinusoidal_embedding(timestep, self.cfg.n_emb).unsqueeze(1)
+        mem = torch.cat([t, self.cond_obs_emb(cond)], dim=1) + self.cond_pos_emb
+        return self.encoder(self.drop(mem))
+
+    def forward(self, sample: torch.Tensor, timestep: torch.Tensor | float, cond: torch.Tensor) -> torch.Tensor:
+        B, T, _ = sample.shape
+        timestep = torch.as_tensor(timestep, device=sample.device, dtype=torch.float32)
+        if timestep.dim() == 0:
+            timestep = timestep.expand(B)
+        mem = self.encode(timestep, cond)
+        x = self.drop(self.input_emb(sample) + self.pos_emb[:, :T])
+        sa_mask, ca_mask = self.sa_mask[:T, :T], self.ca_mask[:T]
+        for i, layer in enumerate(self.layers):
+            x = layer(x, mem, sa_mask, ca_mask, self.branch, f"layer{i}")
+        return self.head(self.ln_f(x))
+
+    def optim_groups(self, weight_decay: float) -> list[dict]:
+        """AdamW groups: decay on Linear weights only (not biases, norms, embeddings)."""
+        decay, no_decay = [], []
+        for mod_name, mod in self.named_modules():
+            for p_name, p in mod.named_parameters(recurse=False):
+                (decay if isinstance(mod, nn.Linear) and p_name == "weight" else no_decay).append(p)
+        return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]

@@ -1,0 +1,188 @@
+"""One trainer for the denoising policies (REFERENCES.md §1).
+
+AdamW with decay groups, linear warmup + cosine decay, EMA of weights
+(decay = 1 - (1 + step)^-power, capped), gradient clipping, a progress bar, a periodic
+evaluation hook, and exact resumption: the training state (weights, EMA, AdamW moments,
+RNG states, step) is a safetensors + JSON directory written atomically every
+``save_every`` steps, never a pickle. Batches are drawn with replacement from a seeded
+generator, so a run resumed at step k continues exactly as the uninterrupted run.
+
+Layout of ``out_dir``: ``state/`` (resume), ``checkpoint/`` (EMA policy, policy.checkpoint
+format), ``log.jsonl`` (one JSON object per log/eval event).
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from policy import checkpoint
+from policy.diffusion_policy import DiffusionPolicy
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 20000
+    batch_size: int = 256
+    lr: float = 1e-4
+    weight_decay: float = 1e-3
+    betas: tuple[float, float] = (0.9, 0.95)
+    warmup_steps: int = 500
+    grad_clip: float = 1.0
+    ema_power: float = 0.75
+    ema_max: float = 0.9999
+    seed: int = 0
+    log_every: int = 100
+    save_every: int = 1000
+    eval_every: int = 0  # 0: only at the end
+
+    def lr_at(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return self.lr * (step + 1) / self.warmup_steps
+        frac = (step - self.warmup_steps) / max(1, self.steps - self.warmup_steps)
+        return self.lr * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0)))
+
+    def ema_decay(self, step: int) -> float:
+        return min(max(1 - (1 + step) ** -self.ema_power, 0.0), self.ema_max)
+
+
+EvalFn = Callable[[DiffusionPolicy, int], dict]
+
+
+class Trainer:
+    def __init__(self, policy: DiffusionPolicy, dataset, cfg: TrainConfig, out_dir: str | Path,
+                 eval_fn: EvalFn | None = None, progress: bool = True):
+        if len(dataset) == 0:
+            raise ValueError("dataset has no training windows")
+        self.policy, self.dataset, self.cfg = policy, dataset, cfg
+        self.out = Path(out_dir)
+        self.eval_fn, self.progress = eval_fn, progress
+        self.ema = copy.deepcopy(policy).eval()
+        for p in self.ema.parameters():
+            p.requires_grad_(False)
+        self.opt = torch.optim.AdamW(self._groups(), lr=cfg.lr, betas=cfg.betas)
+        self.gen = torch.Generator().manual_seed(cfg.seed)
+        self.step = 0
+        self.last_eval: dict = {}
+        if (self.out / "state").exists():
+            self._load_state()
+
+    def _groups(self) -> list[dict]:
+        groups = self.policy.net.optim_groups(self.cfg.weight_decay)
+        enc = [p for p in self.policy.encoders.parameters()]
+        if enc:
+            groups.append({"params": enc, "weight_decay": self.cfg.weight_decay})
+        return groups
+
+    # ---------------------------------------------------------------- state
+    def _save_state(self) -> None:
+        tensors = {f"model.{k}": v for k, v in self.policy.state_dict().items()}
+        tensors.update({f"ema.{k}": v for k, v in self.ema.state_dict().items()})
+        opt = self.opt.state_dict()
+        for idx, st in opt["state"].items():
+            for name, v in st.items():
+                tensors[f"optim.{idx}.{name}"] = torch.as_tensor(v)
+        tensors["rng.batch"] = self.gen.get_state()
+        tensors["rng.torch"] = torch.get_rng_state()
+        tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+        meta = {"step": self.step, "train": asdict(self.cfg), "param_groups": opt["param_groups"],
+                "last_eval": self.last_eval}
+
+        def write(tmp: Path) -> None:
+            save_file(tensors, str(tmp / "state.safetensors"))
+            (tmp / "state.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+        checkpoint.write_atomic_dir(self.out / "state", write)
+
+    def _load_state(self) -> None:
+        d = self.out / "state"
+        meta = json.loads((d / "state.json").read_text())
+        tensors = load_file(str(d / "state.safetensors"))
+        strip = lambda prefix: {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}  # noqa: E731
+        self.policy.load_state_dict(strip("model."), strict=False)
+        self.ema.load_state_dict(strip("ema."), strict=False)
+        state: dict = {}
+        for k, v in strip("optim.").items():
+            idx, name = k.split(".", 1)
+            state.setdefault(int(idx), {})[name] = v
+        self.opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+        self.gen.set_state(tensors["rng.batch"])
+        torch.set_rng_state(tensors["rng.torch"])
+        self.step = int(meta["step"])
+        self.last_eval = meta.get("last_eval", {})
+
+    def _log(self, record: dict) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        with open(self.out / "log.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    # ---------------------------------------------------------------- loop
+    def _update_ema(self) -> None:
+        decay = self.cfg.ema_decay(self.step)
+        with torch.no_grad():
+            for pe, p in zip(self.ema.parameters(), self.policy.parameters()):
+                pe.mul_(decay).add_(p.detach(), alpha=1 - decay)
+
+    def _evaluate(self) -> None:
+        if self.eval_fn is None:
+            return
+        self.last_eval = {"step": self.step, **self.eval_fn(self.ema, self.step)}
+        self._log({"event": "eval", **self.last_eval})
+
+    def run(self, until: int | None = None) -> dict:
+        """Train to ``cfg.steps`` (or stop after step ``until``, as an interruption would)."""
+        cfg = self.cfg
+        self.policy.train()
+        n = len(self.dataset)
+        losses: list[float] = []
+        t0, samples = time.perf_counter(), 0
+        bar = tqdm(total=cfg.steps, initial=self.step, desc="train", unit="step", disable=not self.progress)
+        while self.step < cfg.steps:
+            idx = torch.randint(0, n, (cfg.batch_size,), generator=self.gen).numpy()
+            batch = self.dataset.get_batch(idx)
+            for g in self.opt.param_groups:
+                g["lr"] = cfg.lr_at(self.step)
+            loss = self.policy.loss(batch, generator=self.gen)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"non-finite loss at step {self.step}; last state in {self.out / 'state'}")
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.grad_clip)
+            self.opt.step()
+            self.step += 1
+            self._update_ema()
+            losses.append(loss.item())
+            samples += cfg.batch_size
+            bar.update(1)
+            if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                rate = samples / (time.perf_counter() - t0)
+                rec = {"event": "train", "step": self.step, "loss": float(np.mean(losses)),
+                       "lr": cfg.lr_at(self.step - 1), "samples_per_s": rate}
+                self._log(rec)
+                bar.set_postfix(loss=f"{rec['loss']:.4f}", sps=f"{rate:.0f}")
+                losses = []
+            if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.steps:
+                self._evaluate()
+                self.policy.train()
+            if self.step % cfg.save_every == 0 or self.step == cfg.steps:
+                self._save_state()
+                checkpoint.save(self.ema, self.out / "checkpoint", extra={"train_step": self.step})
+            if until is not None and self.step >= until:
+                bar.close()
+                return {"step": self.step, "interrupted": True}
+        bar.close()
+        self._evaluate()
+        if self.eval_fn is not None:
+            self._save_state()
+        elapsed = time.perf_counter() - t0
+        return {"step": self.step, "samples_per_s": samples / elapsed if samples else float("nan"),
+                "eval": self.last_eval}

@@ -1,0 +1,57 @@
+import numpy as np
+import pytest
+import torch
+
+from helpers import obs_window, tiny_policy
+
+
+def test_chunk_shape_units_and_nfe():
+    pol = tiny_policy().eval()
+    for name, n in [("ddim", 10), ("ddpm", 20), ("dpmpp", 5)]:
+        pol.set_sampler(name, n)
+        a = pol.predict_chunk(obs_window())
+        assert a.shape == (8, 2) and a.dtype == np.float32
+        assert pol.nfe_last == n
+        # clip_sample keeps normalized actions in [-1, 1] -> robot units within the data range
+        assert (a[:, 0] >= -2 - 1e-5).all() and (a[:, 0] <= 2 + 1e-5).all()
+    batch = pol.predict_batch(obs_window(batch=3))
+    assert batch.shape == (3, 8, 2)
+
+
+def test_flow_family_samples_only_with_flow():
+    pol = tiny_policy(family="flow", sampler="flow", num_inference_steps=4).eval()
+    assert pol.predict_chunk(obs_window()).shape == (8, 2) and pol.nfe_last == 4
+    with pytest.raises(ValueError, match="flow-trained"):
+        pol.set_sampler("ddim", 10)
+    with pytest.raises(ValueError, match="diffusion-trained"):
+        tiny_policy().set_sampler("flow", 10)
+
+
+@pytest.mark.parametrize("mutate, match", [
+    (lambda o: o.pop("pos"), "missing key 'pos'"),
+    (lambda o: o.__setitem__("pos", np.zeros((2, 4), np.float32)), r"'pos': expected shape \(2, 3\)"),
+    (lambda o: o.__setitem__("pos", np.zeros((3, 3), np.float32)), r"'pos': expected shape"),
+    (lambda o: o.__setitem__("object", np.full((2, 4), "x")), "'object'.*not numeric"),
+    (lambda o: o["object"].__setitem__((0, 0), np.nan), "'object' contains NaN"),
+    (lambda o: o["pos"].__setitem__((1, 2), np.inf), "'pos' contains NaN/Inf"),
+])
+def test_bad_observations_raise_naming_the_key(mutate, match):
+    pol = tiny_policy().eval()
+    obs = obs_window()
+    mutate(obs)
+    with pytest.raises(ValueError, match=match):
+        pol.predict_chunk(obs)
+
+
+def test_non_finite_network_output_never_reaches_the_caller():
+    pol = tiny_policy().eval()
+    with torch.no_grad():
+        pol.net.head.bias.fill_(float("nan"))
+    with pytest.raises(FloatingPointError, match="non-finite"):
+        pol.predict_chunk(obs_window())
+
+
+def test_sampling_is_seeded():
+    a = tiny_policy(seed=3).eval().predict_chunk(obs_window())
+    b = tiny_policy(seed=3).eval().predict_chunk(obs_window())
+    np.testing.assert_array_equal(a, b)
