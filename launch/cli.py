@@ -33,7 +33,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     policy = checkpoint.load(args.checkpoint, seed=args.seed_start)
     if args.sampler or args.steps:
         policy.set_sampler(args.sampler or policy.cfg.sampler, args.steps or policy.cfg.num_inference_steps)
-    res = evaluate(policy, args.env, args.episodes, args.seed_start, batch=args.batch, progress=not args.no_progress)
+    res = evaluate(policy, args.env, args.episodes, args.seed_start, batch=args.batch, max_steps=args.max_steps,
+                   progress=not args.no_progress)
+    if args.video_dir:
+        from launch.evaluate import record_video
+        Path(args.video_dir).mkdir(parents=True, exist_ok=True)
+        res["videos"] = [record_video(policy, args.env, seed, Path(args.video_dir) / f"{args.env}_{seed}.mp4",
+                                      max_steps=args.max_steps)
+                         for seed in res["seeds"][: args.videos]]
     lat = res["chunk_latency_ms"]
     print(f"{args.env}: success {res['success_rate']:.3f} over {res['episodes']} episodes (seeds "
           f"{args.seed_start}..{args.seed_start + args.episodes - 1}); {res['sampler']}-{res['num_inference_steps']}, "
@@ -57,8 +64,20 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from launch.demo import demo
-    _write_json(args.json, demo(Path(args.out), episodes=args.episodes, progress=not args.no_progress))
+    import torch
+
+    from launch.demo import demo, table
+    from launch.results import check_block, machine, replace_block
+    torch.set_num_threads(2)
+    if args.update_readme:
+        check_block(Path(args.update_readme), "policy")
+    rep = demo(Path(args.out), episodes=args.episodes, progress=not args.no_progress,
+               checkpoint_name=args.checkpoint, max_steps=args.max_steps)
+    _write_json(args.json, rep)
+    if args.update_readme:
+        cmd = f"dpctl demo --episodes {args.episodes}" + (f" --checkpoint {args.checkpoint}" if args.checkpoint != "lift" else "")
+        replace_block(Path(args.update_readme), "policy", f"Command: `{cmd}` — machine: {machine()}.\n\n"
+                      + table(rep["rows"], rep["checkpoint"], args.episodes))
     return 0
 
 
@@ -100,7 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--sampler", choices=["ddpm", "ddim", "dpmpp", "flow"])
     e.add_argument("--steps", type=int, help="denoising steps (network calls) per chunk")
     e.add_argument("--batch", type=int, default=10, help="envs run in lockstep per network pass")
+    e.add_argument("--max-steps", type=int, help="cap episode length (default: the task's)")
     e.add_argument("--threads", type=int, default=2)
+    e.add_argument("--video-dir", help="write mp4 videos of the first --videos seeds here")
+    e.add_argument("--videos", type=int, default=3)
     e.add_argument("--json", help="write the full report here")
     e.add_argument("--no-progress", action="store_true")
     e.set_defaults(func=cmd_eval)
@@ -130,9 +152,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--no-progress", action="store_true")
     b.set_defaults(func=cmd_bench)
 
-    d = sub.add_parser("demo", help="the main job: collect demonstrations and show what was stored")
+    d = sub.add_parser("demo", help="the main job: the shipped Lift policy closed loop, DDPM-100 vs DDIM-10")
     d.add_argument("--out", default="runs/demo", help="output directory")
-    d.add_argument("--episodes", type=int, default=20)
+    d.add_argument("--episodes", type=int, default=20, help="held-out episodes per sampler")
+    d.add_argument("--checkpoint", default="lift", help="checkpoint directory or shipped name")
+    d.add_argument("--max-steps", type=int, help="cap episode length (default: the task's)")
+    d.add_argument("--update-readme", metavar="README", help="rewrite this README's policy results block")
     d.add_argument("--json", help="write a machine-readable report here")
     d.add_argument("--no-progress", action="store_true")
     d.set_defaults(func=cmd_demo)

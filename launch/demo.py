@@ -1,32 +1,79 @@
-"""``dpctl demo``: the main job, end to end as far as the project goes today.
+"""``dpctl demo``: the main job. Run the shipped Lift policy closed loop and compare samplers.
 
-Now: collect Lift demonstrations with the scripted expert, reopen the store, cut it into
-training windows and fit the normalizer. (Training and evaluation join when the policy
-core lands.)
+Loads the ``lift`` checkpoint that ships in policy/checkpoints/ (if it is missing, trains one
+with the recipe of ``dpctl train --task lift``), evaluates DDPM-100 and DDIM-10 on the same
+held-out seeds, prints a table of success rate and per-chunk latency, and writes
+``demo.json``, ``latency.png`` and a video to ``--out``.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
-from data import ReplayBuffer
-from data.dataset import WindowDataset
-from launch.collect import collect
-from policy.normalizer import Normalizer
+import torch
 
-OBS_KEYS = ["robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos", "object"]
+from launch.evaluate import evaluate, record_video
+from launch.train import EVAL_SEED_START, train_task
+from policy import checkpoint
+
+VARIANTS = [("ddpm", 100), ("ddim", 10)]  # later issues add RTI and BAC rows
+DEFAULT_TRAIN_STEPS = 6000
 
 
-def demo(out: Path, episodes: int = 20, progress: bool = True) -> dict:
+def _load_or_train(out: Path, progress: bool, name: str = "lift"):
+    try:
+        return checkpoint.load(name), str(name) + (" (shipped)" if name in checkpoint.shipped() else "")
+    except checkpoint.CheckpointError as e:
+        print(f"no shipped lift checkpoint ({e}); training one with the default recipe "
+              f"({DEFAULT_TRAIN_STEPS} steps, ~25 min on 2 cores)")
+        train_task("lift", DEFAULT_TRAIN_STEPS, out / "train", progress=progress)
+        return checkpoint.load(out / "train" / "checkpoint"), str(out / "train" / "checkpoint")
+
+
+def latency_plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.boxplot([r["chunk_latency_ms"]["samples"] for r in rows], showfliers=True)
+    ax.set_xticks(range(1, len(rows) + 1), [f"{r['name']}\n({r['nfe_per_chunk']} calls)" for r in rows])
+    ax.set_yscale("log")
+    ax.set_ylabel("per-chunk latency, batch 1 (ms)")
+    ax.set_title(f"Lift, {torch.get_num_threads()} CPU threads")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def table(rows: list[dict], source: str, episodes: int) -> str:
+    base = rows[0]["chunk_latency_ms"]["p50"]
+    lines = [f"Lift closed loop, checkpoint {source}, {episodes} held-out seeds from {EVAL_SEED_START}, "
+             f"{torch.get_num_threads()} CPU threads, batch-1 latency.", "",
+             "| sampler | success | network calls/chunk | latency p50 (ms) | p99 (ms) | speed-up vs DDPM-100 |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        lat = r["chunk_latency_ms"]
+        lines.append(f"| {r['name']} | {r['success_rate']:.3f} | {r['nfe_per_chunk']} | {lat['p50']:.1f} | "
+                     f"{lat['p99']:.1f} | {base / lat['p50']:.1f}x |")
+    return "\n".join(lines)
+
+
+def demo(out: Path, episodes: int = 20, progress: bool = True, checkpoint_name: str = "lift",
+         max_steps: int | None = None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
-    rep = collect("lift", episodes, out / "lift.zarr", progress=progress)
-    print(f"[1/2] collected: {rep.episodes} Lift episodes in {rep.out}; expert success "
-          f"{rep.successes}/{rep.attempts} this run; {rep.steps_per_s:.0f} steps/s")
-    rb = ReplayBuffer.open(out / "lift.zarr")
-    ds = WindowDataset(rb, obs_keys=OBS_KEYS, n_obs_steps=2, horizon=16, n_action_steps=8)
-    norm = Normalizer.from_stats(ds.stats())
-    sample = ds[len(ds) // 2]
-    a_n = norm.normalize("action", sample["action"])
-    print(f"[2/2] dataset: {rb.n_episodes} episodes, {rb.n_steps} steps, lengths "
-          f"{rb.episode_lengths.min()}-{rb.episode_lengths.max()}; {len(ds)} training windows "
-          f"(To=2, T=16, Ta=8); normalized action range [{a_n.min():.2f}, {a_n.max():.2f}]")
-    return {"collect": rep.as_dict(), "episodes": rb.n_episodes, "steps": rb.n_steps, "windows": len(ds)}
+    policy, source = _load_or_train(out, progress, checkpoint_name)
+    rows = []
+    for sampler, steps in VARIANTS:
+        policy.set_sampler(sampler, steps)
+        res = evaluate(policy, "lift", episodes, EVAL_SEED_START, max_steps=max_steps, progress=progress)
+        rows.append({"name": f"{sampler.upper()}-{steps}", **res})
+    print()
+    print(table(rows, source, episodes))
+    latency_plot(rows, out / "latency.png")
+    policy.set_sampler("ddim", 10)
+    video = record_video(policy, "lift", EVAL_SEED_START, out / "lift_ddim10.mp4", max_steps=max_steps)
+    report = {"checkpoint": source, "rows": rows, "video": video, "latency_plot": str(out / "latency.png")}
+    (out / "demo.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {out / 'demo.json'}, {out / 'latency.png'}, {video['video']} "
+          f"(seed {video['seed']}, success {video['success']})")
+    return report

@@ -23,8 +23,10 @@ def _window(history: deque) -> dict[str, np.ndarray]:
     return {k: np.stack([h[k] for h in history]) for k in history[0]}
 
 
-def rollout_group(policy: DiffusionPolicy, env_list: list, seeds: list[int], record: list | None = None) -> list[dict]:
-    """Run one episode per env in lockstep; returns per-episode dicts."""
+def rollout_group(policy: DiffusionPolicy, env_list: list, seeds: list[int], record: list | None = None,
+                  frames: list | None = None, frame_key: str = "agentview_image") -> list[dict]:
+    """Run one episode per env in lockstep; returns per-episode dicts. ``record`` collects
+    batch-1 observation windows (for latency timing), ``frames`` the first env's images."""
     To, Ta = policy.n_obs_steps, policy.n_action_steps
     keys = list(policy.expected_obs())
     hist, done, result = [], [], []
@@ -45,6 +47,8 @@ def rollout_group(policy: DiffusionPolicy, env_list: list, seeds: list[int], rec
             for a in chunks[row]:
                 obs, reward, terminated, truncated, info = env_list[i].step(a)
                 hist[i].append(obs)
+                if frames is not None and i == 0:
+                    frames.append(obs[frame_key])
                 r = result[i]
                 r["length"] += 1
                 r["max_reward"] = max(r["max_reward"], float(reward))
@@ -67,7 +71,29 @@ def chunk_latency_ms(policy: DiffusionPolicy, windows: list[dict], repeats: int 
             policy.predict_chunk(w)
             times.append((time.perf_counter() - t0) * 1000)
     p50, p90, p99 = np.percentile(times, [50, 90, 99])
-    return {"p50": float(p50), "p90": float(p90), "p99": float(p99), "n": len(times)}
+    return {"p50": float(p50), "p90": float(p90), "p99": float(p99), "n": len(times),
+            "samples": [round(t, 3) for t in times]}
+
+
+def record_video(policy: DiffusionPolicy, env_name: str, seed: int, path, size: int = 256, fps: int = 20,
+                 max_steps: int | None = None) -> dict:
+    """One episode rendered at ``size`` px to an mp4 (OpenCV's mp4v encoder)."""
+    import cv2
+    if policy.cfg.image_keys:  # an image policy must see the images it was trained on
+        size = policy.cfg.image_size
+    env = envs.make(env_name, images=True, image_size=size, max_steps=max_steps)
+    frames: list = []
+    try:
+        (result,) = rollout_group(policy, [env], [seed], frames=frames)
+    finally:
+        env.close()
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (size, size))
+    if not writer.isOpened():
+        raise RuntimeError(f"could not open a video writer for {path}")
+    for f in frames:
+        writer.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+    writer.release()
+    return {**result, "video": str(path), "frames": len(frames)}
 
 
 def evaluate(policy: DiffusionPolicy, env_name: str, episodes: int, seed_start: int = 100_000,

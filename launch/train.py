@@ -13,6 +13,7 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from data import ReplayBuffer
@@ -94,3 +95,27 @@ def train_task(task: str, steps: int, out: str | Path, images: bool = False, dem
     (out / "checkpoint" / "recipe.json").write_text(json.dumps(recipe_out, indent=2) + "\n")
     (out / "eval.json").write_text(json.dumps(final, indent=2) + "\n")
     return recipe_out
+
+
+def ship(run_checkpoint: str | Path, name: str, fp16: bool = True, check_windows: int = 64) -> dict:
+    """Copy a trained checkpoint into policy/checkpoints/<name>/ (fp16 weights by default),
+    with its recipe.json extended by the fp16-vs-fp32 action difference on dataset windows."""
+    src = Path(run_checkpoint)
+    recipe = json.loads((src / "recipe.json").read_text())
+    dest = checkpoint.SHIPPED_DIR / name
+    full = checkpoint.load(src)
+    checkpoint.save(full, dest, dtype=torch.float16 if fp16 else torch.float32)
+    half = checkpoint.load(dest)
+    rb = ReplayBuffer.open(recipe["data"]["path"])
+    ds = WindowDataset(rb, obs_keys=list(full.cfg.obs_dims), image_keys=full.cfg.image_keys,
+                       n_obs_steps=full.n_obs_steps, horizon=full.horizon, n_action_steps=full.n_action_steps)
+    idx = np.linspace(0, len(ds) - 1, check_windows).astype(int)
+    obs = {k: v.numpy() for k, v in ds.get_batch(idx)["obs"].items()}
+    full.generator.manual_seed(0)
+    half.generator.manual_seed(0)
+    diff = float(np.abs(full.predict_batch(obs) - half.predict_batch(obs)).max())
+    recipe["shipped"] = {"dtype": "float16" if fp16 else "float32", "max_abs_action_diff_vs_fp32": diff,
+                         "windows_checked": check_windows,
+                         "size_bytes": (dest / checkpoint.WEIGHTS).stat().st_size}
+    (dest / "recipe.json").write_text(json.dumps(recipe, indent=2) + "\n")
+    return recipe["shipped"]

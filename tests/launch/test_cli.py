@@ -6,14 +6,55 @@ from launch.cli import main
 from launch.results import replace_block
 
 
-def test_demo_runs_end_to_end(tmp_path, capsys):
-    js = tmp_path / "demo.json"
-    assert main(["demo", "--out", str(tmp_path / "demo"), "--episodes", "2", "--no-progress",
-                 "--json", str(js)]) == 0
+@pytest.fixture(scope="module")
+def tiny_lift_run(tmp_path_factory):
+    """`dpctl train` end to end on 3 demos for 30 steps (an untrained policy: the pipeline
+    is under test here, not success; the shipped checkpoint's numbers are in the README)."""
+    root = tmp_path_factory.mktemp("train")
+    from launch.train import train_task
+    rec = train_task("lift", steps=30, out=root / "run", demos=3, eval_episodes=2, data_dir=root / "data",
+                     batch_size=16, progress=False)
+    return root, rec
+
+
+def test_train_writes_checkpoint_recipe_and_eval(tiny_lift_run):
+    root, rec = tiny_lift_run
+    ck = root / "run" / "checkpoint"
+    assert sorted(p.name for p in ck.iterdir()) == ["config.json", "model.safetensors", "recipe.json"]
+    recipe = json.loads((ck / "recipe.json").read_text())
+    assert recipe["data"]["episodes"] == 3 and recipe["final_eval"]["episodes"] == 2
+    assert recipe["final_eval"]["nfe_per_chunk"] == 10 and len(recipe["commit"]) >= 7
+    ev = json.loads((root / "run" / "eval.json").read_text())
+    assert ev["seeds"] == [100000, 100001]
+    assert {"success_rate", "mean_max_reward", "chunk_latency_ms", "per_episode", "config", "version"} <= set(ev)
+
+
+def test_eval_cli_json_and_video(tiny_lift_run, tmp_path, capsys):
+    root, _ = tiny_lift_run
+    js = tmp_path / "eval.json"
+    assert main(["eval", "--checkpoint", str(root / "run" / "checkpoint"), "--env", "lift", "--episodes", "2",
+                 "--sampler", "dpmpp", "--steps", "4", "--max-steps", "24", "--video-dir", str(tmp_path / "v"),
+                 "--videos", "1", "--json", str(js), "--no-progress"]) == 0
+    res = json.loads(js.read_text())
+    assert res["nfe_per_chunk"] == 4 and res["sampler"] == "dpmpp"
+    assert [e["length"] for e in res["per_episode"]] == [24, 24] or all(e["success"] for e in res["per_episode"])
+    video = tmp_path / "v" / "lift_100000.mp4"
+    assert video.stat().st_size > 1000 and res["videos"][0]["frames"] > 0
+    assert "network calls/chunk" in capsys.readouterr().out
+    assert main(["eval", "--checkpoint", "no-such", "--env", "lift"]) == 2
+    assert "no checkpoint 'no-such'" in capsys.readouterr().err
+
+
+def test_demo_table_plot_video(tiny_lift_run, tmp_path, capsys):
+    root, _ = tiny_lift_run
+    from launch.demo import demo
+    rep = demo(tmp_path, episodes=2, progress=False, checkpoint_name=str(root / "run" / "checkpoint"), max_steps=16)
     out = capsys.readouterr().out
-    assert "[1/2] collected: 2 Lift episodes" in out and "[2/2] dataset" in out
-    report = json.loads(js.read_text())
-    assert report["episodes"] == 2 and report["windows"] > 0
+    assert "| DDPM-100 |" in out and "| DDIM-10 |" in out
+    assert [r["nfe_per_chunk"] for r in rep["rows"]] == [100, 10]
+    assert (tmp_path / "latency.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "lift_ddim10.mp4").stat().st_size > 1000
+    assert json.loads((tmp_path / "demo.json").read_text())["rows"][1]["name"] == "DDIM-10"
 
 
 def test_replace_block(tmp_path):
@@ -28,3 +69,15 @@ def test_replace_block(tmp_path):
 def test_bench_checks_readme_before_running(tmp_path, capsys):
     assert main(["bench", "experts", "--update-readme", str(tmp_path / "missing.md")]) == 2
     assert "no README" in capsys.readouterr().err
+
+
+def test_ship_fp16_with_recipe(tiny_lift_run, tmp_path, monkeypatch):
+    root, _ = tiny_lift_run
+    from launch.train import ship
+    from policy import checkpoint
+    monkeypatch.setattr(checkpoint, "SHIPPED_DIR", tmp_path / "shipped")
+    info = ship(root / "run" / "checkpoint", "tiny")
+    assert checkpoint.shipped() == ["tiny"]
+    assert info["dtype"] == "float16" and info["max_abs_action_diff_vs_fp32"] < 0.05
+    assert json.loads((tmp_path / "shipped" / "tiny" / "recipe.json").read_text())["shipped"] == info
+    assert checkpoint.load("tiny").cfg.sampler == "ddim"
