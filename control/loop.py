@@ -1,0 +1,169 @@
+"""The fixed-rate control loop: read -> update -> write, once per period.
+
+Each cycle: observe (stamped), keep the last ``n_obs_steps`` observations, collect a
+finished chunk from the inference worker into the action queue (or, synchronous, compute
+one in this thread when the queue is short), pop the action due now, pass it through the
+safety filter, send it, wait for the next absolute deadline.
+
+Asynchronous mode requests the next chunk when at most ``replan_at`` actions remain, so
+with ``replan_at * period`` above the inference latency the queue never runs dry. The
+first chunk of an episode is computed before the clock starts. Failures:
+- the policy raises or returns NaN/Inf: the chunk is dropped and counted, the queue and
+  the safety filter's hold carry the robot, the next request is made at once;
+- no action by the deadline (slow or hung policy): the safety filter holds and counts;
+  past ``max_hold_cycles`` the episode stops (``stopped = "watchdog"``);
+- ``observe``/``act`` raise, or Ctrl-C: the loop stops, hands what it recorded to
+  ``on_episode_end``, and re-raises.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from control.chunking import ActionQueue
+from control.clock import RateKeeper
+from control.inference import ChunkResult, InferenceWorker, run_policy
+from control.safety import SafetyFilter, WatchdogTimeout
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LoopConfig:
+    rate_hz: float = 20.0
+    async_inference: bool = True
+    replan_at: int | None = None  # None: when half of a chunk is left
+    overlap: str = "replace"
+    max_hold_cycles: int = 50
+    max_delta: float | None = None
+    spin_s: float = 0.001
+    status_every: int | None = None  # cycles between status callbacks; None: once a second
+
+
+@dataclass
+class EpisodeReport:
+    seed: int | None
+    cycles: int = 0
+    success: bool = False
+    stopped: str = "done"  # done | max_cycles | watchdog | robot_error | interrupted
+    deadline_misses: int = 0
+    chunks: int = 0
+    policy_errors: int = 0
+    policy_non_finite: int = 0
+    chunk_latency_ms: list[float] = field(default_factory=list)
+    timing: dict = field(default_factory=dict)
+    safety: dict = field(default_factory=dict)
+    queue: dict = field(default_factory=dict)
+
+
+class ControlLoop:
+    def __init__(self, robot, predict: Callable[[dict], np.ndarray], n_obs_steps: int, first_action: int,
+                 n_action_steps: int, cfg: LoopConfig, safety: SafetyFilter,
+                 clock: Callable[[], float] = time.perf_counter, sleep: Callable[[float], None] = time.sleep,
+                 status: Callable[[dict], None] | None = None):
+        self.robot, self.predict, self.cfg, self.safety = robot, predict, cfg, safety
+        self.To, self.first, self.n = n_obs_steps, first_action, n_action_steps
+        self.clock, self.sleep, self.status = clock, sleep, status
+        self.replan_at = cfg.replan_at if cfg.replan_at is not None else max(1, n_action_steps // 2)
+        self.worker = InferenceWorker(predict, first_action, n_action_steps) if cfg.async_inference else None
+
+    def close(self, timeout: float = 5.0) -> bool:
+        """Stop the worker; False if a hung policy call is still running after ``timeout``."""
+        return self.worker.close(timeout) if self.worker else True
+
+    def _window(self, hist: deque) -> dict:
+        return {k: np.stack([h[k] for h in hist]) for k in hist[0]}
+
+    def _accept(self, res: ChunkResult, queue: ActionQueue, rep: EpisodeReport, now: float) -> None:
+        rep.chunk_latency_ms.append(res.latency_s * 1000)
+        if res.error is not None:
+            rep.policy_errors += 1
+            log.warning("policy raised %s: %s; holding and retrying", type(res.error).__name__, res.error)
+        elif not np.isfinite(res.actions).all():
+            rep.policy_non_finite += 1
+            log.warning("policy returned non-finite actions; chunk dropped")
+        else:
+            rep.chunks += 1
+            queue.push(res.actions, res.t_obs, now)
+
+    def run_episode(self, seed: int | None = None, max_cycles: int | None = None,
+                    on_episode_end: Callable[[dict, EpisodeReport], None] | None = None) -> EpisodeReport:
+        cfg, robot = self.cfg, self.robot
+        rk = RateKeeper(cfg.rate_hz, spin_s=cfg.spin_s, clock=self.clock, sleep=self.sleep)
+        queue = ActionQueue(rk.period_s, mode=cfg.overlap)
+        self.safety.reset()
+        rep = EpisodeReport(seed=seed)
+        record: dict[str, list] = {"action": [], "t": [], "held": []}
+        obs = robot.reset(seed) if hasattr(robot, "reset") else robot.observe()
+        hist = deque([self._strip(obs)] * self.To, maxlen=self.To)
+        t_start = self.clock()
+        # the first chunk before the clock starts (start-up latency is not a deadline miss)
+        first = run_policy(self.predict, self._window(hist), t_start, self.first, self.n, self.clock)
+        rk.start()
+        first.t_obs = rk.t0
+        self._accept(first, queue, rep, rk.t0)
+        try:
+            while True:
+                now = self.clock()
+                obs = robot.observe()
+                hist.append(self._strip(obs))
+                t_obs = now  # the loop's clock; robot timestamps may use another clock
+                if self.worker is not None:
+                    res = self.worker.poll()
+                    if res is not None:
+                        self._accept(res, queue, rep, now)
+                    if len(queue) <= self.replan_at:
+                        self.worker.submit(self._window(hist), t_obs)
+                elif len(queue) == 0:
+                    self._accept(run_policy(self.predict, self._window(hist), t_obs, self.first, self.n, self.clock),
+                                 queue, rep, self.clock())
+                candidate = queue.pop(self.clock())
+                held = candidate is None
+                try:
+                    action = self.safety.filter(candidate)
+                except WatchdogTimeout as e:
+                    log.error("%s; stopping the episode", e)
+                    rep.stopped = "watchdog"
+                    break
+                rep.deadline_misses += int(held)
+                sent = robot.act(action)
+                for k, v in hist[-1].items():
+                    record.setdefault(k, []).append(v)
+                record["action"].append(sent)
+                record["t"].append(now - rk.t0)
+                record["held"].append(held)
+                rep.cycles += 1
+                if getattr(robot, "done", False):
+                    break
+                if max_cycles is not None and rep.cycles >= max_cycles:
+                    rep.stopped = "max_cycles"
+                    break
+                if self.status is not None and rep.cycles % (cfg.status_every or max(1, int(cfg.rate_hz))) == 0:
+                    self.status({"cycles": rep.cycles, "queue": len(queue), **rk.stats.summary(),
+                                 "chunk_latency_ms": rep.chunk_latency_ms[-1] if rep.chunk_latency_ms else math.nan})
+                rk.wait()
+        except KeyboardInterrupt:
+            rep.stopped = "interrupted"
+            raise
+        except Exception:
+            rep.stopped = "robot_error"
+            raise
+        finally:
+            rep.success = bool(getattr(robot, "success", False))
+            rep.deadline_misses += rk.stats.skipped_cycles
+            rep.timing = rk.stats.summary()
+            rep.safety = vars(self.safety.stats).copy()
+            rep.queue = vars(queue.stats).copy()
+            if on_episode_end is not None and record["action"]:
+                on_episode_end({k: np.asarray(v) for k, v in record.items()}, rep)
+        return rep
+
+    @staticmethod
+    def _strip(obs: dict) -> dict:
+        return {k: v for k, v in obs.items() if k != "timestamp"}

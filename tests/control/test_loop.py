@@ -1,0 +1,170 @@
+"""Control-loop behaviour on a fake robot: fake clock for timing semantics, events for threads."""
+import threading
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from control.clock import FakeClock
+from control.loop import ControlLoop, LoopConfig
+from control.robot import RobotBase
+from control.safety import SafetyFilter
+
+
+class FakeRobot(RobotBase):
+    """Observation x = number of actions received; records everything it is sent."""
+
+    def __init__(self, episode_len=40, fail_observe_at=None, interrupt_at=None):
+        self.action_space = gym.spaces.Box(-1, 1, (2,), np.float32)
+        self.observation_keys = ["x"]
+        self.sent, self.episode_len = [], episode_len
+        self.fail_observe_at, self.interrupt_at = fail_observe_at, interrupt_at
+        self.done = self.success = False
+
+    def connect(self):
+        pass
+
+    def disconnect(self):
+        pass
+
+    def reset(self, seed=None):
+        self.sent.clear()
+        self.done = False
+        return self.observe()
+
+    def observe(self):
+        if self.fail_observe_at is not None and len(self.sent) == self.fail_observe_at:
+            raise OSError("camera unplugged")
+        return {"x": np.array([len(self.sent)], np.float32), "timestamp": 0.0}
+
+    def act(self, action):
+        assert np.isfinite(action).all()
+        if self.interrupt_at is not None and len(self.sent) == self.interrupt_at:
+            raise KeyboardInterrupt
+        self.sent.append(np.array(action))
+        self.done = len(self.sent) >= self.episode_len
+        self.success = self.done
+        return action
+
+
+def chunk_policy(calls, latency_s=0.0, clock=None, fail_on=(), nan_on=()):
+    """Chunk of 16: action i = (x_last + i) / 100 in dim 0, so sent actions reveal the chunk."""
+    def predict(window):
+        calls.append(float(window["x"][-1, 0]))
+        if clock is not None:
+            clock.advance(latency_s)
+        n = len(calls)
+        if n in fail_on:
+            raise RuntimeError("policy blew up")
+        out = np.stack([(window["x"][-1, 0] + np.arange(16)) / 100, np.zeros(16)], axis=1)
+        if n in nan_on:
+            out[3, 0] = np.nan
+        return out
+    return predict
+
+
+def safety(max_hold=50):
+    return SafetyFilter(low=-np.ones(2), high=np.ones(2), safe_action=np.zeros(2), max_hold_cycles=max_hold)
+
+
+def sync_loop(robot, predict, clock, rate=50.0, **cfg):
+    return ControlLoop(robot, predict, n_obs_steps=2, first_action=1, n_action_steps=8,
+                       cfg=LoopConfig(rate_hz=rate, async_inference=False, spin_s=0.0, **cfg),
+                       safety=safety(), clock=clock, sleep=clock.sleep)
+
+
+def test_sync_fast_policy_executes_chunks_in_order_without_misses():
+    clock, calls = FakeClock(), []
+    robot = FakeRobot(episode_len=40)
+    rep = sync_loop(robot, chunk_policy(calls, 0.002, clock), clock).run_episode(seed=0)
+    assert rep.stopped == "done" and rep.cycles == 40 and rep.deadline_misses == 0
+    assert calls == [0, 8, 16, 24, 32]  # replans exactly when each executed part (Ta=8) runs out
+    sent = np.array([a[0] for a in robot.sent])
+    np.testing.assert_allclose(sent[:8], (0 + np.arange(1, 9)) / 100)  # pred[To-1 : To-1+Ta]
+    assert rep.timing["period_jitter_ms"]["max"] < 1e-6
+
+
+def test_sync_slow_policy_misses_deadlines():
+    clock, calls = FakeClock(), []
+    robot = FakeRobot(episode_len=40)
+    rep = sync_loop(robot, chunk_policy(calls, 0.030, clock), clock).run_episode(seed=0)
+    assert rep.deadline_misses > 0 and rep.timing["overruns"] >= 4
+
+
+def test_policy_exception_holds_then_recovers():
+    clock, calls = FakeClock(), []
+    robot = FakeRobot(episode_len=30)
+    rep = sync_loop(robot, chunk_policy(calls, 0.001, clock, fail_on=(2,)), clock).run_episode()
+    assert rep.policy_errors == 1 and rep.stopped == "done" and rep.cycles == 30
+    assert rep.safety["holds"] == 1  # one cycle held the last action, then the next chunk came
+    np.testing.assert_allclose(robot.sent[8], robot.sent[7])
+
+
+def test_non_finite_chunk_never_reaches_the_robot():
+    clock, calls = FakeClock(), []
+    robot = FakeRobot(episode_len=24)
+    rep = sync_loop(robot, chunk_policy(calls, 0.001, clock, nan_on=(1, 2)), clock).run_episode()
+    assert rep.policy_non_finite == 2 and rep.stopped == "done"
+    assert all(np.isfinite(a).all() for a in robot.sent)
+
+
+def test_observe_failure_stops_and_keeps_the_record():
+    clock, calls = FakeClock(), []
+    robot = FakeRobot(fail_observe_at=5)
+    got = {}
+    loop = sync_loop(robot, chunk_policy(calls, 0.001, clock), clock)
+    with pytest.raises(OSError, match="unplugged"):
+        loop.run_episode(on_episode_end=lambda rec, rep: got.update(rec=rec, rep=rep))
+    assert got["rep"].stopped == "robot_error" and len(got["rec"]["action"]) == 5
+
+
+def test_ctrl_c_stops_cleanly_and_keeps_the_record():
+    clock, calls = FakeClock(), []
+    robot = FakeRobot(interrupt_at=3)
+    got = {}
+    loop = sync_loop(robot, chunk_policy(calls, 0.001, clock), clock)
+    with pytest.raises(KeyboardInterrupt):
+        loop.run_episode(on_episode_end=lambda rec, rep: got.update(rec=rec, rep=rep))
+    assert got["rep"].stopped == "interrupted" and len(got["rec"]["action"]) == 3
+
+
+def test_async_loop_keeps_cycling_while_the_policy_computes():
+    """The second chunk blocks until released: the loop keeps sending (queue, then holds)
+    and takes the chunk when it arrives."""
+    release, calls = threading.Event(), []
+    base = chunk_policy(calls)
+
+    def predict(window):
+        if len(calls) == 1:
+            release.wait(10)
+        return base(window)
+    robot = FakeRobot(episode_len=10_000)
+    sent_at_release = []
+
+    def status(s):
+        if s["cycles"] >= 30 and not release.is_set():
+            sent_at_release.append(len(robot.sent))
+            release.set()
+    loop = ControlLoop(robot, predict, 2, 1, 8, LoopConfig(rate_hz=200.0, async_inference=True, replan_at=4, status_every=1),
+                       safety=safety(max_hold=1000), status=status)
+    rep = loop.run_episode(max_cycles=80)
+    assert loop.close()
+    assert sent_at_release and sent_at_release[0] >= 30  # never blocked on the slow chunk
+    assert rep.safety["holds"] >= 20 and rep.chunks >= 3 and rep.stopped == "max_cycles"
+
+
+def test_async_hung_policy_trips_the_watchdog():
+    hang, calls = threading.Event(), []
+    base = chunk_policy(calls)
+
+    def predict(window):
+        if len(calls) >= 1:
+            hang.wait(10)
+        return base(window)
+    loop = ControlLoop(FakeRobot(episode_len=10_000), predict, 2, 1, 8,
+                       LoopConfig(rate_hz=500.0, async_inference=True, replan_at=2), safety=safety(max_hold=20))
+    rep = loop.run_episode()
+    assert rep.stopped == "watchdog" and rep.safety["longest_hold"] == 21
+    assert not loop.close(timeout=0.05)  # the hung call is still inside the policy
+    hang.set()
+    assert loop.close(timeout=5)
