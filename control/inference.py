@@ -23,12 +23,12 @@ class ChunkResult:
     error: BaseException | None = None
 
 
-def run_policy(predict: Callable[[dict], np.ndarray], window: dict, t_obs: float, first: int, n: int,
-               clock: Callable[[], float] = time.perf_counter) -> ChunkResult:
-    """One chunk: ``predict(window)[first:first+n]``, timed, with failures captured."""
+def run_policy(predict: Callable[..., np.ndarray], window: dict, t_obs: float, first: int, n: int,
+               clock: Callable[[], float] = time.perf_counter, **kw) -> ChunkResult:
+    """One chunk: ``predict(window, **kw)[first:first+n]``, timed, with failures captured."""
     t0 = clock()
     try:
-        actions = np.asarray(predict(window), dtype=np.float32)[first: first + n]
+        actions = np.asarray(predict(window, **kw), dtype=np.float32)[first: first + n]
         return ChunkResult(actions, t_obs, clock() - t0)
     except Exception as e:  # the loop decides what a failure means; the worker survives it
         return ChunkResult(None, t_obs, clock() - t0, error=e)
@@ -40,19 +40,20 @@ class InferenceWorker:
         self._lock = threading.Lock()
         self._request = threading.Event()
         self._stop = threading.Event()
-        self._pending: tuple[dict, float] | None = None
+        self._pending: tuple[dict, float, dict] | None = None
         self._result: ChunkResult | None = None
         self.busy = False
         self._thread = threading.Thread(target=self._run, name="dpctl-inference", daemon=True)
         self._thread.start()
 
-    def submit(self, window: dict, t_obs: float) -> bool:
-        """Start a chunk unless one is in flight; returns whether it was accepted."""
+    def submit(self, window: dict, t_obs: float, **kw) -> bool:
+        """Start a chunk unless one is in flight; returns whether it was accepted. ``kw`` go to
+        the policy call (e.g. ``committed`` actions for inpainting)."""
         with self._lock:
             if self.busy:
                 return False
             self.busy = True
-            self._pending = (window, t_obs)
+            self._pending = (window, t_obs, kw)
         self._request.set()
         return True
 
@@ -69,8 +70,8 @@ class InferenceWorker:
             if self._stop.is_set():
                 return
             with self._lock:
-                window, t_obs = self._pending
-            res = run_policy(self.predict, window, t_obs, self.first, self.n)
+                window, t_obs, kw = self._pending
+            res = run_policy(self.predict, window, t_obs, self.first, self.n, **kw)
             with self._lock:
                 self._result = res
                 self.busy = False

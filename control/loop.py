@@ -39,7 +39,7 @@ class LoopConfig:
     rate_hz: float = 20.0
     async_inference: bool = True
     replan_at: int | None = None  # None: when half of a chunk is left
-    overlap: str = "replace"
+    overlap: str = "replace"  # replace | blend | inpaint (async: guide the new prefix to the queue)
     max_hold_cycles: int = 50
     max_delta: float | None = None
     spin_s: float = 0.001
@@ -57,6 +57,7 @@ class EpisodeReport:
     policy_errors: int = 0
     policy_non_finite: int = 0
     chunk_latency_ms: list[float] = field(default_factory=list)
+    jitter_ms: list[float] = field(default_factory=list)  # |actual period - nominal| per cycle
     timing: dict = field(default_factory=dict)
     safety: dict = field(default_factory=dict)
     queue: dict = field(default_factory=dict)
@@ -96,7 +97,7 @@ class ControlLoop:
                     on_episode_end: Callable[[dict, EpisodeReport], None] | None = None) -> EpisodeReport:
         cfg, robot = self.cfg, self.robot
         rk = RateKeeper(cfg.rate_hz, spin_s=cfg.spin_s, clock=self.clock, sleep=self.sleep)
-        queue = ActionQueue(rk.period_s, mode=cfg.overlap)
+        queue = ActionQueue(rk.period_s, mode="replace" if cfg.overlap == "inpaint" else cfg.overlap)
         self.safety.reset()
         rep = EpisodeReport(seed=seed)
         record: dict[str, list] = {"action": [], "t": [], "held": []}
@@ -119,7 +120,8 @@ class ControlLoop:
                     if res is not None:
                         self._accept(res, queue, rep, now)
                     if len(queue) <= self.replan_at:
-                        self.worker.submit(self._window(hist), t_obs)
+                        kw = {"committed": queue.remaining(t_obs)} if cfg.overlap == "inpaint" and len(queue) else {}
+                        self.worker.submit(self._window(hist), t_obs, **kw)
                 elif len(queue) == 0:
                     self._accept(run_policy(self.predict, self._window(hist), t_obs, self.first, self.n, self.clock),
                                  queue, rep, self.clock())
@@ -158,6 +160,7 @@ class ControlLoop:
             rep.success = bool(getattr(robot, "success", False))
             rep.deadline_misses += rk.stats.skipped_cycles
             rep.timing = rk.stats.summary()
+            rep.jitter_ms = (np.abs(np.diff(rk.stats.starts) - rk.period_s) * 1000).tolist()
             rep.safety = vars(self.safety.stats).copy()
             rep.queue = vars(queue.stats).copy()
             if on_episode_end is not None and record["action"]:

@@ -92,3 +92,35 @@ class SimRobot(RobotBase):
     def _require(self) -> None:
         if not self._connected:
             raise RuntimeError("robot is not connected (use `with robot:` or robot.connect())")
+
+
+class MockArm(RobotBase):
+    """Stands in for an absent physical arm behind the same interface: integrates the sent
+    action into a joint state (no physics), observes it instantly. For loop benchmarks."""
+
+    def __init__(self, action_dim: int = 7, clock=time.monotonic):
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (action_dim,), np.float32)
+        self.observation_keys = ["joint_pos"]
+        self.clock = clock
+        self.state = np.zeros(action_dim, np.float32)
+        self.done = self.success = False
+
+    def connect(self) -> None:
+        self.state[:] = 0
+
+    def disconnect(self) -> None:
+        pass
+
+    def reset(self, seed: int | None = None) -> dict:
+        self.state[:] = 0
+        return self.observe()
+
+    def observe(self) -> dict[str, Any]:
+        return {"joint_pos": self.state.copy(), "timestamp": self.clock()}
+
+    def act(self, action: np.ndarray) -> np.ndarray:
+        action = np.asarray(action, dtype=np.float32)
+        if not np.isfinite(action).all():
+            raise ValueError("refusing a non-finite action")
+        self.state += 0.01 * action
+        return action

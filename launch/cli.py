@@ -82,10 +82,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from launch.bench_experts import bench_experts, markdown
     from launch.results import check_block, machine, replace_block
     if args.update_readme:
-        check_block(Path(args.update_readme), "experts")  # fail before minutes of work, not after
+        check_block(Path(args.update_readme), args.what)  # fail before minutes of work, not after
+    if args.what == "loop":
+        return _bench_loop(args, machine, replace_block)
+    from launch.bench_experts import bench_experts, markdown
     rows = bench_experts(args.tasks, args.episodes, args.collect_episodes, progress=not args.no_progress)
     command = (f"dpctl bench experts --episodes {args.episodes} --collect-episodes {args.collect_episodes}"
                + (" --tasks " + " ".join(args.tasks) if args.tasks != ["lift", "stack"] else ""))
@@ -94,6 +96,41 @@ def cmd_bench(args: argparse.Namespace) -> int:
     _write_json(args.json, {"command": command, "machine": machine(), "rows": rows})
     if args.update_readme:
         replace_block(Path(args.update_readme), "experts", table)
+    return 0
+
+
+def _bench_loop(args, machine, replace_block) -> int:
+    from launch.run import bench_loop
+    rows = bench_loop(args.rate, args.latency_ms, args.chunk, args.cycles, status=not args.no_progress)
+    command = (f"dpctl bench loop --rate {args.rate:g} --latency-ms {args.latency_ms:g} --chunk {args.chunk} "
+               f"--cycles {args.cycles}")
+    lines = [f"Command: `{command}` — machine: {machine()}; synthetic policy (sleeps), mock arm.", "",
+             "| mode | cycles | deadline misses | overruns | jitter p50 (ms) | p99 (ms) | max (ms) |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        j = r["period_jitter_ms"]
+        lines.append(f"| {r['mode']} | {r['cycles']} | {r['deadline_misses']} | {r['overruns']} | {j['p50']:.3f} | "
+                     f"{j['p99']:.3f} | {j['max']:.2f} |")
+    print("\n".join(lines))
+    _write_json(args.json, {"command": command, "machine": machine(), "rows": rows})
+    if args.update_readme:
+        replace_block(Path(args.update_readme), "loop", "\n".join(lines))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import torch
+
+    from launch.run import run
+    torch.set_num_threads(args.threads)
+    res = run(args.checkpoint, args.robot, args.rate, args.async_inference, args.episodes, args.seed_start,
+              record=args.record, overlap=args.overlap, status=not args.no_progress)
+    j = res["period_jitter_ms"]
+    print(f"{args.robot}: success {res['success_rate']:.3f} over {res['episodes']} episodes at {res['rate_hz']:g} Hz "
+          f"({'async' if args.async_inference else 'sync'}); {res['deadline_misses']} deadline misses in "
+          f"{res['cycles']} cycles; jitter p99 {j['p99']:.2f} ms; chunk latency p50 "
+          f"{res['chunk_latency_ms']['p50']:.0f} ms")
+    _write_json(args.json, res)
     return 0
 
 
@@ -142,8 +179,27 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-progress", action="store_true")
     t.set_defaults(func=cmd_train)
 
-    b = sub.add_parser("bench", help="benchmarks; `experts`: scripted-expert success and collect speed")
-    b.add_argument("what", choices=["experts"])
+    r = sub.add_parser("run", help="a checkpoint as a real-time controller (fixed-rate loop)")
+    r.add_argument("--checkpoint", required=True, help="checkpoint directory or shipped name")
+    r.add_argument("--robot", default="sim:lift", help="sim:<env>")
+    r.add_argument("--rate", type=float, help="loop rate in Hz (default: the robot's control rate)")
+    r.add_argument("--async", dest="async_inference", action="store_true", help="compute chunks in a worker thread")
+    r.add_argument("--overlap", choices=["replace", "blend", "inpaint"], default="replace",
+                   help="new chunk vs queued actions: replace, blend (exp weights), inpaint (guide the prefix)")
+    r.add_argument("--episodes", type=int, default=10)
+    r.add_argument("--seed-start", type=int, default=100_000)
+    r.add_argument("--record", help="zarr store for what was observed and sent")
+    r.add_argument("--threads", type=int, default=2)
+    r.add_argument("--json", help="write stats here")
+    r.add_argument("--no-progress", action="store_true")
+    r.set_defaults(func=cmd_run)
+
+    b = sub.add_parser("bench", help="benchmarks: `experts` (expert success, collect speed), `loop` (timing)")
+    b.add_argument("what", choices=["experts", "loop"])
+    b.add_argument("--rate", type=float, default=50.0, help="loop: rate in Hz")
+    b.add_argument("--latency-ms", type=float, default=30.0, help="loop: synthetic policy latency")
+    b.add_argument("--chunk", type=int, default=16, help="loop: actions per chunk")
+    b.add_argument("--cycles", type=int, default=10_000, help="loop: cycles per mode")
     b.add_argument("--tasks", nargs="+", default=["lift", "stack"])
     b.add_argument("--episodes", type=int, default=100, help="seeded episodes per task for success")
     b.add_argument("--collect-episodes", type=int, default=20, help="episodes per collect-speed run")

@@ -156,8 +156,11 @@ class DiffusionPolicy(nn.Module):
     # ---------------------------------------------------------------- inference
     @torch.no_grad()
     def sample(self, cond: torch.Tensor, x: torch.Tensor | None = None, start=None,
-               n_steps: int | None = None) -> torch.Tensor:
+               n_steps: int | None = None, guide: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """Run the sampler from ``x`` at level ``start`` (pure noise at the top if None).
+        ``guide = (target (B, T, A) normalized, weights (T,))`` inpaints: after every step the
+        sample is pulled toward the target forward-diffused to the new level, by the weights
+        (1: replace, 0: free), so the chunk's prefix follows actions already committed.
         Returns normalized actions (B, T, A) and counts network calls in ``nfe_last``."""
         B = cond.shape[0]
         shape = (B, self.cfg.horizon, self.cfg.action_dim)
@@ -169,22 +172,57 @@ class DiffusionPolicy(nn.Module):
             out = self.net(x, self.sampler.model_time(t), cond)
             noise = torch.randn(shape, generator=self.generator).to(cond.device) if self.sampler.name == "ddpm" else None
             x = self.sampler.step(x, out, t, t_next, state, noise=noise)
+            if guide is not None:
+                target, w = guide
+                level = self._noised(target, t_next)
+                w = w.to(x).view(1, -1, 1)
+                x = w * level + (1 - w) * x
         self.nfe_last = len(pairs)
         return x
 
+    def _noised(self, x0: torch.Tensor, level) -> torch.Tensor:
+        """``x0`` forward-diffused to sampler level ``level`` (clean at the end of a run)."""
+        if level == self.sampler.clean:
+            return x0
+        noise = torch.randn(x0.shape, generator=self.generator).to(x0.device)
+        if self.cfg.family == "flow":
+            return self.sampler.noisy(x0, noise, torch.full((x0.shape[0],), float(level)))
+        return self.schedule.add_noise(x0, noise, int(level))
+
+    def guide_from_actions(self, actions: np.ndarray, decay: float = 2.0) -> tuple[torch.Tensor, torch.Tensor]:
+        """Real-time-chunking-style guide from committed actions ``(d, A)`` in robot units,
+        placed at horizon indices To-1 .. To-1+d-1 (the new chunk's first executed steps):
+        weight 1 on the first half of them, then exp decay, 0 beyond."""
+        d = min(len(actions), self.cfg.horizon - self.cfg.n_obs_steps + 1)
+        target = torch.zeros(1, self.cfg.horizon, self.cfg.action_dim)
+        w = torch.zeros(self.cfg.horizon)
+        if d == 0:
+            return target, w
+        s = self.cfg.n_obs_steps - 1
+        target[0, s:s + d] = self.normalizer.normalize("action", torch.as_tensor(np.asarray(actions[:d]), dtype=torch.float32))
+        full = max(1, d // 2)
+        w[s:s + d] = torch.tensor([1.0 if i < full else float(np.exp(-(i - full + 1) / decay)) for i in range(d)])
+        return target, w
+
     @torch.no_grad()
-    def predict_batch(self, obs: Mapping[str, np.ndarray | torch.Tensor]) -> np.ndarray:
-        """{key: (B, To, ...)} -> actions (B, T, A) in robot units."""
+    def predict_batch(self, obs: Mapping[str, np.ndarray | torch.Tensor],
+                      committed: np.ndarray | None = None) -> np.ndarray:
+        """{key: (B, To, ...)} -> actions (B, T, A) in robot units. ``committed``: actions
+        ``(d, A)`` already scheduled from the previous chunk, to inpaint the new prefix."""
         self.validate_obs(obs, batched=True)
         device = next(self.parameters()).device
         tobs = {k: torch.as_tensor(np.asarray(v)).to(device) for k, v in obs.items() if k in self.expected_obs()}
-        x = self.sample(self.encode_obs(tobs))
+        guide = None
+        if committed is not None and len(committed):
+            target, w = self.guide_from_actions(committed)
+            guide = (target.to(device), w.to(device))
+        x = self.sample(self.encode_obs(tobs), guide=guide)
         actions = self.normalizer.unnormalize("action", x).cpu().numpy()
         if not np.isfinite(actions).all():  # never hand a NaN to a robot
             raise FloatingPointError("policy produced non-finite actions")
         return actions
 
-    def predict_chunk(self, obs_window: Mapping[str, np.ndarray]) -> np.ndarray:
-        """{key: (To, ...)} -> actions (T, A) in robot units."""
+    def predict_chunk(self, obs_window: Mapping[str, np.ndarray], committed: np.ndarray | None = None) -> np.ndarray:
+        """{key: (To, ...)} -> actions (T, A) in robot units (see ``predict_batch``)."""
         self.validate_obs(obs_window)
-        return self.predict_batch({k: np.asarray(obs_window[k])[None] for k in self.expected_obs()})[0]
+        return self.predict_batch({k: np.asarray(obs_window[k])[None] for k in self.expected_obs()}, committed)[0]

@@ -168,3 +168,20 @@ def test_async_hung_policy_trips_the_watchdog():
     assert not loop.close(timeout=0.05)  # the hung call is still inside the policy
     hang.set()
     assert loop.close(timeout=5)
+
+
+def test_inpaint_mode_hands_the_queued_actions_to_the_policy():
+    seen, calls = [], []
+    base = chunk_policy(calls)
+
+    def predict(window, committed=None):
+        seen.append(None if committed is None else committed.copy())
+        return base(window)
+    loop = ControlLoop(FakeRobot(episode_len=10_000), predict, 2, 1, 8,
+                       LoopConfig(rate_hz=500.0, async_inference=True, replan_at=3, overlap="inpaint"),
+                       safety=safety(max_hold=1000))
+    loop.run_episode(max_cycles=40)
+    assert loop.close()
+    assert seen[0] is None  # the first chunk has nothing to follow
+    later = [c for c in seen[1:] if c is not None]
+    assert later and all(1 <= len(c) <= 3 and c.shape[1] == 2 for c in later)

@@ -81,3 +81,20 @@ def test_ship_fp16_with_recipe(tiny_lift_run, tmp_path, monkeypatch):
     assert info["dtype"] == "float16" and info["max_abs_action_diff_vs_fp32"] < 0.05
     assert json.loads((tmp_path / "shipped" / "tiny" / "recipe.json").read_text())["shipped"] == info
     assert checkpoint.load("tiny").cfg.sampler == "ddim"
+
+
+@pytest.mark.parametrize("async_inference", [False, True])
+def test_run_sim_lift_records_episodes(tiny_lift_run, tmp_path, async_inference):
+    root, _ = tiny_lift_run
+    from data import ReplayBuffer
+    from launch.run import run
+    res = run(str(root / "run" / "checkpoint"), "sim:lift", 40.0, async_inference, episodes=2, seed_start=100000,
+              record=str(tmp_path / "rec.zarr"), status=False, max_steps=20)
+    assert res["episodes"] == 2 and res["cycles"] == 40 and res["stopped"] == ["done", "done"]
+    assert {"p50", "p99", "max"} <= set(res["period_jitter_ms"]) and res["chunk_latency_ms"]["p50"] > 0
+    rb = ReplayBuffer.open(tmp_path / "rec.zarr")
+    assert rb.n_episodes == 2 and rb.episode_lengths.tolist() == [20, 20]
+    assert {"action", "t", "held", "object", "robot0_eef_pos"} <= set(rb.keys())
+    assert rb.meta_column("seed").tolist() == [100000, 100001]
+    with pytest.raises(ValueError, match="sim:<env>"):
+        run(str(root / "run" / "checkpoint"), "real:arm", 20.0, False, 1, 0, status=False)

@@ -55,3 +55,16 @@ def test_sampling_is_seeded():
     a = tiny_policy(seed=3).eval().predict_chunk(obs_window())
     b = tiny_policy(seed=3).eval().predict_chunk(obs_window())
     np.testing.assert_array_equal(a, b)
+
+
+def test_inpainting_pulls_the_prefix_to_committed_actions():
+    pol = tiny_policy().eval()
+    committed = np.array([[1.5, 0.9], [1.5, 0.9], [1.5, 0.9], [1.5, 0.9]], np.float32)
+    free = pol.predict_chunk(obs_window())
+    guided = pol.predict_chunk(obs_window(), committed=committed)
+    To = pol.n_obs_steps
+    # full-weight part (first half of the committed steps) lands on the committed actions
+    np.testing.assert_allclose(guided[To - 1: To + 1], committed[:2], atol=1e-4)
+    assert np.abs(free[To - 1: To + 1] - committed[:2]).max() > 0.1  # the untrained net would not
+    target, w = pol.guide_from_actions(committed)
+    assert w[To - 1: To + 1].tolist() == [1.0, 1.0] and 0 < w[To + 2] < w[To + 1] < 1 and w[To + 3:].sum() == 0

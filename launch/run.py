@@ -1,0 +1,124 @@
+"""``dpctl run``: a checkpoint as a real-time controller of a (simulated) robot, and
+``dpctl bench loop``: the loop's timing with a synthetic policy on a mock arm."""
+from __future__ import annotations
+
+import sys
+import time
+
+import numpy as np
+
+import envs
+from control.loop import ControlLoop, EpisodeReport, LoopConfig
+from control.robot import MockArm, SimRobot
+from control.safety import SafetyFilter
+from data import ReplayBuffer
+from policy import checkpoint
+
+
+def _pct(values: list[float]) -> dict:
+    v = np.asarray(values if values else [np.nan])
+    return {"p50": float(np.percentile(v, 50)), "p99": float(np.percentile(v, 99)), "max": float(v.max())}
+
+
+def aggregate(reports: list[EpisodeReport]) -> dict:
+    return {
+        "episodes": len(reports),
+        "success_rate": float(np.mean([r.success for r in reports])),
+        "cycles": int(sum(r.cycles for r in reports)),
+        "period_jitter_ms": _pct([j for r in reports for j in r.jitter_ms]),
+        "deadline_misses": int(sum(r.deadline_misses for r in reports)),
+        "overruns": int(sum(r.timing.get("overruns", 0) for r in reports)),
+        "chunk_latency_ms": _pct([x for r in reports for x in r.chunk_latency_ms]),
+        "policy_errors": int(sum(r.policy_errors for r in reports)),
+        "stopped": [r.stopped for r in reports],
+        "per_episode": [{"seed": r.seed, "success": r.success, "cycles": r.cycles, "stopped": r.stopped,
+                         "deadline_misses": r.deadline_misses, "holds": r.safety.get("holds", 0)} for r in reports],
+    }
+
+
+def status_line(s: dict) -> None:
+    j = s["period_jitter_ms"]
+    sys.stderr.write(f"\rcycle {s['cycles']:6d}  rate {1000 / s['mean_period_ms']:6.1f} Hz  jitter p99 "
+                     f"{j['p99']:.2f} ms  chunk {s['chunk_latency_ms']:.0f} ms  queue {s['queue']:2d}  "
+                     f"overruns {s['overruns']}   ")
+    sys.stderr.flush()
+
+
+def _recorder(path):
+    if path is None:
+        return None
+    rb = ReplayBuffer.open_or_create(path)
+
+    def on_end(record: dict, rep: EpisodeReport) -> None:
+        data = {k: v for k, v in record.items() if k != "held"}
+        data["held"] = record["held"].astype(np.uint8)
+        rb.add_episode(data, meta={"seed": -1 if rep.seed is None else rep.seed, "success": rep.success,
+                                   "deadline_misses": rep.deadline_misses, "stopped_early": rep.stopped != "done"})
+    return on_end
+
+
+def run(checkpoint_name: str, robot: str, rate_hz: float | None, async_inference: bool, episodes: int,
+        seed_start: int, record: str | None = None, overlap: str = "replace", status: bool = True,
+        max_steps: int | None = None) -> dict:
+    kind, _, task = robot.partition(":")
+    if kind != "sim" or not task:
+        raise ValueError(f"--robot must be sim:<env> (e.g. sim:lift); got {robot!r}")
+    policy = checkpoint.load(checkpoint_name, seed=seed_start)
+    env = envs.make(task, images=bool(policy.cfg.image_keys), max_steps=max_steps)
+    sim = SimRobot(env)
+    rate_hz = rate_hz or sim.control_rate_hz
+    space = env.action_space
+    safety = SafetyFilter(low=space.low, high=space.high, safe_action=np.zeros(space.shape, np.float32))
+    To, Ta = policy.n_obs_steps, policy.n_action_steps
+    cfg = LoopConfig(rate_hz=rate_hz, async_inference=async_inference, overlap=overlap)
+    loop = ControlLoop(sim, policy.predict_chunk, To, To - 1, Ta, cfg, safety,
+                       status=status_line if status else None)
+    on_end = _recorder(record)
+    reports = []
+    try:
+        with sim:
+            for seed in range(seed_start, seed_start + episodes):
+                policy.reset()
+                reports.append(loop.run_episode(seed, on_episode_end=on_end))
+    finally:
+        loop.close()
+        env.close()
+        if status:
+            sys.stderr.write("\n")
+    return {"robot": robot, "rate_hz": rate_hz, "async": async_inference, "checkpoint": str(checkpoint_name),
+            "sampler": policy.cfg.sampler, "num_inference_steps": policy.cfg.num_inference_steps,
+            **aggregate(reports)}
+
+
+def synthetic_policy(latency_s: float, chunk: int, action_dim: int = 7):
+    """Sleeps ``latency_s`` (releasing the GIL as torch kernels do) and returns a chunk."""
+    def predict(window: dict) -> np.ndarray:
+        time.sleep(latency_s)
+        return np.zeros((chunk, action_dim), np.float32)
+    return predict
+
+
+def bench_loop(rate_hz: float, latency_ms: float, chunk: int, cycles: int, replan_at: int | None = None,
+               status: bool = True) -> list[dict]:
+    """Async and sync on the same synthetic policy and mock arm; To = 1, all ``chunk`` executed."""
+    rows = []
+    for async_inference in (True, False):
+        arm = MockArm()
+        safety = SafetyFilter(low=arm.action_space.low, high=arm.action_space.high, safe_action=np.zeros(7),
+                              max_hold_cycles=cycles)
+        cfg = LoopConfig(rate_hz=rate_hz, async_inference=async_inference, replan_at=replan_at)
+        loop = ControlLoop(arm, synthetic_policy(latency_ms / 1000, chunk), 1, 0, chunk, cfg, safety,
+                           status=status_line if status else None)
+        try:
+            with arm:
+                rep = loop.run_episode(max_cycles=cycles)
+        finally:
+            loop.close()
+            if status:
+                sys.stderr.write("\n")
+        agg = aggregate([rep])
+        rows.append({"mode": "async" if async_inference else "sync", "rate_hz": rate_hz, "latency_ms": latency_ms,
+                     "chunk": chunk, **{k: agg[k] for k in ("cycles", "deadline_misses", "overruns",
+                                                            "period_jitter_ms", "chunk_latency_ms")},
+                     "holds": rep.safety["holds"]})
+    return rows
