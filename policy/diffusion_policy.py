@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from policy.accel.warmstart import WarmStart, WarmStartConfig
 from policy.nets.transformer import Transformer, TransformerConfig
 from policy.nets.vision import ImageEncoder
 from policy.normalizer import Normalizer
@@ -51,6 +52,7 @@ class PolicyConfig:
     sampler: str = "ddim"
     num_inference_steps: int = 10
     clip_sample: bool = True
+    discrete_action_dims: list[int] = field(default_factory=list)  # e.g. the gripper
 
     def __post_init__(self):
         if self.family not in ("diffusion", "flow"):
@@ -85,6 +87,7 @@ class DiffusionPolicy(nn.Module):
         self.set_sampler(cfg.sampler, cfg.num_inference_steps)
         self.generator = torch.Generator().manual_seed(seed)
         self.nfe_last = 0  # network calls of the last prediction (counted, not assumed)
+        self.warm: WarmStart | None = None
 
     # ---------------------------------------------------------------- configuration
     @property
@@ -107,9 +110,40 @@ class DiffusionPolicy(nn.Module):
         self.sampler.grid(n_steps)  # validates the step count now, not at the first prediction
         self.cfg.sampler, self.cfg.num_inference_steps = name, n_steps
 
+    def set_warm_start(self, cfg: WarmStartConfig | None) -> None:
+        """RTI warm starts on (a config) or off (None). Discrete dims default to the policy's."""
+        if cfg is not None and not cfg.discrete_dims:
+            cfg.discrete_dims = list(self.cfg.discrete_action_dims)
+        if cfg is not None and self.cfg.family == "diffusion" and cfg.start_t >= self.cfg.num_train_timesteps:
+            raise ValueError(f"warm-start level K'={cfg.start_t} must be < {self.cfg.num_train_timesteps}")
+        self.warm = WarmStart(cfg) if cfg is not None else None
+
+    def note_executed(self, n: int, ids: list[int] | None = None) -> None:
+        """How many actions of the last chunk ran since it was predicted (for the warm start)."""
+        if self.warm is not None:
+            self.warm.note_executed(n, ids)
+
     def reset(self) -> None:
         """Start of an episode: forget any state carried between chunks."""
         self.nfe_last = 0
+        if self.warm is not None:
+            self.warm.reset()
+
+    def _rti_run(self, guess: torch.Tensor) -> tuple[torch.Tensor, list, list]:
+        """(start sample, (t, t_next) pairs, network times) of a warm-started run."""
+        w = self.warm.cfg
+        if self.cfg.family == "flow":
+            level = w.start_t / self.cfg.num_train_timesteps
+            pairs = self.sampler.steps(self.cfg.num_inference_steps, start_t=level)
+            x = self._noised(guess, level) if w.noise else guess
+            return x, pairs, [self.sampler.model_time(t) for t, _ in pairs]
+        fine = self.sampler.steps(self.cfg.num_train_timesteps, start_t=w.start_t)
+        x = self._noised(guess, w.start_t) if w.noise else guess
+        if w.reproduce:
+            coarse = self.sampler.grid(self.cfg.num_inference_steps)[-len(fine):]
+            coarse = [coarse[0]] * (len(fine) - len(coarse)) + coarse
+            return x, fine, [float(t) for t in coarse]
+        return x, fine, [self.sampler.model_time(t) for t, _ in fine]
 
     # ---------------------------------------------------------------- observations
     def expected_obs(self) -> dict[str, tuple[int, ...]]:
@@ -156,7 +190,8 @@ class DiffusionPolicy(nn.Module):
     # ---------------------------------------------------------------- inference
     @torch.no_grad()
     def sample(self, cond: torch.Tensor, x: torch.Tensor | None = None, start=None,
-               n_steps: int | None = None, guide: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+               n_steps: int | None = None, guide: tuple[torch.Tensor, torch.Tensor] | None = None,
+               pairs: list | None = None, net_times: list | None = None) -> torch.Tensor:
         """Run the sampler from ``x`` at level ``start`` (pure noise at the top if None).
         ``guide = (target (B, T, A) normalized, weights (T,))`` inpaints: after every step the
         sample is pulled toward the target forward-diffused to the new level, by the weights
@@ -167,9 +202,12 @@ class DiffusionPolicy(nn.Module):
         if x is None:
             x = torch.randn(shape, generator=self.generator).to(cond.device)
         state = self.sampler.new_state()
-        pairs = self.sampler.steps(n_steps or self.cfg.num_inference_steps, start_t=start)
-        for t, t_next in pairs:
-            out = self.net(x, self.sampler.model_time(t), cond)
+        if pairs is None:
+            pairs = self.sampler.steps(n_steps or self.cfg.num_inference_steps, start_t=start)
+        if net_times is None:
+            net_times = [self.sampler.model_time(t) for t, _ in pairs]
+        for (t, t_next), net_t in zip(pairs, net_times):
+            out = self.net(x, net_t, cond)
             noise = torch.randn(shape, generator=self.generator).to(cond.device) if self.sampler.name == "ddpm" else None
             x = self.sampler.step(x, out, t, t_next, state, noise=noise)
             if guide is not None:
@@ -206,9 +244,10 @@ class DiffusionPolicy(nn.Module):
 
     @torch.no_grad()
     def predict_batch(self, obs: Mapping[str, np.ndarray | torch.Tensor],
-                      committed: np.ndarray | None = None) -> np.ndarray:
+                      committed: np.ndarray | None = None, ids: list[int] | None = None) -> np.ndarray:
         """{key: (B, To, ...)} -> actions (B, T, A) in robot units. ``committed``: actions
-        ``(d, A)`` already scheduled from the previous chunk, to inpaint the new prefix."""
+        ``(d, A)`` already scheduled from the previous chunk, to inpaint the new prefix.
+        ``ids``: which env each row is (for warm starts across a changing batch)."""
         self.validate_obs(obs, batched=True)
         device = next(self.parameters()).device
         tobs = {k: torch.as_tensor(np.asarray(v)).to(device) for k, v in obs.items() if k in self.expected_obs()}
@@ -216,8 +255,21 @@ class DiffusionPolicy(nn.Module):
         if committed is not None and len(committed):
             target, w = self.guide_from_actions(committed)
             guide = (target.to(device), w.to(device))
-        x = self.sample(self.encode_obs(tobs), guide=guide)
-        actions = self.normalizer.unnormalize("action", x).cpu().numpy()
+        cond = self.encode_obs(tobs)
+        ids = list(range(cond.shape[0])) if ids is None else list(ids)
+        guess = self.warm.guess(ids, self.cfg.n_action_steps) if self.warm is not None else None
+        if guess is None:
+            x = self.sample(cond, guide=guide)
+        else:
+            x0, pairs, net_times = self._rti_run(guess.to(cond.device))
+            x = self.sample(cond, x=x0, guide=guide, pairs=pairs, net_times=net_times)
+        if self.warm is not None:
+            self.warm.store(ids, x)
+        actions = self.normalizer.unnormalize("action", x)
+        if self.warm is not None and self.warm.cfg.binarize and self.warm.cfg.discrete_dims:
+            d = self.warm.cfg.discrete_dims
+            actions[..., d] = torch.where(actions[..., d] >= 0, 1.0, -1.0)
+        actions = actions.cpu().numpy()
         if not np.isfinite(actions).all():  # never hand a NaN to a robot
             raise FloatingPointError("policy produced non-finite actions")
         return actions

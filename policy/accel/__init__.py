@@ -1,0 +1,1 @@
+"""Acceleration that plugs into the sampling loop: warm starts (RTI) and block caching."""
