@@ -67,10 +67,12 @@ class ControlLoop:
     def __init__(self, robot, predict: Callable[[dict], np.ndarray], n_obs_steps: int, first_action: int,
                  n_action_steps: int, cfg: LoopConfig, safety: SafetyFilter,
                  clock: Callable[[], float] = time.perf_counter, sleep: Callable[[float], None] = time.sleep,
-                 status: Callable[[dict], None] | None = None):
+                 status: Callable[[dict], None] | None = None,
+                 note_executed: Callable[[int], None] | None = None):
         self.robot, self.predict, self.cfg, self.safety = robot, predict, cfg, safety
         self.To, self.first, self.n = n_obs_steps, first_action, n_action_steps
         self.clock, self.sleep, self.status = clock, sleep, status
+        self.note_executed = note_executed  # tells a warm-starting policy the shift since its last chunk
         self.replan_at = cfg.replan_at if cfg.replan_at is not None else max(1, n_action_steps // 2)
         self.worker = InferenceWorker(predict, first_action, n_action_steps) if cfg.async_inference else None
 
@@ -107,7 +109,7 @@ class ControlLoop:
         # the first chunk before the clock starts (start-up latency is not a deadline miss)
         first = run_policy(self.predict, self._window(hist), t_start, self.first, self.n, self.clock)
         rk.start()
-        first.t_obs = rk.t0
+        first.t_obs = last_request = rk.t0
         self._accept(first, queue, rep, rk.t0)
         try:
             while True:
@@ -119,10 +121,14 @@ class ControlLoop:
                     res = self.worker.poll()
                     if res is not None:
                         self._accept(res, queue, rep, now)
-                    if len(queue) <= self.replan_at:
+                    if len(queue) <= self.replan_at and not self.worker.busy:
                         kw = {"committed": queue.remaining(t_obs)} if cfg.overlap == "inpaint" and len(queue) else {}
+                        self._note_shift(t_obs, last_request, rk.period_s)
+                        last_request = t_obs
                         self.worker.submit(self._window(hist), t_obs, **kw)
                 elif len(queue) == 0:
+                    self._note_shift(t_obs, last_request, rk.period_s)
+                    last_request = t_obs
                     self._accept(run_policy(self.predict, self._window(hist), t_obs, self.first, self.n, self.clock),
                                  queue, rep, self.clock())
                 candidate = queue.pop(self.clock())
@@ -166,6 +172,10 @@ class ControlLoop:
             if on_episode_end is not None and record["action"]:
                 on_episode_end({k: np.asarray(v) for k, v in record.items()}, rep)
         return rep
+
+    def _note_shift(self, t_obs: float, last_request: float, period_s: float) -> None:
+        if self.note_executed is not None:
+            self.note_executed(max(0, int(round((t_obs - last_request) / period_s))))
 
     @staticmethod
     def _strip(obs: dict) -> dict:

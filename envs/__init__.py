@@ -31,5 +31,11 @@ def expert(name: str, **kw: Any):
     return EXPERTS[_task(name)](**kw)
 
 
+def discrete_action_dims(name: str) -> list[int]:
+    """Action dimensions that are binary in the demonstrations (the gripper, -1 / +1)."""
+    _task(name)
+    return [6]
+
+
 def names() -> list[str]:
     return list(ROBOSUITE_TASKS)

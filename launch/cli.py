@@ -24,6 +24,20 @@ def cmd_collect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_warm_start_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--warm-start", choices=["off", "rti"], default="off", help="RTI warm starts")
+    p.add_argument("--rti-k", type=int, help="warm-start level K' (default: the checkpoint's rti.json, else 2)")
+    p.add_argument("--rti-noise", action="store_true", help="forward-diffuse the guess to K' (SDEdit)")
+    p.add_argument("--rti-reproduce", action="store_true", help="mimic the published t -> t-1 timestep mismatch")
+
+
+def _apply_warm_start(policy, args) -> None:
+    from launch.calibrate import default_rti_config
+    if args.warm_start == "rti":
+        policy.set_warm_start(default_rti_config(args.checkpoint, policy, k=args.rti_k, noise=args.rti_noise,
+                                                 reproduce=args.rti_reproduce))
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     import torch
 
@@ -33,8 +47,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     policy = checkpoint.load(args.checkpoint, seed=args.seed_start)
     if args.sampler or args.steps:
         policy.set_sampler(args.sampler or policy.cfg.sampler, args.steps or policy.cfg.num_inference_steps)
+    _apply_warm_start(policy, args)
     res = evaluate(policy, args.env, args.episodes, args.seed_start, batch=args.batch, max_steps=args.max_steps,
-                   progress=not args.no_progress)
+                   progress=not args.no_progress, action_steps=args.action_steps)
     if args.video_dir:
         from launch.evaluate import record_video
         Path(args.video_dir).mkdir(parents=True, exist_ok=True)
@@ -118,13 +133,41 @@ def _bench_loop(args, machine, replace_block) -> int:
     return 0
 
 
+def cmd_ship(args: argparse.Namespace) -> int:
+    from launch.train import ship
+    info = ship(args.source, args.name, fp16=not args.fp32,
+                discrete_dims=[int(d) for d in args.discrete_dims.split(",")] if args.discrete_dims else None)
+    print(f"shipped {args.source} as {args.name!r}: {info['dtype']}, {info['size_bytes'] / 1e6:.2f} MB, max action "
+          f"difference vs fp32 {info['max_abs_action_diff_vs_fp32']:.2e} on {info['windows_checked']} windows")
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    import json as _json
+
+    from launch.calibrate import calibrate_from_dataset
+    from policy import checkpoint
+    data = args.data
+    if data is None:
+        recipe = checkpoint.resolve(args.checkpoint) / "recipe.json"
+        data = _json.loads(recipe.read_text())["data"]["path"] if recipe.exists() else f"runs/data/{args.env}.zarr"
+    res = calibrate_from_dataset(args.checkpoint, data, n_windows=args.windows, target=args.target)
+    print("| K' | network calls | contraction | error vs full |\n|---|---|---|---|")
+    for r in res["candidates"]:
+        print(f"| {r['k']} | {r['network_calls']} | {r['contraction']:.3f} | {r['error_vs_full']:.4f} |")
+    print(f"recommended K' = {res['recommended_k']} ({res['network_calls']} calls); saved {res['saved']}")
+    _write_json(args.json, res)
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     import torch
 
     from launch.run import run
     torch.set_num_threads(args.threads)
     res = run(args.checkpoint, args.robot, args.rate, args.async_inference, args.episodes, args.seed_start,
-              record=args.record, overlap=args.overlap, status=not args.no_progress)
+              record=args.record, overlap=args.overlap, status=not args.no_progress,
+              configure=lambda policy: _apply_warm_start(policy, args), action_steps=args.action_steps)
     j = res["period_jitter_ms"]
     print(f"{args.robot}: success {res['success_rate']:.3f} over {res['episodes']} episodes at {res['rate_hz']:g} Hz "
           f"({'async' if args.async_inference else 'sync'}); {res['deadline_misses']} deadline misses in "
@@ -156,6 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--sampler", choices=["ddpm", "ddim", "dpmpp", "flow"])
     e.add_argument("--steps", type=int, help="denoising steps (network calls) per chunk")
     e.add_argument("--batch", type=int, default=10, help="envs run in lockstep per network pass")
+    e.add_argument("--action-steps", type=int, help="actions executed per chunk (default: the policy's Ta)")
+    _add_warm_start_args(e)
     e.add_argument("--max-steps", type=int, help="cap episode length (default: the task's)")
     e.add_argument("--threads", type=int, default=2)
     e.add_argument("--video-dir", help="write mp4 videos of the first --videos seeds here")
@@ -179,6 +224,23 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-progress", action="store_true")
     t.set_defaults(func=cmd_train)
 
+    sh = sub.add_parser("ship", help="copy a trained checkpoint into policy/checkpoints/<name> (fp16)")
+    sh.add_argument("--from", dest="source", required=True, help="a run's checkpoint directory")
+    sh.add_argument("--name", required=True)
+    sh.add_argument("--fp32", action="store_true", help="keep float32 weights")
+    sh.add_argument("--discrete-dims", help="comma-separated binary action dims, for older runs")
+    sh.set_defaults(func=cmd_ship)
+
+    cal = sub.add_parser("calibrate", help="offline calibration: `rti` picks the warm-start level K'")
+    cal.add_argument("what", choices=["rti"])
+    cal.add_argument("--checkpoint", required=True)
+    cal.add_argument("--env", required=True)
+    cal.add_argument("--data", help="zarr store of observations (default: the checkpoint's training data)")
+    cal.add_argument("--windows", type=int, default=64)
+    cal.add_argument("--target", type=float, default=0.5, help="contraction ratio to reach")
+    cal.add_argument("--json")
+    cal.set_defaults(func=cmd_calibrate)
+
     r = sub.add_parser("run", help="a checkpoint as a real-time controller (fixed-rate loop)")
     r.add_argument("--checkpoint", required=True, help="checkpoint directory or shipped name")
     r.add_argument("--robot", default="sim:lift", help="sim:<env>")
@@ -189,6 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--episodes", type=int, default=10)
     r.add_argument("--seed-start", type=int, default=100_000)
     r.add_argument("--record", help="zarr store for what was observed and sent")
+    r.add_argument("--action-steps", type=int, help="actions per chunk before the next one is due (default Ta)")
+    _add_warm_start_args(r)
     r.add_argument("--threads", type=int, default=2)
     r.add_argument("--json", help="write stats here")
     r.add_argument("--no-progress", action="store_true")

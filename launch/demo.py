@@ -1,4 +1,5 @@
-"""``dpctl demo``: the main job. Run the shipped Lift policy closed loop and compare samplers.
+"""``dpctl demo``: the main job. Run the shipped Lift policy closed loop and compare samplers
+(DDPM-100, DDIM-10, and DDIM warm-started by RTI).
 
 Loads the ``lift`` checkpoint that ships in policy/checkpoints/ (if it is missing, trains one
 with the recipe of ``dpctl train --task lift``), evaluates DDPM-100 and DDIM-10 on the same
@@ -12,11 +13,14 @@ from pathlib import Path
 
 import torch
 
+from launch.calibrate import default_rti_config
 from launch.evaluate import evaluate, record_video
 from launch.train import EVAL_SEED_START, train_task
 from policy import checkpoint
 
-VARIANTS = [("ddpm", 100), ("ddim", 10)]  # later issues add RTI and BAC rows
+# (row name, sampler, steps, warm start): RTI warm-starts DDIM from the shifted previous
+# chunk at the checkpoint's calibrated K' (rti.json; 2 if uncalibrated). Later: BAC rows.
+VARIANTS = [("DDPM-100", "ddpm", 100, False), ("DDIM-10", "ddim", 10, False), ("RTI", "ddim", 10, True)]
 DEFAULT_TRAIN_STEPS = 6000
 
 
@@ -36,7 +40,7 @@ def latency_plot(rows: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.boxplot([r["chunk_latency_ms"]["samples"] for r in rows], showfliers=True)
-    ax.set_xticks(range(1, len(rows) + 1), [f"{r['name']}\n({r['nfe_per_chunk']} calls)" for r in rows])
+    ax.set_xticks(range(1, len(rows) + 1), [f"{r['name']}\n({r['nfe_per_chunk']} calls)" for r in rows], fontsize=8)
     ax.set_yscale("log")
     ax.set_ylabel("per-chunk latency, batch 1 (ms)")
     ax.set_title(f"Lift, {torch.get_num_threads()} CPU threads")
@@ -47,14 +51,15 @@ def latency_plot(rows: list[dict], path: Path) -> None:
 
 def table(rows: list[dict], source: str, episodes: int) -> str:
     base = rows[0]["chunk_latency_ms"]["p50"]
+    ddim = rows[1]["chunk_latency_ms"]["p50"]
     lines = [f"Lift closed loop, checkpoint {source}, {episodes} held-out seeds from {EVAL_SEED_START}, "
              f"{torch.get_num_threads()} CPU threads, batch-1 latency.", "",
-             "| sampler | success | network calls/chunk | latency p50 (ms) | p99 (ms) | speed-up vs DDPM-100 |",
-             "|---|---|---|---|---|---|"]
+             "| sampler | success | network calls/chunk | latency p50 (ms) | p99 (ms) | speed-up vs DDPM-100 | vs DDIM-10 |",
+             "|---|---|---|---|---|---|---|"]
     for r in rows:
         lat = r["chunk_latency_ms"]
         lines.append(f"| {r['name']} | {r['success_rate']:.3f} | {r['nfe_per_chunk']} | {lat['p50']:.1f} | "
-                     f"{lat['p99']:.1f} | {base / lat['p50']:.1f}x |")
+                     f"{lat['p99']:.1f} | {base / lat['p50']:.1f}x | {ddim / lat['p50']:.1f}x |")
     return "\n".join(lines)
 
 
@@ -63,10 +68,14 @@ def demo(out: Path, episodes: int = 20, progress: bool = True, checkpoint_name: 
     out.mkdir(parents=True, exist_ok=True)
     policy, source = _load_or_train(out, progress, checkpoint_name)
     rows = []
-    for sampler, steps in VARIANTS:
+    for name, sampler, steps, warm in VARIANTS:
         policy.set_sampler(sampler, steps)
+        policy.set_warm_start(default_rti_config(checkpoint_name, policy) if warm else None)
         res = evaluate(policy, "lift", episodes, EVAL_SEED_START, max_steps=max_steps, progress=progress)
-        rows.append({"name": f"{sampler.upper()}-{steps}", **res})
+        if warm:
+            name = f"RTI (DDIM, K'={policy.warm.cfg.start_t})"
+        rows.append({"name": name, **res})
+    policy.set_warm_start(None)
     print()
     print(table(rows, source, episodes))
     latency_plot(rows, out / "latency.png")

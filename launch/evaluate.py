@@ -24,10 +24,13 @@ def _window(history: deque) -> dict[str, np.ndarray]:
 
 
 def rollout_group(policy: DiffusionPolicy, env_list: list, seeds: list[int], record: list | None = None,
-                  frames: list | None = None, frame_key: str = "agentview_image") -> list[dict]:
+                  frames: list | None = None, frame_key: str = "agentview_image",
+                  action_steps: int | None = None, nfe: list | None = None) -> list[dict]:
     """Run one episode per env in lockstep; returns per-episode dicts. ``record`` collects
-    batch-1 observation windows (for latency timing), ``frames`` the first env's images."""
-    To, Ta = policy.n_obs_steps, policy.n_action_steps
+    batch-1 observation windows (for latency timing), ``frames`` the first env's images.
+    ``action_steps``: actions executed per chunk (default the policy's Ta; 1 = RTI's
+    closed-loop setting). ``nfe`` collects the network calls of every chunk."""
+    To, Ta = policy.n_obs_steps, action_steps or policy.n_action_steps
     keys = list(policy.expected_obs())
     hist, done, result = [], [], []
     for env, seed in zip(env_list, seeds):
@@ -42,9 +45,13 @@ def rollout_group(policy: DiffusionPolicy, env_list: list, seeds: list[int], rec
         batch = {k: np.stack([w[k] for w in windows]) for k in keys}
         if record is not None and len(record) < 64:
             record.append({k: v[0] for k, v in batch.items()})
-        chunks = policy.predict_batch(batch)[:, To - 1: To - 1 + Ta]
+        chunks = policy.predict_batch(batch, ids=active)[:, To - 1: To - 1 + Ta]
+        if nfe is not None:
+            nfe.append(policy.nfe_last)
         for row, i in enumerate(active):
+            executed = 0
             for a in chunks[row]:
+                executed += 1
                 obs, reward, terminated, truncated, info = env_list[i].step(a)
                 hist[i].append(obs)
                 if frames is not None and i == 0:
@@ -56,20 +63,27 @@ def rollout_group(policy: DiffusionPolicy, env_list: list, seeds: list[int], rec
                 if terminated or truncated:
                     done[i] = True
                     break
+            # the chunk was predicted at step To-1 of its horizon: the next prediction is
+            # `executed` steps later (what a warm start shifts by)
+            policy.note_executed(executed, [i])
     return result
 
 
 def chunk_latency_ms(policy: DiffusionPolicy, windows: list[dict], repeats: int = 1) -> dict:
-    """p50/p90/p99 wall time of predict_chunk at batch 1 over recorded windows."""
+    """p50/p90/p99 wall time of predict_chunk at batch 1 over recorded windows. With a warm
+    start, the windows run as one episode (the first call is cold, then warm), and the
+    first (cold) call is excluded, so the numbers are those of the steady state."""
     if not windows:
         raise ValueError("no observation windows to time")
-    policy.predict_chunk(windows[0])  # warm-up (allocations, first-call overhead)
+    policy.reset()
+    policy.predict_chunk(windows[0])  # warm-up (allocations, first-call overhead; cold start)
     times = []
     for _ in range(repeats):
         for w in windows:
             t0 = time.perf_counter()
             policy.predict_chunk(w)
             times.append((time.perf_counter() - t0) * 1000)
+    policy.reset()
     p50, p90, p99 = np.percentile(times, [50, 90, 99])
     return {"p50": float(p50), "p90": float(p90), "p99": float(p99), "n": len(times),
             "samples": [round(t, 3) for t in times]}
@@ -98,20 +112,21 @@ def record_video(policy: DiffusionPolicy, env_name: str, seed: int, path, size: 
 
 def evaluate(policy: DiffusionPolicy, env_name: str, episodes: int, seed_start: int = 100_000,
              batch: int = 10, latency_windows: int = 20, max_steps: int | None = None,
-             progress: bool = True) -> dict:
+             progress: bool = True, action_steps: int | None = None) -> dict:
     if episodes < 1:
         raise ValueError("episodes must be >= 1")
     policy.eval()
     seeds = list(range(seed_start, seed_start + episodes))
     group = min(batch, episodes)
     env_list = [envs.make(env_name, images=bool(policy.cfg.image_keys), max_steps=max_steps) for _ in range(group)]
-    per_episode, recorded = [], []
+    per_episode, recorded, nfe = [], [], []
     t0 = time.perf_counter()
     try:
         with tqdm(total=episodes, desc=f"eval {env_name}", unit="ep", disable=not progress) as bar:
             for s in range(0, episodes, group):
                 chunk_seeds = seeds[s: s + group]
-                per_episode += rollout_group(policy, env_list[: len(chunk_seeds)], chunk_seeds, recorded)
+                per_episode += rollout_group(policy, env_list[: len(chunk_seeds)], chunk_seeds, recorded,
+                                             action_steps=action_steps, nfe=nfe)
                 bar.update(len(chunk_seeds))
                 bar.set_postfix(success=f"{np.mean([e['success'] for e in per_episode]):.2f}")
     finally:
@@ -127,7 +142,10 @@ def evaluate(policy: DiffusionPolicy, env_name: str, episodes: int, seed_start: 
         "mean_max_reward": float(np.mean([e["max_reward"] for e in per_episode])),
         "sampler": policy.cfg.sampler,
         "num_inference_steps": policy.cfg.num_inference_steps,
-        "nfe_per_chunk": policy.nfe_last,
+        "nfe_per_chunk": int(np.median(nfe)),  # counted calls; warm starts: the steady state
+        "nfe_mean": float(np.mean(nfe)),  # including each episode's cold first chunk
+        "warm_start": None if policy.warm is None else vars(policy.warm.cfg),
+        "action_steps": action_steps or policy.n_action_steps,
         "chunk_latency_ms": latency,
         "rollout_seconds": rollout_s,
         "per_episode": [{k: e[k] for k in ("seed", "success", "length")} for e in per_episode],

@@ -59,20 +59,23 @@ def _recorder(path):
 
 def run(checkpoint_name: str, robot: str, rate_hz: float | None, async_inference: bool, episodes: int,
         seed_start: int, record: str | None = None, overlap: str = "replace", status: bool = True,
-        max_steps: int | None = None) -> dict:
+        max_steps: int | None = None, configure=None, action_steps: int | None = None) -> dict:
     kind, _, task = robot.partition(":")
     if kind != "sim" or not task:
         raise ValueError(f"--robot must be sim:<env> (e.g. sim:lift); got {robot!r}")
     policy = checkpoint.load(checkpoint_name, seed=seed_start)
+    if configure is not None:
+        configure(policy)
     env = envs.make(task, images=bool(policy.cfg.image_keys), max_steps=max_steps)
     sim = SimRobot(env)
     rate_hz = rate_hz or sim.control_rate_hz
     space = env.action_space
     safety = SafetyFilter(low=space.low, high=space.high, safe_action=np.zeros(space.shape, np.float32))
-    To, Ta = policy.n_obs_steps, policy.n_action_steps
+    To, Ta = policy.n_obs_steps, action_steps or policy.n_action_steps
     cfg = LoopConfig(rate_hz=rate_hz, async_inference=async_inference, overlap=overlap)
     loop = ControlLoop(sim, policy.predict_chunk, To, To - 1, Ta, cfg, safety,
-                       status=status_line if status else None)
+                       status=status_line if status else None,
+                       note_executed=lambda n: policy.note_executed(min(n, policy.horizon)))
     on_end = _recorder(record)
     reports = []
     try:

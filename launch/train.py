@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import envs
 from data import ReplayBuffer
 from data.dataset import WindowDataset
 from launch.collect import collect
@@ -46,12 +47,13 @@ def git_commit() -> str:
         return "unknown"
 
 
-def build_policy(ds: WindowDataset, n_layer: int, n_emb: int, image_keys: list[str], seed: int) -> DiffusionPolicy:
+def build_policy(ds: WindowDataset, n_layer: int, n_emb: int, image_keys: list[str], seed: int,
+                 discrete_dims: list[int] | None = None) -> DiffusionPolicy:
     torch.manual_seed(seed)
     dims = {k: int(ds._low[k].shape[1]) for k in ds.obs_keys}
     cfg = PolicyConfig(obs_dims=dims, action_dim=int(ds._low["action"].shape[1]), image_keys=image_keys,
                        n_layer=n_layer, n_emb=n_emb, p_drop_attn=0.3 if image_keys else 0.01,
-                       prediction_type="sample",
+                       prediction_type="sample", discrete_action_dims=list(discrete_dims or []),
                        horizon=16, n_obs_steps=2, n_action_steps=8, sampler="ddim", num_inference_steps=10)
     return DiffusionPolicy(cfg, Normalizer.from_stats(ds.stats()), seed=seed)
 
@@ -70,7 +72,7 @@ def train_task(task: str, steps: int, out: str | Path, images: bool = False, dem
     image_keys = ["agentview_image"] if images else []
     ds = WindowDataset(rb, obs_keys=LOW_DIM_KEYS, image_keys=image_keys, n_obs_steps=2, horizon=16,
                        n_action_steps=8, episodes=range(demos))
-    policy = build_policy(ds, recipe["n_layer"], recipe["n_emb"], image_keys, seed)
+    policy = build_policy(ds, recipe["n_layer"], recipe["n_emb"], image_keys, seed, envs.discrete_action_dims(task))
     tcfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed, warmup_steps=min(500, steps // 10),
                        eval_every=eval_every, save_every=max(100, min(1000, steps // 5)))
     periodic = (lambda pol, step: {k: v for k, v in evaluate(pol, task, 10, EVAL_SEED_START + 50_000,
@@ -97,13 +99,16 @@ def train_task(task: str, steps: int, out: str | Path, images: bool = False, dem
     return recipe_out
 
 
-def ship(run_checkpoint: str | Path, name: str, fp16: bool = True, check_windows: int = 64) -> dict:
+def ship(run_checkpoint: str | Path, name: str, fp16: bool = True, check_windows: int = 64,
+         discrete_dims: list[int] | None = None) -> dict:
     """Copy a trained checkpoint into policy/checkpoints/<name>/ (fp16 weights by default),
     with its recipe.json extended by the fp16-vs-fp32 action difference on dataset windows."""
     src = Path(run_checkpoint)
     recipe = json.loads((src / "recipe.json").read_text())
     dest = checkpoint.SHIPPED_DIR / name
     full = checkpoint.load(src)
+    if discrete_dims is not None:  # for runs trained before the config carried them
+        full.cfg.discrete_action_dims = list(discrete_dims)
     checkpoint.save(full, dest, dtype=torch.float16 if fp16 else torch.float32)
     half = checkpoint.load(dest)
     rb = ReplayBuffer.open(recipe["data"]["path"])

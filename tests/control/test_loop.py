@@ -84,6 +84,15 @@ def test_sync_fast_policy_executes_chunks_in_order_without_misses():
     assert rep.timing["period_jitter_ms"]["max"] < 1e-6
 
 
+def test_loop_reports_the_shift_since_the_last_chunk():
+    clock, calls, shifts = FakeClock(), [], []
+    loop = ControlLoop(FakeRobot(episode_len=24), chunk_policy(calls, 0.001, clock), 2, 1, 8,
+                       LoopConfig(rate_hz=50.0, async_inference=False, spin_s=0.0), safety=safety(),
+                       clock=clock, sleep=clock.sleep, note_executed=shifts.append)
+    loop.run_episode()
+    assert shifts == [8, 8]  # each new chunk comes 8 executed actions after the previous one
+
+
 def test_sync_slow_policy_misses_deadlines():
     clock, calls = FakeClock(), []
     robot = FakeRobot(episode_len=40)

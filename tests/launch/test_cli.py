@@ -50,8 +50,8 @@ def test_demo_table_plot_video(tiny_lift_run, tmp_path, capsys):
     from launch.demo import demo
     rep = demo(tmp_path, episodes=2, progress=False, checkpoint_name=str(root / "run" / "checkpoint"), max_steps=16)
     out = capsys.readouterr().out
-    assert "| DDPM-100 |" in out and "| DDIM-10 |" in out
-    assert [r["nfe_per_chunk"] for r in rep["rows"]] == [100, 10]
+    assert "| DDPM-100 |" in out and "| DDIM-10 |" in out and "| RTI (DDIM, K'=2) |" in out
+    assert [r["nfe_per_chunk"] for r in rep["rows"]] == [100, 10, 3]
     assert (tmp_path / "latency.png").read_bytes()[:4] == b"\x89PNG"
     assert (tmp_path / "lift_ddim10.mp4").stat().st_size > 1000
     assert json.loads((tmp_path / "demo.json").read_text())["rows"][1]["name"] == "DDIM-10"

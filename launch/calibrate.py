@@ -1,0 +1,91 @@
+"""``dpctl calibrate rti``: choose the warm-start level K' offline.
+
+On recorded observation windows (consecutive windows of held-out-style dataset episodes):
+1. the full (cold) solution A0 of each window, with the policy's sampler;
+2. the RTI guess for the next window: A0 shifted by Ta, as the loop would build it;
+3. for each candidate K': the contraction ratio ||f(g + d) - f(g)|| / ||d|| of the
+   warm-started map f from level K' (d: a random perturbation of the guess), and the error
+   of the warm result against the next window's own full solution.
+The recommendation is the smallest K' whose contraction ratio is <= ``target`` (errors
+shrink by that factor per cycle) and whose error is within ``tolerance`` of the best
+candidate's. Saved as ``rti.json`` next to the checkpoint and used by ``--warm-start rti``.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from policy import checkpoint
+from policy.accel.warmstart import WarmStartConfig, shift_chunk
+
+RTI_FILE = "rti.json"
+
+
+def default_rti_config(checkpoint_name, policy, k: int | None = None, noise: bool = False,
+                       reproduce: bool = False) -> WarmStartConfig:
+    """K' from the argument, else the checkpoint's rti.json, else 2."""
+    if k is None:
+        path = checkpoint.resolve(checkpoint_name) / RTI_FILE
+        k = json.loads(path.read_text())["recommended_k"] if path.exists() else 2
+    return WarmStartConfig(start_t=int(k), noise=noise, reproduce=reproduce,
+                           clip_factor=10.0 if policy.cfg.image_keys else 1.0)
+
+
+@torch.no_grad()
+def calibrate_rti(policy, windows: list[dict], next_windows: list[dict], candidates=(0, 1, 2, 3, 5, 8, 12, 20),
+                  target: float = 0.5, tolerance: float = 0.01, seed: int = 0) -> dict:
+    Ta = policy.n_action_steps
+    policy.set_warm_start(None)
+    gen = torch.Generator().manual_seed(seed)
+
+    def batch(ws):
+        return {k: torch.as_tensor(np.stack([w[k] for w in ws])) for k in policy.expected_obs()}
+
+    cond, cond_next = policy.encode_obs(batch(windows)), policy.encode_obs(batch(next_windows))
+    full = policy.sample(cond)
+    full_next = policy.sample(cond_next)
+    guess = shift_chunk(full, Ta)
+    rows = []
+    for k in candidates:
+        policy.set_warm_start(WarmStartConfig(start_t=k, discrete_dims=[]))
+        x0, pairs, times = policy._rti_run(guess)
+        warm = policy.sample(cond_next, x=x0, pairs=pairs, net_times=times)
+        delta = 0.05 * torch.randn(guess.shape, generator=gen)
+        x0p, _, _ = policy._rti_run(guess + delta)
+        warm_p = policy.sample(cond_next, x=x0p, pairs=pairs, net_times=times)
+        ratio = float((warm_p - warm).flatten(1).norm(dim=1).mean() / delta.flatten(1).norm(dim=1).mean())
+        err = float((warm - full_next).abs().mean())
+        rows.append({"k": k, "network_calls": len(pairs), "contraction": ratio, "error_vs_full": err})
+    policy.set_warm_start(None)
+    best = min(r["error_vs_full"] for r in rows)
+    ok = [r for r in rows if r["contraction"] <= target and r["error_vs_full"] <= best + tolerance]
+    pick = ok[0] if ok else min(rows, key=lambda r: r["error_vs_full"])
+    guess_gap = float((guess - full_next).abs().mean())
+    return {"recommended_k": pick["k"], "network_calls": pick["network_calls"], "target_contraction": target,
+            "tolerance": tolerance, "guess_error_vs_full": guess_gap, "candidates": rows,
+            "windows": len(windows)}
+
+
+def calibrate_from_dataset(checkpoint_name: str, data_path: str | Path, n_windows: int = 64, **kw) -> dict:
+    from data import ReplayBuffer
+    from data.dataset import WindowDataset
+    policy = checkpoint.load(checkpoint_name)
+    ds = WindowDataset(ReplayBuffer.open(data_path), obs_keys=list(policy.cfg.obs_dims),
+                       image_keys=policy.cfg.image_keys, n_obs_steps=policy.n_obs_steps, horizon=policy.horizon,
+                       n_action_steps=policy.n_action_steps)
+    Ta = policy.n_action_steps
+    # pairs (window i, window i+Ta) from the same episode
+    same = np.nonzero((ds.index[Ta:, 0] == ds.index[:-Ta, 0]))[0]
+    pick = same[np.linspace(0, len(same) - 1, n_windows).astype(int)]
+    cur = ds.get_batch(pick)["obs"]
+    nxt = ds.get_batch(pick + Ta)["obs"]
+    to_list = lambda b: [{k: v[i].numpy() for k, v in b.items()} for i in range(len(pick))]  # noqa: E731
+    res = calibrate_rti(policy, to_list(cur), to_list(nxt), **kw)
+    res["data"] = str(data_path)
+    out = checkpoint.resolve(checkpoint_name) / RTI_FILE
+    out.write_text(json.dumps(res, indent=2) + "\n")
+    res["saved"] = str(out)
+    return res
