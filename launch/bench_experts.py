@@ -11,6 +11,7 @@ from tqdm import tqdm
 import envs
 from envs.rollout import expert_episode
 from launch.collect import collect
+from launch.results import markdown_table
 
 
 def expert_success(task: str, episodes: int, seed_start: int = 0, progress: bool = True) -> dict:
@@ -42,10 +43,9 @@ def bench_experts(tasks: list[str], episodes: int, collect_episodes: int, progre
 
 
 def markdown(rows: list[dict], command: str, machine: str) -> str:
-    lines = [f"Command: `{command}` — machine: {machine}.", "",
-             "| task | expert success | episodes | mean length | collect steps/s (low-dim) | collect steps/s (+84x84 images) |",
-             "|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['task']} | {r['success_rate']:.2f} | {r['episodes']} | {r['mean_length']:.1f} | "
-                     f"{r['collect_steps_per_s']:.0f} | {r['collect_images_steps_per_s']:.0f} |")
-    return "\n".join(lines)
+    body = markdown_table(
+        ["task", "expert success", "episodes", "mean length", "collect steps/s (low-dim)",
+         "collect steps/s (+84x84 images)"],
+        [[r["task"], f"{r['success_rate']:.2f}", r["episodes"], f"{r['mean_length']:.1f}",
+          f"{r['collect_steps_per_s']:.0f}", f"{r['collect_images_steps_per_s']:.0f}"] for r in rows])
+    return f"Command: `{command}` — machine: {machine}.\n\n{body}"

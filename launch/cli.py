@@ -119,13 +119,12 @@ def _bench_loop(args, machine, replace_block) -> int:
     rows = bench_loop(args.rate, args.latency_ms, args.chunk, args.cycles, status=not args.no_progress)
     command = (f"dpctl bench loop --rate {args.rate:g} --latency-ms {args.latency_ms:g} --chunk {args.chunk} "
                f"--cycles {args.cycles}")
-    lines = [f"Command: `{command}` — machine: {machine()}; synthetic policy (sleeps), mock arm.", "",
-             "| mode | cycles | deadline misses | overruns | jitter p50 (ms) | p99 (ms) | max (ms) |",
-             "|---|---|---|---|---|---|---|"]
-    for r in rows:
-        j = r["period_jitter_ms"]
-        lines.append(f"| {r['mode']} | {r['cycles']} | {r['deadline_misses']} | {r['overruns']} | {j['p50']:.3f} | "
-                     f"{j['p99']:.3f} | {j['max']:.2f} |")
+    from launch.results import markdown_table
+    body = markdown_table(
+        ["mode", "cycles", "deadline misses", "overruns", "jitter p50 (ms)", "p99 (ms)", "max (ms)"],
+        [[r["mode"], r["cycles"], r["deadline_misses"], r["overruns"], f"{r['period_jitter_ms']['p50']:.3f}",
+          f"{r['period_jitter_ms']['p99']:.3f}", f"{r['period_jitter_ms']['max']:.2f}"] for r in rows])
+    lines = [f"Command: `{command}` — machine: {machine()}; synthetic policy (sleeps), mock arm.", "", body]
     print("\n".join(lines))
     _write_json(args.json, {"command": command, "machine": machine(), "rows": rows})
     if args.update_readme:

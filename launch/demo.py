@@ -15,6 +15,7 @@ import torch
 
 from launch.calibrate import default_rti_config
 from launch.evaluate import evaluate, record_video
+from launch.results import markdown_table
 from launch.train import EVAL_SEED_START, train_task
 from policy import checkpoint
 
@@ -52,15 +53,14 @@ def latency_plot(rows: list[dict], path: Path) -> None:
 def table(rows: list[dict], source: str, episodes: int) -> str:
     base = rows[0]["chunk_latency_ms"]["p50"]
     ddim = rows[1]["chunk_latency_ms"]["p50"]
-    lines = [f"Lift closed loop, checkpoint {source}, {episodes} held-out seeds from {EVAL_SEED_START}, "
-             f"{torch.get_num_threads()} CPU threads, batch-1 latency.", "",
-             "| sampler | success | network calls/chunk | latency p50 (ms) | p99 (ms) | speed-up vs DDPM-100 | vs DDIM-10 |",
-             "|---|---|---|---|---|---|---|"]
-    for r in rows:
-        lat = r["chunk_latency_ms"]
-        lines.append(f"| {r['name']} | {r['success_rate']:.3f} | {r['nfe_per_chunk']} | {lat['p50']:.1f} | "
-                     f"{lat['p99']:.1f} | {base / lat['p50']:.1f}x | {ddim / lat['p50']:.1f}x |")
-    return "\n".join(lines)
+    body = markdown_table(
+        ["sampler", "success", "network calls/chunk", "latency p50 (ms)", "p99 (ms)", "speed-up vs DDPM-100",
+         "vs DDIM-10"],
+        [[r["name"], f"{r['success_rate']:.3f}", r["nfe_per_chunk"], f"{r['chunk_latency_ms']['p50']:.1f}",
+          f"{r['chunk_latency_ms']['p99']:.1f}", f"{base / r['chunk_latency_ms']['p50']:.1f}x",
+          f"{ddim / r['chunk_latency_ms']['p50']:.1f}x"] for r in rows])
+    return (f"Lift closed loop, checkpoint {source}, {episodes} held-out seeds from {EVAL_SEED_START}, "
+            f"{torch.get_num_threads()} CPU threads, batch-1 latency.\n\n{body}")
 
 
 def demo(out: Path, episodes: int = 20, progress: bool = True, checkpoint_name: str = "lift",

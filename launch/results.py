@@ -10,6 +10,13 @@ def machine() -> str:
     return f"{platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}, no GPU"
 
 
+def markdown_table(headers: list[str], rows: list[list]) -> str:
+    """A GitHub markdown table; cells are formatted by the caller."""
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
 def _markers(readme: Path, name: str) -> tuple[str, str, str, str]:
     """(head, begin, end, tail) around the named block; raises if the block is missing."""
     begin, end = f"<!-- results:{name}:begin -->", f"<!-- results:{name}:end -->"

@@ -90,6 +90,9 @@ def train_task(task: str, steps: int, out: str | Path, images: bool = False, dem
         "seed": seed,
         "train": asdict(tcfg),
         "samples_per_s": result["samples_per_s"],
+        # a run resumed with more --steps continues the saved state under the new schedule
+        # (a warm restart): reproduce by running the earlier command first, then this one
+        "resumed_from_step": result["resumed_from"],
         "final_eval": {k: final[k] for k in ("success_rate", "mean_max_reward", "episodes", "sampler",
                                              "num_inference_steps", "nfe_per_chunk", "chunk_latency_ms")},
         "eval_seed_start": EVAL_SEED_START,

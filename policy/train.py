@@ -73,8 +73,10 @@ class Trainer:
         self.gen = torch.Generator().manual_seed(cfg.seed)
         self.step = 0
         self.last_eval: dict = {}
+        self.resumed_from: int | None = None
         if (self.out / "state").exists():
             self._load_state()
+            self.resumed_from = self.step
 
     def _groups(self) -> list[dict]:
         groups = self.policy.net.optim_groups(self.cfg.weight_decay)
@@ -185,4 +187,4 @@ class Trainer:
             self._save_state()
         elapsed = time.perf_counter() - t0
         return {"step": self.step, "samples_per_s": samples / elapsed if samples else float("nan"),
-                "eval": self.last_eval}
+                "eval": self.last_eval, "resumed_from": self.resumed_from}
