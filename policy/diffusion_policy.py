@@ -88,6 +88,7 @@ class DiffusionPolicy(nn.Module):
         self.generator = torch.Generator().manual_seed(seed)
         self.nfe_last = 0  # network calls of the last prediction (counted, not assumed)
         self.warm: WarmStart | None = None
+        self.cache = None  # a policy.accel.cache hook (BlockCache / BlockRecorder) or None
 
     # ---------------------------------------------------------------- configuration
     @property
@@ -117,6 +118,11 @@ class DiffusionPolicy(nn.Module):
         if cfg is not None and self.cfg.family == "diffusion" and cfg.start_t >= self.cfg.num_train_timesteps:
             raise ValueError(f"warm-start level K'={cfg.start_t} must be < {self.cfg.num_train_timesteps}")
         self.warm = WarmStart(cfg) if cfg is not None else None
+
+    def set_cache(self, cache) -> None:
+        """Route every transformer branch through ``cache`` (None: plain calls, zero overhead)."""
+        self.cache = cache
+        self.net.branch_hook = cache
 
     def note_executed(self, n: int, ids: list[int] | None = None) -> None:
         """How many actions of the last chunk ran since it was predicted (for the warm start)."""
@@ -206,7 +212,11 @@ class DiffusionPolicy(nn.Module):
             pairs = self.sampler.steps(n_steps or self.cfg.num_inference_steps, start_t=start)
         if net_times is None:
             net_times = [self.sampler.model_time(t) for t, _ in pairs]
+        if self.cache is not None:
+            self.cache.reset()  # cached block outputs never cross predictions
         for (t, t_next), net_t in zip(pairs, net_times):
+            if self.cache is not None:
+                self.cache.begin_step(net_t)
             out = self.net(x, net_t, cond)
             noise = torch.randn(shape, generator=self.generator).to(cond.device) if self.sampler.name == "ddpm" else None
             x = self.sampler.step(x, out, t, t_next, state, noise=noise)
