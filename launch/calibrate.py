@@ -89,3 +89,84 @@ def calibrate_from_dataset(checkpoint_name: str, data_path: str | Path, n_window
     out.write_text(json.dumps(res, indent=2) + "\n")
     res["saved"] = str(out)
     return res
+
+
+# ---------------------------------------------------------------------------- BAC
+CACHE_FILE = "cache_bac.json"
+
+
+@torch.no_grad()
+def calibrate_cache(policy, windows: list[dict], budget: int, objective: str = "adjacent", bu_top_n: int = 3) -> dict:
+    """Record every block at every step of full runs on ``windows`` (batched), build the
+    per-block similarity matrices, schedule each block by ACS, apply Bubbling Union."""
+    from policy.accel.cache import BlockRecorder, acs_steps, bubbling_union, similarity_and_change
+    rec = BlockRecorder()
+    policy.set_cache(rec)
+    try:
+        batch = {k: torch.as_tensor(np.stack([w[k] for w in windows])) for k in policy.expected_obs()}
+        policy.sample(policy.encode_obs(batch))
+    finally:
+        policy.set_cache(None)
+    timesteps = rec.timesteps
+    schedules, change = {}, {}
+    for name in policy.net.branch_names():
+        S, change[name] = similarity_and_change(rec.outputs[name])
+        schedules[name] = {timesteps[i] for i in acs_steps(S, budget, objective)}
+    final = bubbling_union(schedules, change, top_n=bu_top_n)
+    return {"sampler": policy.cfg.sampler, "steps": policy.cfg.num_inference_steps, "timesteps": timesteps,
+            "budget": budget, "objective": objective, "bu_top_n": bu_top_n,
+            "bu_blocks": sorted(change, key=lambda k: -change[k])[:bu_top_n],
+            "block_updates_before_bu": sum(len(v) for v in schedules.values()),
+            "block_updates": sum(len(v) for v in final.values()),
+            "schedules": {k: sorted(v, reverse=True) for k, v in final.items()}}
+
+
+def dataset_windows(policy, data_path, n_windows: int) -> list[dict]:
+    from data import ReplayBuffer
+    from data.dataset import WindowDataset
+    ds = WindowDataset(ReplayBuffer.open(data_path), obs_keys=list(policy.cfg.obs_dims),
+                       image_keys=policy.cfg.image_keys, n_obs_steps=policy.n_obs_steps, horizon=policy.horizon,
+                       n_action_steps=policy.n_action_steps)
+    idx = np.linspace(0, len(ds) - 1, n_windows).astype(int)
+    obs = ds.get_batch(idx)["obs"]
+    return [{k: v[i].numpy() for k, v in obs.items()} for i in range(len(idx))]
+
+
+def calibrate_cache_from_dataset(checkpoint_name: str, data_path, budget: int, objective: str = "adjacent",
+                                 bu_top_n: int = 3, sampler: str = "ddpm", steps: int = 100,
+                                 n_windows: int = 16) -> dict:
+    policy = checkpoint.load(checkpoint_name)
+    policy.set_sampler(sampler, steps)
+    res = calibrate_cache(policy, dataset_windows(policy, data_path, n_windows), budget, objective, bu_top_n)
+    res["data"], res["windows"] = str(data_path), n_windows
+    out = checkpoint.resolve(checkpoint_name) / CACHE_FILE
+    out.write_text(json.dumps(res, indent=2) + "\n")
+    res["saved"] = str(out)
+    return res
+
+
+def make_cache(kind: str, checkpoint_name, policy, budget: int | None = None, teacache_threshold: float = 0.3):
+    """A BlockCache for ``--cache bac|uniform|teacache`` on the policy's current step list.
+    BAC schedules come from the checkpoint's cache_bac.json, re-derived onto this list."""
+    from policy.accel.cache import BlockCache, TeaCacheGate, rederive, uniform_schedule
+    steps = [policy.sampler.model_time(t) for t, _ in policy.sampler.steps(policy.cfg.num_inference_steps)]
+    if kind == "teacache":
+        return BlockCache(gate=TeaCacheGate(teacache_threshold))
+    if kind == "uniform":
+        if not budget:
+            raise ValueError("--cache uniform needs --cache-budget (update steps per run)")
+        return BlockCache(uniform_schedule(policy.net.branch_names(), steps, max(1, len(steps) // budget)))
+    if kind != "bac":
+        raise ValueError(f"unknown cache {kind!r}")
+    path = checkpoint.resolve(checkpoint_name) / CACHE_FILE
+    if not path.exists():
+        raise ValueError(f"no {CACHE_FILE} next to the checkpoint; run `dpctl calibrate cache` first")
+    cal = json.loads(path.read_text())
+    if budget is not None and budget != cal["budget"]:
+        raise ValueError(f"{path} was calibrated for budget {cal['budget']}, not {budget}; recalibrate")
+    sched = {k: set(map(float, v)) for k, v in cal["schedules"].items()}
+    if [float(t) for t in cal["timesteps"]] != steps:
+        # keep the calibrated keys too: warm-started (RTI) runs use the fine-grid tail
+        derived = rederive(sched, steps)
+        sched = {k: sched[k] | derived[k] for k in sched}
+    return BlockCache(sched)

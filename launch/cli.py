@@ -29,6 +29,9 @@ def _add_warm_start_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rti-k", type=int, help="warm-start level K' (default: the checkpoint's rti.json, else 2)")
     p.add_argument("--rti-noise", action="store_true", help="forward-diffuse the guess to K' (SDEdit)")
     p.add_argument("--rti-reproduce", action="store_true", help="mimic the published t -> t-1 timestep mismatch")
+    p.add_argument("--cache", choices=["off", "bac", "uniform", "teacache"], default="off",
+                   help="block caching (bac: the checkpoint's cache_bac.json from `dpctl calibrate cache`)")
+    p.add_argument("--cache-budget", type=int, help="update steps per run (uniform; checked against bac's)")
 
 
 def _apply_warm_start(policy, args) -> None:
@@ -36,6 +39,9 @@ def _apply_warm_start(policy, args) -> None:
     if args.warm_start == "rti":
         policy.set_warm_start(default_rti_config(args.checkpoint, policy, k=args.rti_k, noise=args.rti_noise,
                                                  reproduce=args.rti_reproduce))
+    if args.cache != "off":
+        from launch.calibrate import make_cache
+        policy.set_cache(make_cache(args.cache, args.checkpoint, policy, budget=args.cache_budget))
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -150,6 +156,15 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     if data is None:
         recipe = checkpoint.resolve(args.checkpoint) / "recipe.json"
         data = _json.loads(recipe.read_text())["data"]["path"] if recipe.exists() else f"runs/data/{args.env}.zarr"
+    if args.what == "cache":
+        from launch.calibrate import calibrate_cache_from_dataset
+        res = calibrate_cache_from_dataset(args.checkpoint, data, args.budget, args.objective, args.bu_top_n,
+                                           args.sampler, args.steps)
+        print(f"BAC schedule for {args.sampler}-{args.steps}, budget {args.budget}, objective {args.objective}: "
+              f"{res['block_updates']} block updates of {len(res['schedules']) * args.steps} "
+              f"({res['block_updates_before_bu']} before Bubbling Union on {res['bu_blocks']}); saved {res['saved']}")
+        _write_json(args.json, res)
+        return 0
     res = calibrate_from_dataset(args.checkpoint, data, n_windows=args.windows, target=args.target)
     print("| K' | network calls | contraction | error vs full |\n|---|---|---|---|")
     for r in res["candidates"]:
@@ -231,7 +246,13 @@ def build_parser() -> argparse.ArgumentParser:
     sh.set_defaults(func=cmd_ship)
 
     cal = sub.add_parser("calibrate", help="offline calibration: `rti` picks the warm-start level K'")
-    cal.add_argument("what", choices=["rti"])
+    cal.add_argument("what", choices=["rti", "cache"])
+    cal.add_argument("--budget", type=int, default=10, help="cache: update steps per block")
+    cal.add_argument("--objective", choices=["adjacent", "cached"], default="adjacent",
+                     help="cache: ACS objective (paper: adjacent; published code: cached)")
+    cal.add_argument("--bu-top-n", type=int, default=3, help="cache: Bubbling Union blocks (0: off)")
+    cal.add_argument("--sampler", default="ddpm", help="cache: calibration sampler")
+    cal.add_argument("--steps", type=int, default=100, help="cache: calibration steps")
     cal.add_argument("--checkpoint", required=True)
     cal.add_argument("--env", required=True)
     cal.add_argument("--data", help="zarr store of observations (default: the checkpoint's training data)")
