@@ -13,15 +13,18 @@ from pathlib import Path
 
 import torch
 
-from launch.calibrate import default_rti_config
+from launch.calibrate import default_rti_config, make_cache
 from launch.evaluate import evaluate, record_video
 from launch.results import markdown_table
 from launch.train import EVAL_SEED_START, train_task
 from policy import checkpoint
 
-# (row name, sampler, steps, warm start): RTI warm-starts DDIM from the shifted previous
-# chunk at the checkpoint's calibrated K' (rti.json; 2 if uncalibrated). Later: BAC rows.
-VARIANTS = [("DDPM-100", "ddpm", 100, False), ("DDIM-10", "ddim", 10, False), ("RTI", "ddim", 10, True)]
+# (row name, sampler, steps, warm start, block cache): RTI warm-starts DDIM from the shifted
+# previous chunk at the checkpoint's calibrated K' (rti.json; 2 if uncalibrated); BAC uses
+# the checkpoint's cache_bac.json (rows skipped, with a note, when it is not calibrated).
+VARIANTS = [("DDPM-100", "ddpm", 100, False, False), ("DDIM-10", "ddim", 10, False, False),
+            ("RTI", "ddim", 10, True, False), ("BAC (DDPM-100)", "ddpm", 100, False, True),
+            ("RTI+BAC", "ddim", 10, True, True)]
 DEFAULT_TRAIN_STEPS = 6000
 
 
@@ -68,14 +71,25 @@ def demo(out: Path, episodes: int = 20, progress: bool = True, checkpoint_name: 
     out.mkdir(parents=True, exist_ok=True)
     policy, source = _load_or_train(out, progress, checkpoint_name)
     rows = []
-    for name, sampler, steps, warm in VARIANTS:
+    for name, sampler, steps, warm, cached in VARIANTS:
         policy.set_sampler(sampler, steps)
         policy.set_warm_start(default_rti_config(checkpoint_name, policy) if warm else None)
+        policy.set_cache(None)
+        if cached:
+            try:
+                cache = make_cache("bac", checkpoint_name, policy)
+            except ValueError as e:
+                print(f"skipping the {name} row: {e}")
+                continue
+            policy.set_cache(cache)
         res = evaluate(policy, "lift", episodes, EVAL_SEED_START, max_steps=max_steps, progress=progress)
         if warm:
-            name = f"RTI (DDIM, K'={policy.warm.cfg.start_t})"
+            name = name.replace("RTI", f"RTI (DDIM, K'={policy.warm.cfg.start_t})")
+        if cached:
+            res["block_executions"], res["block_reuses"] = cache.executed, cache.reused
         rows.append({"name": name, **res})
     policy.set_warm_start(None)
+    policy.set_cache(None)
     print()
     print(table(rows, source, episodes))
     latency_plot(rows, out / "latency.png")
