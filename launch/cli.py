@@ -42,6 +42,7 @@ def _apply_warm_start(policy, args) -> None:
     if args.cache != "off":
         from launch.calibrate import make_cache
         policy.set_cache(make_cache(args.cache, args.checkpoint, policy, budget=args.cache_budget))
+        policy.cache.kind = args.cache
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -66,7 +67,30 @@ def cmd_eval(args: argparse.Namespace) -> int:
     print(f"{args.env}: success {res['success_rate']:.3f} over {res['episodes']} episodes (seeds "
           f"{args.seed_start}..{args.seed_start + args.episodes - 1}); {res['sampler']}-{res['num_inference_steps']}, "
           f"{res['nfe_per_chunk']} network calls/chunk, latency p50 {lat['p50']:.1f} ms p99 {lat['p99']:.1f} ms")
-    _write_json(args.json, {**res, "checkpoint": str(args.checkpoint)})
+    _write_json(args.json, {**res, "checkpoint": str(args.checkpoint),
+                            "command": "dpctl " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("dpctl") else None})
+    return 0
+
+
+def cmd_results(args: argparse.Namespace) -> int:
+    """Tabulate eval JSON reports (each names the command that produced it)."""
+    import json as _json
+
+    from launch.results import machine, markdown_table, replace_block
+    rows = []
+    for f in args.files:
+        r = _json.loads(Path(f).read_text())
+        warm = f"RTI K'={r['warm_start']['start_t']}" if r.get("warm_start") else ""
+        cache = r.get("cache") or ""
+        variant = " + ".join(x for x in (f"{r['sampler']}-{r['num_inference_steps']}", warm, cache) if x)
+        rows.append([r["env"], variant, f"{r['success_rate']:.3f}", r["episodes"], r["nfe_per_chunk"],
+                     f"{r['chunk_latency_ms']['p50']:.1f}", f"`{r.get('command') or '?'}`"])
+    table = (f"Machine: {machine()}; seeds from 100000 (demonstrations use seeds from 0).\n\n"
+             + markdown_table(["env", "variant", "success", "episodes", "network calls/chunk", "latency p50 (ms)",
+                               "command"], rows))
+    print(table)
+    if args.update_readme:
+        replace_block(Path(args.update_readme), "evals", table)
     return 0
 
 
@@ -237,6 +261,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--threads", type=int, default=2)
     t.add_argument("--no-progress", action="store_true")
     t.set_defaults(func=cmd_train)
+
+    rs = sub.add_parser("results", help="tabulate eval JSON reports into the README")
+    rs.add_argument("what", choices=["evals"])
+    rs.add_argument("files", nargs="+")
+    rs.add_argument("--update-readme", metavar="README")
+    rs.set_defaults(func=cmd_results)
 
     sh = sub.add_parser("ship", help="copy a trained checkpoint into policy/checkpoints/<name> (fp16)")
     sh.add_argument("--from", dest="source", required=True, help="a run's checkpoint directory")

@@ -145,6 +145,7 @@ def evaluate(policy: DiffusionPolicy, env_name: str, episodes: int, seed_start: 
         "nfe_per_chunk": int(np.median(nfe)),  # counted calls; warm starts: the steady state
         "nfe_mean": float(np.mean(nfe)),  # including each episode's cold first chunk
         "warm_start": None if policy.warm is None else vars(policy.warm.cfg),
+        "cache": None if policy.cache is None else getattr(policy.cache, "kind", type(policy.cache).__name__),
         "action_steps": action_steps or policy.n_action_steps,
         "chunk_latency_ms": latency,
         "rollout_seconds": rollout_s,

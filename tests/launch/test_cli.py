@@ -98,3 +98,27 @@ def test_run_sim_lift_records_episodes(tiny_lift_run, tmp_path, async_inference)
     assert rb.meta_column("seed").tolist() == [100000, 100001]
     with pytest.raises(ValueError, match="sim:<env>"):
         run(str(root / "run" / "checkpoint"), "real:arm", 20.0, False, 1, 0, status=False)
+
+
+def test_calibrate_rti_and_cache_then_accelerated_eval(tiny_lift_run, tmp_path, capsys):
+    root, _ = tiny_lift_run
+    import shutil
+    ck = tmp_path / "ck"
+    shutil.copytree(root / "run" / "checkpoint", ck)
+    data = str(root / "data" / "lift.zarr")
+    assert main(["calibrate", "rti", "--checkpoint", str(ck), "--env", "lift", "--data", data, "--windows", "8"]) == 0
+    rti = json.loads((ck / "rti.json").read_text())
+    assert rti["recommended_k"] in [r["k"] for r in rti["candidates"]]
+    assert all(r["network_calls"] == r["k"] + 1 for r in rti["candidates"])
+    assert main(["calibrate", "cache", "--checkpoint", str(ck), "--env", "lift", "--data", data, "--budget", "10"]) == 0
+    cal = json.loads((ck / "cache_bac.json").read_text())
+    assert len(cal["schedules"]) == 12 and all(99.0 in v and 0.0 in v for v in cal["schedules"].values())
+    assert cal["block_updates"] >= cal["block_updates_before_bu"] >= 12 * 10
+    js = tmp_path / "e.json"
+    assert main(["eval", "--checkpoint", str(ck), "--env", "lift", "--episodes", "2", "--max-steps", "24",
+                 "--warm-start", "rti", "--cache", "bac", "--no-progress", "--json", str(js)]) == 0
+    res = json.loads(js.read_text())
+    assert res["nfe_per_chunk"] == rti["recommended_k"] + 1 and res["nfe_mean"] > res["nfe_per_chunk"]
+    assert main(["eval", "--checkpoint", str(ck), "--env", "lift", "--episodes", "1", "--cache", "bac",
+                 "--cache-budget", "5"]) == 2
+    assert "budget 10, not 5" in capsys.readouterr().err
