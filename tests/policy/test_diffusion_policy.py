@@ -68,3 +68,30 @@ def test_inpainting_pulls_the_prefix_to_committed_actions():
     assert np.abs(free[To - 1: To + 1] - committed[:2]).max() > 0.1  # the untrained net would not
     target, w = pol.guide_from_actions(committed)
     assert w[To - 1: To + 1].tolist() == [1.0, 1.0] and 0 < w[To + 2] < w[To + 1] < 1 and w[To + 3:].sum() == 0
+
+
+def test_image_policy_trains_and_predicts():
+    """Image observations go through the GroupNorm ResNet encoder (random crop in training,
+    center crop in eval) and a training step moves every encoder weight."""
+    from policy.diffusion_policy import DiffusionPolicy, PolicyConfig
+    from policy.normalizer import Normalizer
+    torch.manual_seed(0)
+    cfg = PolicyConfig(obs_dims={"pos": 3}, action_dim=2, image_keys=["cam_image"], image_size=32, image_crop=28,
+                       image_feature_dim=16, n_layer=1, n_head=2, n_emb=32, horizon=8, n_action_steps=4)
+    stats = {"pos": {"min": -np.ones(3), "max": np.ones(3)}, "action": {"min": -np.ones(2), "max": np.ones(2)}}
+    pol = DiffusionPolicy(cfg, Normalizer.from_stats(stats))
+    rng = np.random.default_rng(0)
+    batch = {"obs": {"pos": torch.rand(4, 2, 3), "cam_image": torch.from_numpy(rng.integers(0, 255, (4, 2, 32, 32, 3),
+                                                                                             dtype=np.uint8))},
+             "action": torch.rand(4, 8, 2) * 2 - 1}
+    before = [p.clone() for p in pol.encoders.parameters()]
+    opt = torch.optim.AdamW(pol.parameters(), lr=1e-3)
+    pol.train()
+    pol.loss(batch).backward()
+    opt.step()
+    assert all(not torch.equal(a, b) for a, b in zip(before, pol.encoders.parameters()))
+    pol.eval()
+    obs = {"pos": np.zeros((2, 3), np.float32), "cam_image": rng.integers(0, 255, (2, 32, 32, 3), dtype=np.uint8)}
+    assert pol.predict_chunk(obs).shape == (8, 2)
+    with pytest.raises(ValueError, match="cam_image"):
+        pol.predict_chunk({**obs, "cam_image": obs["cam_image"][:, :16]})
