@@ -24,13 +24,17 @@ from policy.accel.warmstart import WarmStartConfig, shift_chunk
 RTI_FILE = "rti.json"
 
 
-def default_rti_config(checkpoint_name, policy, k: int | None = None, noise: bool = False,
-                       reproduce: bool = False) -> WarmStartConfig:
-    """K' from the argument, else the checkpoint's rti.json, else 2."""
+def default_rti_config(checkpoint_name, policy, k: int | None = None, noise: bool | None = None,
+                       reproduce: bool = False, tail: str | None = None) -> WarmStartConfig:
+    """K' (and tail, noise) from the arguments, else the checkpoint's rti.json, else K'=2 on
+    the fine tail with the clean guess."""
+    path = checkpoint.resolve(checkpoint_name) / RTI_FILE
+    saved = json.loads(path.read_text()) if path.exists() else {}
     if k is None:
-        path = checkpoint.resolve(checkpoint_name) / RTI_FILE
-        k = json.loads(path.read_text())["recommended_k"] if path.exists() else 2
-    return WarmStartConfig(start_t=int(k), noise=noise, reproduce=reproduce,
+        k = saved.get("recommended_k", 2)
+    tail = tail or saved.get("tail", "fine")
+    noise = saved.get("noise", False) if noise is None else noise
+    return WarmStartConfig(start_t=int(k), noise=noise, reproduce=reproduce, tail=tail,
                            clip_factor=10.0 if policy.cfg.image_keys else 1.0)
 
 
@@ -99,7 +103,7 @@ CACHE_FILE = "cache_bac.json"
 def calibrate_cache(policy, windows: list[dict], budget: int, objective: str = "adjacent", bu_top_n: int = 3) -> dict:
     """Record every block at every step of full runs on ``windows`` (batched), build the
     per-block similarity matrices, schedule each block by ACS, apply Bubbling Union."""
-    from policy.accel.cache import BlockRecorder, acs_steps, bubbling_union, similarity_and_change
+    from policy.accel.cache import BlockRecorder, acs_steps, bubbling_union, output_sensitivity, similarity_and_change
     rec = BlockRecorder()
     policy.set_cache(rec)
     try:
@@ -108,10 +112,11 @@ def calibrate_cache(policy, windows: list[dict], budget: int, objective: str = "
     finally:
         policy.set_cache(None)
     timesteps = rec.timesteps
+    weights = output_sensitivity(policy.sampler, policy.sampler.steps(policy.cfg.num_inference_steps))
     schedules, change = {}, {}
     for name in policy.net.branch_names():
         S, change[name] = similarity_and_change(rec.outputs[name])
-        schedules[name] = {timesteps[i] for i in acs_steps(S, budget, objective)}
+        schedules[name] = {timesteps[i] for i in acs_steps(S, budget, objective, weights)}
     final = bubbling_union(schedules, change, top_n=bu_top_n)
     return {"sampler": policy.cfg.sampler, "steps": policy.cfg.num_inference_steps, "timesteps": timesteps,
             "budget": budget, "objective": objective, "bu_top_n": bu_top_n,

@@ -27,7 +27,11 @@ def cmd_collect(args: argparse.Namespace) -> int:
 def _add_warm_start_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warm-start", choices=["off", "rti"], default="off", help="RTI warm starts")
     p.add_argument("--rti-k", type=int, help="warm-start level K' (default: the checkpoint's rti.json, else 2)")
-    p.add_argument("--rti-noise", action="store_true", help="forward-diffuse the guess to K' (SDEdit)")
+    p.add_argument("--rti-noise", action="store_true", default=None,
+                   help="forward-diffuse the guess to K' (SDEdit; default: the checkpoint's rti.json, else off)")
+    p.add_argument("--rti-tail", choices=["fine", "coarse"],
+                   help="steps below K': every level (fine) or the sampler's own grid (coarse); "
+                        "default: the checkpoint's rti.json, else fine")
     p.add_argument("--rti-reproduce", action="store_true", help="mimic the published t -> t-1 timestep mismatch")
     p.add_argument("--cache", choices=["off", "bac", "uniform", "teacache"], default="off",
                    help="block caching (bac: the checkpoint's cache_bac.json from `dpctl calibrate cache`)")
@@ -38,7 +42,7 @@ def _apply_warm_start(policy, args) -> None:
     from launch.calibrate import default_rti_config
     if args.warm_start == "rti":
         policy.set_warm_start(default_rti_config(args.checkpoint, policy, k=args.rti_k, noise=args.rti_noise,
-                                                 reproduce=args.rti_reproduce))
+                                                 reproduce=args.rti_reproduce, tail=args.rti_tail))
     if args.cache != "off":
         from launch.calibrate import make_cache
         policy.set_cache(make_cache(args.cache, args.checkpoint, policy, budget=args.cache_budget))
@@ -132,6 +136,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         check_block(Path(args.update_readme), args.what)  # fail before minutes of work, not after
     if args.what == "loop":
         return _bench_loop(args, machine, replace_block)
+    if args.what == "cache":
+        return _bench_cache(args, machine, replace_block)
     from launch.bench_experts import bench_experts, markdown
     rows = bench_experts(args.tasks, args.episodes, args.collect_episodes, progress=not args.no_progress)
     command = (f"dpctl bench experts --episodes {args.episodes} --collect-episodes {args.collect_episodes}"
@@ -159,6 +165,30 @@ def _bench_loop(args, machine, replace_block) -> int:
     _write_json(args.json, {"command": command, "machine": machine(), "rows": rows})
     if args.update_readme:
         replace_block(Path(args.update_readme), "loop", "\n".join(lines))
+    return 0
+
+
+def _bench_cache(args, machine, replace_block) -> int:
+    from launch.bench_cache import bench_cache, markdown
+    from policy import checkpoint
+    import torch
+    torch.set_num_threads(args.threads)
+    data = args.data or json.loads((checkpoint.resolve(args.checkpoint) / "recipe.json").read_text())["data"]["path"]
+    if not Path(data).exists():
+        raise FileNotFoundError(f"no dataset at {data}; collect one with `dpctl collect --env lift --episodes 20 "
+                                f"--out {data}` or pass --data")
+    rep = bench_cache(args.checkpoint, data, args.budget, args.cache_episodes, args.chunks, args.timing_chunks,
+                      tuple(args.bases), progress=not args.no_progress)
+    command = (f"dpctl bench cache --checkpoint {args.checkpoint} --budget {args.budget} --cache-episodes "
+               f"{args.cache_episodes} --chunks {args.chunks} --timing-chunks {args.timing_chunks} "
+               f"--threads {args.threads}" + ("" if len(args.bases) == 3 else " --bases " + " ".join(args.bases)))
+    lines = [f"Command: `{command}` — machine: {machine()}; action error in normalized units vs the same "
+             f"base uncached, same noise; {rep['episodes']} demo episodes x {rep['chunks']} chunks.", "",
+             markdown(rep)]
+    print("\n".join(lines))
+    _write_json(args.json, {"command": command, "machine": machine(), **rep})
+    if args.update_readme:
+        replace_block(Path(args.update_readme), "cache", "\n".join(lines))
     return 0
 
 
@@ -253,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True)
     t.add_argument("--images", action="store_true")
     t.add_argument("--demos", type=int, help="demonstrations (default: the recipe's)")
-    t.add_argument("--batch-size", type=int, default=128)
+    t.add_argument("--batch-size", type=int, default=None, help="default: 128 (low-dim), 64 (images)")
     t.add_argument("--lr", type=float, default=3e-4)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--eval-episodes", type=int, default=50)
@@ -278,8 +308,9 @@ def build_parser() -> argparse.ArgumentParser:
     cal = sub.add_parser("calibrate", help="offline calibration: `rti` picks the warm-start level K'")
     cal.add_argument("what", choices=["rti", "cache"])
     cal.add_argument("--budget", type=int, default=10, help="cache: update steps per block")
-    cal.add_argument("--objective", choices=["adjacent", "cached"], default="adjacent",
-                     help="cache: ACS objective (paper: adjacent; published code: cached)")
+    cal.add_argument("--objective", choices=["adjacent", "cached", "weighted"], default="adjacent",
+                     help="cache: ACS objective (paper: adjacent; published code: cached; weighted: cached with "
+                          "each step weighted by its effect on the final sample)")
     cal.add_argument("--bu-top-n", type=int, default=3, help="cache: Bubbling Union blocks (0: off)")
     cal.add_argument("--sampler", default="ddpm", help="cache: calibration sampler")
     cal.add_argument("--steps", type=int, default=100, help="cache: calibration steps")
@@ -308,8 +339,18 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-progress", action="store_true")
     r.set_defaults(func=cmd_run)
 
-    b = sub.add_parser("bench", help="benchmarks: `experts` (expert success, collect speed), `loop` (timing)")
-    b.add_argument("what", choices=["experts", "loop"])
+    b = sub.add_parser("bench", help="benchmarks: `experts` (expert success, collect speed), `loop` (timing), "
+                                     "`cache` (block caching: action error and speed per sampler)")
+    b.add_argument("what", choices=["experts", "loop", "cache"])
+    b.add_argument("--checkpoint", default="lift", help="cache: checkpoint directory or shipped name")
+    b.add_argument("--data", help="cache: zarr store with demo episodes (default: the checkpoint recipe's)")
+    b.add_argument("--budget", type=int, default=10, help="cache: per-block update steps (BAC's calibration)")
+    b.add_argument("--cache-episodes", type=int, default=8, help="cache: demo episodes replayed as a batch")
+    b.add_argument("--chunks", type=int, default=12, help="cache: chunks per episode")
+    b.add_argument("--timing-chunks", type=int, default=30, help="cache: batch-1 chunks timed per variant")
+    b.add_argument("--threads", type=int, default=2, help="cache: torch threads")
+    b.add_argument("--bases", nargs="+", default=["DDPM-100", "DDIM-10", "RTI"], choices=["DDPM-100", "DDIM-10", "RTI"],
+                   help="cache: base samplers")
     b.add_argument("--rate", type=float, default=50.0, help="loop: rate in Hz")
     b.add_argument("--latency-ms", type=float, default=30.0, help="loop: synthetic policy latency")
     b.add_argument("--chunk", type=int, default=16, help="loop: actions per chunk")
@@ -318,7 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--episodes", type=int, default=100, help="seeded episodes per task for success")
     b.add_argument("--collect-episodes", type=int, default=20, help="episodes per collect-speed run")
     b.add_argument("--json", help="write rows here")
-    b.add_argument("--update-readme", metavar="README", help="rewrite this README's experts results block")
+    b.add_argument("--update-readme", metavar="README", help="rewrite this README's results block for `what`")
     b.add_argument("--no-progress", action="store_true")
     b.set_defaults(func=cmd_bench)
 

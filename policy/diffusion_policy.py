@@ -36,6 +36,7 @@ class PolicyConfig:
     image_size: int = 84
     image_crop: int = 76
     image_feature_dim: int = 64
+    image_widths: list[int] = field(default_factory=lambda: [32, 64, 128])  # encoder stage widths
     n_obs_steps: int = 2
     horizon: int = 16
     n_action_steps: int = 8
@@ -75,7 +76,8 @@ class DiffusionPolicy(nn.Module):
     def __init__(self, cfg: PolicyConfig, normalizer: Normalizer | None = None, seed: int = 0):
         super().__init__()
         self.cfg = cfg
-        self.encoders = nn.ModuleDict({k.replace(".", "_"): ImageEncoder(cfg.image_crop, out_dim=cfg.image_feature_dim)
+        self.encoders = nn.ModuleDict({k.replace(".", "_"): ImageEncoder(cfg.image_crop, widths=tuple(cfg.image_widths),
+                                                                          out_dim=cfg.image_feature_dim)
                                        for k in cfg.image_keys})
         cond_dim = sum(cfg.obs_dims.values()) + cfg.image_feature_dim * len(cfg.image_keys)
         self.net = Transformer(TransformerConfig(
@@ -143,8 +145,11 @@ class DiffusionPolicy(nn.Module):
             pairs = self.sampler.steps(self.cfg.num_inference_steps, start_t=level)
             x = self._noised(guess, level) if w.noise else guess
             return x, pairs, [self.sampler.model_time(t) for t, _ in pairs]
-        fine = self.sampler.steps(self.cfg.num_train_timesteps, start_t=w.start_t)
         x = self._noised(guess, w.start_t) if w.noise else guess
+        if w.tail == "coarse":
+            pairs = self.sampler.steps(self.cfg.num_inference_steps, start_t=w.start_t)
+            return x, pairs, [self.sampler.model_time(t) for t, _ in pairs]
+        fine = self.sampler.steps(self.cfg.num_train_timesteps, start_t=w.start_t)
         if w.reproduce:
             coarse = self.sampler.grid(self.cfg.num_inference_steps)[-len(fine):]
             coarse = [coarse[0]] * (len(fine) - len(coarse)) + coarse

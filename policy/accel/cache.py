@@ -26,21 +26,47 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-OBJECTIVES = ("adjacent", "cached")
+OBJECTIVES = ("adjacent", "cached", "weighted")
 
 
 # ------------------------------------------------------------------ schedules
-def _segment_value(S: np.ndarray, a: int, b: int, objective: str) -> float:
+def _segment_value(S: np.ndarray, a: int, b: int, objective: str, weights: np.ndarray | None = None) -> float:
     if objective == "adjacent":
         return float(sum(S[k, k - 1] for k in range(a + 1, b + 1)))
+    if objective == "weighted":
+        return float((weights[a:b + 1] * S[a, a:b + 1]).sum())
     return float(S[a, a:b + 1].sum())
 
 
-def acs_steps(S: np.ndarray, budget: int, objective: str = "adjacent") -> list[int]:
-    """Update step indices (0 and K-1 always) for one block: DP over contiguous segments."""
+def output_sensitivity(sampler, pairs: Sequence[tuple]) -> np.ndarray:
+    """How much an error in the network output at each step of ``pairs`` moves the final
+    sample, for a sampler step that is affine in (sample, output): w_k = A_k * prod_{j>k} B_j
+    with A = d x_next / d output and B = d x_next / d x (noise held at 0, measured on the
+    sampler's own ``step``). Late steps weigh most: their errors are not denoised away."""
+    A, B = [], []
+    for t, t_next in pairs:
+        z, h = torch.zeros(1, 1, 1, dtype=torch.float64), 0.1
+        kw = {"noise": torch.zeros_like(z)} if sampler.name == "ddpm" else {}
+        base = float(sampler.step(z, z, t, t_next, sampler.new_state(), **kw))
+        A.append((float(sampler.step(z, z + h, t, t_next, sampler.new_state(), **kw)) - base) / h)
+        B.append((float(sampler.step(z + h, z, t, t_next, sampler.new_state(), **kw)) - base) / h)
+    w = np.empty(len(pairs))
+    tail = 1.0
+    for k in range(len(pairs) - 1, -1, -1):
+        w[k] = abs(A[k]) * tail
+        tail *= abs(B[k])
+    return w
+
+
+def acs_steps(S: np.ndarray, budget: int, objective: str = "adjacent", weights: np.ndarray | None = None) -> list[int]:
+    """Update step indices (0 and K-1 always) for one block: DP over contiguous segments.
+    ``weighted`` (an extension, not in the paper or its code) is the ``cached`` objective with
+    every reusing step weighted by ``weights`` (``output_sensitivity``)."""
     K = S.shape[0]
     if objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {OBJECTIVES}")
+    if objective == "weighted" and (weights is None or len(weights) != K):
+        raise ValueError("the weighted objective needs one weight per step")
     if not 2 <= budget <= K:
         if K == 1 and budget >= 1:
             return [0]
@@ -56,7 +82,7 @@ def acs_steps(S: np.ndarray, budget: int, objective: str = "adjacent") -> list[i
             for a in range(m - 1, j):  # last segment = [a, j-1]
                 if best[m - 1][a] == NEG:
                     continue
-                v = best[m - 1][a] + _segment_value(S, a, j - 1, objective)
+                v = best[m - 1][a] + _segment_value(S, a, j - 1, objective, weights)
                 if v > best[m][j]:
                     best[m][j], back[m][j] = v, a
     starts, j = [], n
@@ -67,22 +93,23 @@ def acs_steps(S: np.ndarray, budget: int, objective: str = "adjacent") -> list[i
     return sorted(starts) + [K - 1]
 
 
-def acs_steps_brute_force(S: np.ndarray, budget: int, objective: str = "adjacent") -> tuple[list[int], float]:
+def acs_steps_brute_force(S: np.ndarray, budget: int, objective: str = "adjacent",
+                          weights: np.ndarray | None = None) -> tuple[list[int], float]:
     """Reference for tests: best update set by enumeration (small K)."""
     K = S.shape[0]
     best, arg = -np.inf, None
     for mid in itertools.combinations(range(1, K - 1), budget - 2):
         starts = [0, *mid]
         bounds = starts + [K - 1]
-        v = sum(_segment_value(S, bounds[i], bounds[i + 1] - 1, objective) for i in range(len(starts)))
+        v = sum(_segment_value(S, bounds[i], bounds[i + 1] - 1, objective, weights) for i in range(len(starts)))
         if v > best + 1e-12:
             best, arg = v, starts + [K - 1]
     return arg, best
 
 
-def schedule_value(S: np.ndarray, steps: Sequence[int], objective: str) -> float:
+def schedule_value(S: np.ndarray, steps: Sequence[int], objective: str, weights: np.ndarray | None = None) -> float:
     bounds = list(steps)
-    return sum(_segment_value(S, bounds[i], bounds[i + 1] - 1, objective) for i in range(len(bounds) - 1))
+    return sum(_segment_value(S, bounds[i], bounds[i + 1] - 1, objective, weights) for i in range(len(bounds) - 1))
 
 
 def block_layer(name: str) -> int:

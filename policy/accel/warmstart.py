@@ -12,6 +12,9 @@ the published code inserts the clean guess (``noise=False``). ``reproduce=True``
 published code's scheduler misuse: the update steps t -> t-1 on the fine grid, but the
 network is given the timesteps of the last K'+1 entries of the configured coarse grid
 (e.g. DDIM-10: 20, 10, 0), which do not match the sample's noise level.
+``tail="coarse"`` runs the configured sampler's own grid below K' instead (DDIM-10 from
+K'=20: 20 -> 10 -> 0 -> clean, 3 network calls), with matching timesteps: a few large
+steps from a higher level, so the network can still correct the refilled tail.
 
 Discrete dimensions (a gripper): in ``clip`` mode the stored guess has those dimensions
 overwritten by +-1/f by their sign (f = 1 for state policies, 10 for image policies in the
@@ -24,6 +27,7 @@ from dataclasses import dataclass, field
 import torch
 
 DISCRETE_MODES = ("none", "clip")
+TAILS = ("fine", "coarse")
 
 
 @dataclass
@@ -35,8 +39,13 @@ class WarmStartConfig:
     discrete_mode: str = "clip"
     clip_factor: float = 1.0  # f: stored discrete value is +-1/f
     binarize: bool = True
+    tail: str = "fine"  # the step list below K': the 1-step grid, or the sampler's configured grid
 
     def __post_init__(self):
+        if self.tail not in TAILS:
+            raise ValueError(f"tail must be one of {TAILS}, got {self.tail!r}")
+        if self.tail == "coarse" and self.reproduce:
+            raise ValueError("reproduce mimics the fine-grid stepping; it does not combine with tail='coarse'")
         if self.discrete_mode not in DISCRETE_MODES:
             raise ValueError(f"discrete_mode must be one of {DISCRETE_MODES}, got {self.discrete_mode!r}")
         if self.start_t < 0:

@@ -122,3 +122,18 @@ def test_calibrate_rti_and_cache_then_accelerated_eval(tiny_lift_run, tmp_path, 
     assert main(["eval", "--checkpoint", str(ck), "--env", "lift", "--episodes", "1", "--cache", "bac",
                  "--cache-budget", "5"]) == 2
     assert "budget 10, not 5" in capsys.readouterr().err
+    # the cache benchmark on the same calibrated checkpoint: uncached rows are exact,
+    # every cached row counts fewer block executions than 12 blocks x network calls
+    js = tmp_path / "bench.json"
+    assert main(["bench", "cache", "--checkpoint", str(ck), "--data", data, "--cache-episodes", "2", "--chunks", "2",
+                 "--timing-chunks", "2", "--threads", "1", "--no-progress", "--json", str(js)]) == 0
+    rows = json.loads(js.read_text())["rows"]
+    assert {r["base"].split(" ")[0] for r in rows} == {"DDPM-100", "DDIM-10", "RTI"}
+    for r in rows:
+        if r["cache"] == "none":
+            assert r["action_err"] == 0.0 and r["block_exec"] == 12 * r["nfe"] and r["speedup"] == 1.0
+        else:
+            assert 0 < r["block_exec"] <= 12 * r["nfe"] and r["action_err"] >= 0.0
+    ddpm = {r["cache"]: r for r in rows if r["base"] == "DDPM-100"}
+    assert ddpm["bac"]["block_exec"] == cal["block_updates"]
+    assert ddpm["uniform (M=10)"]["block_exec"] == 12 * 11  # every 10th of 100 steps, and the last

@@ -17,16 +17,39 @@ def random_similarity(K, seed):
     return unit @ unit.T
 
 
-@pytest.mark.parametrize("objective", ["adjacent", "cached"])
+@pytest.mark.parametrize("objective", ["adjacent", "cached", "weighted"])
 @pytest.mark.parametrize("K", [3, 5, 8])
 def test_acs_equals_brute_force(objective, K):
     for seed in range(5):
         S = random_similarity(K, seed)
+        w = np.random.default_rng(seed).uniform(0.1, 2.0, K)
         for M in range(2, K + 1):
-            steps = acs_steps(S, M, objective)
-            ref_steps, ref_value = acs_steps_brute_force(S, M, objective)
+            steps = acs_steps(S, M, objective, w)
+            ref_steps, ref_value = acs_steps_brute_force(S, M, objective, w)
             assert steps[0] == 0 and steps[-1] == K - 1 and len(steps) == M
-            assert schedule_value(S, steps, objective) == pytest.approx(ref_value, abs=1e-9), (steps, ref_steps)
+            assert schedule_value(S, steps, objective, w) == pytest.approx(ref_value, abs=1e-9), (steps, ref_steps)
+
+
+def test_output_sensitivity_matches_a_finite_difference_through_the_sampler():
+    """Perturbing the network output at one step of a DDPM run by h moves the final sample
+    by w_k * h (the samplers are affine in the output for fixed noise)."""
+    from policy.samplers import make_sampler
+    from policy.schedule import NoiseSchedule
+    from policy.accel.cache import output_sensitivity
+    sampler = make_sampler("ddpm", NoiseSchedule("squaredcos_cap_v2", 100), prediction_type="sample",
+                           clip_sample=False)
+    pairs = sampler.steps(100)
+    w = output_sensitivity(sampler, pairs)
+    assert w[-1] == pytest.approx(1.0) and np.all(np.diff(w) >= 0)  # later steps matter more
+
+    def final(k, h):
+        x = torch.full((1, 1, 1), 0.3, dtype=torch.float64)
+        for i, (t, t_next) in enumerate(pairs):
+            out = torch.full_like(x, 0.5) + (h if i == k else 0.0)
+            x = sampler.step(x, out, t, t_next, {}, noise=torch.zeros_like(x))
+        return float(x)
+    for k in (0, 50, 90, 99):
+        assert (final(k, 1e-3) - final(k, 0.0)) / 1e-3 == pytest.approx(w[k], rel=1e-4, abs=1e-9)
 
 
 BLOCKS = [f"layer{i}.{b}" for i in range(3) for b in ("sa", "ca", "ffn")]

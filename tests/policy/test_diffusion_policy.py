@@ -70,14 +70,17 @@ def test_inpainting_pulls_the_prefix_to_committed_actions():
     assert w[To - 1: To + 1].tolist() == [1.0, 1.0] and 0 < w[To + 2] < w[To + 1] < 1 and w[To + 3:].sum() == 0
 
 
-def test_image_policy_trains_and_predicts():
+def test_image_policy_trains_and_predicts(tmp_path):
     """Image observations go through the GroupNorm ResNet encoder (random crop in training,
-    center crop in eval) and a training step moves every encoder weight."""
+    center crop in eval), a training step moves every encoder weight, and the encoder's
+    widths survive a checkpoint round trip."""
+    from policy import checkpoint
     from policy.diffusion_policy import DiffusionPolicy, PolicyConfig
     from policy.normalizer import Normalizer
     torch.manual_seed(0)
     cfg = PolicyConfig(obs_dims={"pos": 3}, action_dim=2, image_keys=["cam_image"], image_size=32, image_crop=28,
-                       image_feature_dim=16, n_layer=1, n_head=2, n_emb=32, horizon=8, n_action_steps=4)
+                       image_feature_dim=16, image_widths=[8, 16], n_layer=1, n_head=2, n_emb=32, horizon=8,
+                       n_action_steps=4)
     stats = {"pos": {"min": -np.ones(3), "max": np.ones(3)}, "action": {"min": -np.ones(2), "max": np.ones(2)}}
     pol = DiffusionPolicy(cfg, Normalizer.from_stats(stats))
     rng = np.random.default_rng(0)
@@ -93,5 +96,12 @@ def test_image_policy_trains_and_predicts():
     pol.eval()
     obs = {"pos": np.zeros((2, 3), np.float32), "cam_image": rng.integers(0, 255, (2, 32, 32, 3), dtype=np.uint8)}
     assert pol.predict_chunk(obs).shape == (8, 2)
+    assert pol.encoders["cam_image"].blocks[-1].conv2.out_channels == 16
+    checkpoint.save(pol, tmp_path / "ck")
+    back = checkpoint.load(tmp_path / "ck")
+    assert back.cfg.image_widths == [8, 16]
+    pol.generator.manual_seed(1)
+    back.generator.manual_seed(1)
+    np.testing.assert_array_equal(pol.predict_chunk(obs), back.predict_chunk(obs))
     with pytest.raises(ValueError, match="cam_image"):
         pol.predict_chunk({**obs, "cam_image": obs["cam_image"][:, :16]})

@@ -49,6 +49,20 @@ def test_reproduce_mode_feeds_the_published_mismatched_timesteps():
     assert net.times == [20.0, 10.0, 0.0]
 
 
+def test_coarse_tail_runs_the_configured_grid_below_k():
+    pol = tiny_policy().eval()
+    net = counted(pol)
+    pol.set_warm_start(WarmStartConfig(start_t=25, tail="coarse"))
+    pol.predict_chunk(obs_window())
+    net.times.clear()
+    pol.predict_chunk(obs_window(1))
+    assert net.times == [25.0, 20.0, 10.0, 0.0] and pol.nfe_last == 4  # K' itself, then DDIM-10's grid below it
+    with pytest.raises(ValueError, match="tail"):
+        WarmStartConfig(tail="medium")
+    with pytest.raises(ValueError, match="reproduce"):
+        WarmStartConfig(tail="coarse", reproduce=True)
+
+
 def test_first_call_and_after_reset_bit_identical_to_cold_and_off_equals_plain():
     plain = tiny_policy(seed=5).eval()
     warm = tiny_policy(seed=5).eval()

@@ -1,0 +1,162 @@
+"""``dpctl bench cache``: what block caching costs in accuracy and buys in speed, per base
+sampler (DDPM-100, DDIM-10, RTI), in one run.
+
+For every base, each cache variant (none, BAC, uniform at the same per-block budget,
+uniform at BAC's total block executions, TeaCache) predicts the same chunk sequences:
+``episodes`` recorded demonstration episodes replayed side by side as a batch, one chunk
+every ``Ta`` steps, with the same noise (the generator is reseeded per variant; caching
+never changes how much noise is drawn). RTI warm starts therefore see the variant's own
+previous chunks, as in closed loop. Reported per variant:
+
+- ``action_err``: mean |a - a_full| over all chunks, steps and continuous dims, in
+  normalized action units ([-1, 1] per dim), against the same base without a cache;
+  ``action_err_max``; ``gripper_flips``: the fraction of discrete (gripper) actions whose
+  sign differs from the uncached one (a flip is a mode switch, not a small error, so it
+  is counted apart instead of dominating the mean).
+- ``block_exec``: block executions per steady-state prediction (the first chunk of a
+  sequence, cold for RTI, excluded; 12 blocks x network calls when uncached).
+- ``p50_ms``/``p99_ms``: batch-1 chunk latency over ``timing_chunks`` windows, and
+  ``speedup`` against the same base uncached, measured in this run.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from launch.calibrate import default_rti_config, make_cache
+from policy.accel.cache import BlockCache, uniform_schedule
+
+
+def episode_windows(policy, data_path, episodes: int, chunks: int) -> list[dict]:
+    """``chunks`` batches of observation windows: batch row e is demo episode e at step
+    c * Ta (clamped to the episode's end, so short episodes repeat their last window)."""
+    from data import ReplayBuffer
+    rb = ReplayBuffer.open(data_path)
+    To, Ta = policy.n_obs_steps, policy.n_action_steps
+    keys = list(policy.expected_obs())
+    eps = [rb.episode(i, keys=keys) for i in range(min(episodes, rb.n_episodes))]
+    out = []
+    for c in range(chunks):
+        batch = {}
+        for k in keys:
+            rows = []
+            for e in eps:
+                n = len(e[k])
+                idx = np.clip(np.arange(c * Ta - To + 1, c * Ta + 1), 0, n - 1)
+                rows.append(e[k][idx])
+            batch[k] = np.stack(rows)
+        out.append(batch)
+    return out
+
+
+def _normalized(policy, actions: np.ndarray) -> np.ndarray:
+    return policy.normalizer.normalize("action", torch.as_tensor(actions)).numpy()
+
+
+def run_sequence(policy, windows: list[dict], seed: int = 0) -> tuple[np.ndarray, float]:
+    """Predict every batch in order (warm starts carry over); returns normalized actions
+    (chunks, B, T, A) and the block executions per steady-state prediction (the first,
+    cold-started chunk excluded, as for ``nfe_per_chunk``; nan when uncached)."""
+    policy.generator.manual_seed(seed)
+    policy.reset()
+    outs = []
+    for i, batch in enumerate(windows):
+        if i == 1 and policy.cache is not None:
+            policy.cache.executed = policy.cache.reused = 0
+        outs.append(_normalized(policy, policy.predict_batch(batch)))
+        policy.note_executed(policy.n_action_steps)
+    per_chunk = policy.cache.executed / max(1, len(windows) - 1) if policy.cache is not None else float("nan")
+    return np.stack(outs), per_chunk
+
+
+def time_chunks(policy, windows: list[dict], n: int) -> np.ndarray:
+    """Batch-1 latency (ms) of ``n`` chunks of episode 0, in order (so RTI runs warm)."""
+    policy.reset()
+    single = [{k: v[:1] for k, v in w.items()} for w in windows]
+    times = []
+    for i in range(n + 1):
+        w = single[i % len(single)]
+        t0 = time.perf_counter()
+        policy.predict_batch(w)
+        dt = (time.perf_counter() - t0) * 1e3
+        policy.note_executed(policy.n_action_steps)
+        if i:  # the first chunk is cold (and warms caches/allocators)
+            times.append(dt)
+    return np.asarray(times)
+
+
+BASES = {"DDPM-100": ("ddpm", 100, False), "DDIM-10": ("ddim", 10, False), "RTI": ("ddim", 10, True)}
+
+
+def variants(checkpoint_name, policy, budget: int, bac_exec: int | None) -> dict:
+    """Cache objects for the policy's current step list (warm start already set)."""
+    blocks = policy.net.branch_names()
+    if policy.warm is not None:
+        pairs, times = policy._rti_run(torch.zeros(1, policy.horizon, policy.cfg.action_dim))[1:]
+    else:
+        times = [policy.sampler.model_time(t) for t, _ in policy.sampler.steps(policy.cfg.num_inference_steps)]
+    K = len(times)
+    out = {"none": None, "bac": make_cache("bac", checkpoint_name, policy)}
+    out[f"uniform (M={budget})"] = BlockCache(uniform_schedule(blocks, times, max(1, K // budget)))
+    if bac_exec is not None:
+        # the sparsest uniform schedule with at least BAC's block executions
+        for every in range(K, 0, -1):
+            sched = uniform_schedule(blocks, times, every)
+            if sum(len(v) for v in sched.values()) >= bac_exec:
+                out[f"uniform (every {every}, >= BAC executions)"] = BlockCache(sched)
+                break
+    out["teacache (0.3)"] = make_cache("teacache", checkpoint_name, policy)
+    return out
+
+
+def bench_cache(checkpoint_name: str, data_path, budget: int = 10, episodes: int = 8, chunks: int = 12,
+                timing_chunks: int = 30, bases: tuple[str, ...] = tuple(BASES), progress: bool = True) -> dict:
+    from policy import checkpoint
+    policy = checkpoint.load(checkpoint_name)
+    windows = episode_windows(policy, data_path, episodes, chunks)
+    disc = list(policy.cfg.discrete_action_dims)
+    cont = [d for d in range(policy.cfg.action_dim) if d not in disc]
+    rows = []
+    for base in bases:
+        sampler, steps, warm = BASES[base]
+        policy.set_sampler(sampler, steps)
+        policy.set_warm_start(default_rti_config(checkpoint_name, policy) if warm else None)
+        label = base if not warm else f"RTI (DDIM, K'={policy.warm.cfg.start_t})"
+        policy.set_cache(None)
+        full, _ = run_sequence(policy, windows)
+        base_ms = time_chunks(policy, windows, timing_chunks)
+        # BAC's executions per prediction decide the matched uniform row
+        policy.set_cache(make_cache("bac", checkpoint_name, policy))
+        bac_exec = round(run_sequence(policy, windows)[1])
+        for name, cache in tqdm(variants(checkpoint_name, policy, budget, bac_exec).items(), desc=label,
+                                disable=not progress):
+            policy.set_cache(cache)
+            if cache is None:
+                acts, ms = full, base_ms
+                n_blocks = len(policy.net.branch_names()) * policy.nfe_last
+            else:
+                acts, n_blocks = run_sequence(policy, windows)
+                ms = time_chunks(policy, windows, timing_chunks)
+            err = np.abs(acts[..., cont] - full[..., cont])
+            flips = float((np.sign(acts[..., disc]) != np.sign(full[..., disc])).mean()) if disc else 0.0
+            rows.append({"base": label, "cache": name, "nfe": policy.nfe_last, "block_exec": float(n_blocks),
+                         "action_err": float(err.mean()), "action_err_max": float(err.max()), "gripper_flips": flips,
+                         "p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)),
+                         "speedup": float(np.percentile(base_ms, 50) / np.percentile(ms, 50))})
+    policy.set_cache(None)
+    policy.set_warm_start(None)
+    return {"checkpoint": str(checkpoint_name), "data": str(data_path), "budget": budget, "episodes": episodes,
+            "chunks": chunks, "timing_chunks": timing_chunks, "threads": torch.get_num_threads(), "rows": rows}
+
+
+def markdown(report: dict) -> str:
+    from launch.results import markdown_table
+    return markdown_table(
+        ["base", "cache", "network calls", "block executions", "action error (mean)", "(max)", "gripper flips",
+         "p50 (ms)", "p99 (ms)", "speed-up"],
+        [[r["base"], r["cache"], r["nfe"], f"{r['block_exec']:.1f}", f"{r['action_err']:.4f}",
+          f"{r['action_err_max']:.3f}", f"{r['gripper_flips']:.3f}", f"{r['p50_ms']:.1f}", f"{r['p99_ms']:.1f}", f"{r['speedup']:.2f}x"]
+         for r in report["rows"]])
