@@ -40,7 +40,13 @@ def default_rti_config(checkpoint_name, policy, k: int | None = None, noise: boo
 
 @torch.no_grad()
 def calibrate_rti(policy, windows: list[dict], next_windows: list[dict], candidates=(0, 1, 2, 3, 5, 8, 12, 20),
-                  target: float = 0.5, tolerance: float = 0.01, seed: int = 0) -> dict:
+                  target: float = 0.5, tolerance: float = 0.01, seed: int = 0, tail: str = "fine",
+                  noise: bool = False, max_calls: int | None = None) -> dict:
+    """Per candidate K' (under the given tail and noise mode): the contraction ratio of the
+    warm map (output change / guess perturbation, same noise) and its error against the full
+    solution of the next window. Recommends, with ``max_calls``, the lowest-error K' within
+    that many network calls; otherwise the first K' that contracts below ``target`` within
+    ``tolerance`` of the best error."""
     Ta = policy.n_action_steps
     policy.set_warm_start(None)
     gen = torch.Generator().manual_seed(seed)
@@ -54,29 +60,43 @@ def calibrate_rti(policy, windows: list[dict], next_windows: list[dict], candida
     guess = shift_chunk(full, Ta)
     rows = []
     for k in candidates:
-        policy.set_warm_start(WarmStartConfig(start_t=k, discrete_dims=[]))
+        policy.set_warm_start(WarmStartConfig(start_t=k, discrete_dims=[], tail=tail, noise=noise))
+        state = policy.generator.get_state()  # the perturbed run sees the same noise
         x0, pairs, times = policy._rti_run(guess)
         warm = policy.sample(cond_next, x=x0, pairs=pairs, net_times=times)
         delta = 0.05 * torch.randn(guess.shape, generator=gen)
+        policy.generator.set_state(state)
         x0p, _, _ = policy._rti_run(guess + delta)
         warm_p = policy.sample(cond_next, x=x0p, pairs=pairs, net_times=times)
         ratio = float((warm_p - warm).flatten(1).norm(dim=1).mean() / delta.flatten(1).norm(dim=1).mean())
         err = float((warm - full_next).abs().mean())
         rows.append({"k": k, "network_calls": len(pairs), "contraction": ratio, "error_vs_full": err})
     policy.set_warm_start(None)
-    best = min(r["error_vs_full"] for r in rows)
-    ok = [r for r in rows if r["contraction"] <= target and r["error_vs_full"] <= best + tolerance]
-    pick = ok[0] if ok else min(rows, key=lambda r: r["error_vs_full"])
+    if max_calls is not None:  # a latency budget: the most accurate K' within it
+        within = [r for r in rows if r["network_calls"] <= max_calls]
+        if not within:
+            raise ValueError(f"no candidate K' runs in <= {max_calls} network calls")
+        pick = min(within, key=lambda r: r["error_vs_full"])
+    else:
+        best = min(r["error_vs_full"] for r in rows)
+        ok = [r for r in rows if r["contraction"] <= target and r["error_vs_full"] <= best + tolerance]
+        pick = ok[0] if ok else min(rows, key=lambda r: r["error_vs_full"])
     guess_gap = float((guess - full_next).abs().mean())
-    return {"recommended_k": pick["k"], "network_calls": pick["network_calls"], "target_contraction": target,
+    return {"recommended_k": pick["k"], "network_calls": pick["network_calls"], "tail": tail, "noise": noise, "max_calls": max_calls,
+            "sampler": policy.cfg.sampler, "steps": policy.cfg.num_inference_steps, "target_contraction": target,
             "tolerance": tolerance, "guess_error_vs_full": guess_gap, "candidates": rows,
             "windows": len(windows)}
 
 
-def calibrate_from_dataset(checkpoint_name: str, data_path: str | Path, n_windows: int = 64, **kw) -> dict:
+def calibrate_from_dataset(checkpoint_name: str, data_path: str | Path, n_windows: int = 64,
+                           sampler: str | None = None, steps: int | None = None, **kw) -> dict:
+    """``calibrate_rti`` on dataset window pairs (i, i + Ta); the sampler defaults to the
+    checkpoint's. Saves ``rti.json`` next to the checkpoint."""
     from data import ReplayBuffer
     from data.dataset import WindowDataset
     policy = checkpoint.load(checkpoint_name)
+    if sampler is not None or steps is not None:
+        policy.set_sampler(sampler or policy.cfg.sampler, steps or policy.cfg.num_inference_steps)
     ds = WindowDataset(ReplayBuffer.open(data_path), obs_keys=list(policy.cfg.obs_dims),
                        image_keys=policy.cfg.image_keys, n_obs_steps=policy.n_obs_steps, horizon=policy.horizon,
                        n_action_steps=policy.n_action_steps)

@@ -27,7 +27,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
 def _add_warm_start_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warm-start", choices=["off", "rti"], default="off", help="RTI warm starts")
     p.add_argument("--rti-k", type=int, help="warm-start level K' (default: the checkpoint's rti.json, else 2)")
-    p.add_argument("--rti-noise", action="store_true", default=None,
+    p.add_argument("--rti-noise", action=argparse.BooleanOptionalAction, default=None,
                    help="forward-diffuse the guess to K' (SDEdit; default: the checkpoint's rti.json, else off)")
     p.add_argument("--rti-tail", choices=["fine", "coarse"],
                    help="steps below K': every level (fine) or the sampler's own grid (coarse); "
@@ -212,14 +212,18 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         data = _json.loads(recipe.read_text())["data"]["path"] if recipe.exists() else f"runs/data/{args.env}.zarr"
     if args.what == "cache":
         from launch.calibrate import calibrate_cache_from_dataset
+        sampler, steps = args.sampler or "ddpm", args.steps or 100
         res = calibrate_cache_from_dataset(args.checkpoint, data, args.budget, args.objective, args.bu_top_n,
-                                           args.sampler, args.steps)
-        print(f"BAC schedule for {args.sampler}-{args.steps}, budget {args.budget}, objective {args.objective}: "
-              f"{res['block_updates']} block updates of {len(res['schedules']) * args.steps} "
+                                           sampler, steps)
+        print(f"BAC schedule for {sampler}-{steps}, budget {args.budget}, objective {args.objective}: "
+              f"{res['block_updates']} block updates of {len(res['schedules']) * steps} "
               f"({res['block_updates_before_bu']} before Bubbling Union on {res['bu_blocks']}); saved {res['saved']}")
         _write_json(args.json, res)
         return 0
-    res = calibrate_from_dataset(args.checkpoint, data, n_windows=args.windows, target=args.target)
+    cands = tuple(int(k) for k in args.candidates.split(",")) if args.candidates else (0, 1, 2, 3, 5, 8, 12, 20)
+    res = calibrate_from_dataset(args.checkpoint, data, n_windows=args.windows, target=args.target,
+                                 tail=args.tail, noise=args.noise, candidates=cands,
+                                 sampler=args.sampler, steps=args.steps, max_calls=args.max_calls)
     print("| K' | network calls | contraction | error vs full |\n|---|---|---|---|")
     for r in res["candidates"]:
         print(f"| {r['k']} | {r['network_calls']} | {r['contraction']:.3f} | {r['error_vs_full']:.4f} |")
@@ -312,13 +316,17 @@ def build_parser() -> argparse.ArgumentParser:
                      help="cache: ACS objective (paper: adjacent; published code: cached; weighted: cached with "
                           "each step weighted by its effect on the final sample)")
     cal.add_argument("--bu-top-n", type=int, default=3, help="cache: Bubbling Union blocks (0: off)")
-    cal.add_argument("--sampler", default="ddpm", help="cache: calibration sampler")
-    cal.add_argument("--steps", type=int, default=100, help="cache: calibration steps")
+    cal.add_argument("--sampler", help="sampler to calibrate on (cache default: ddpm; rti: the checkpoint's)")
+    cal.add_argument("--steps", type=int, help="its steps (cache default: 100; rti: the checkpoint's)")
     cal.add_argument("--checkpoint", required=True)
     cal.add_argument("--env", required=True)
     cal.add_argument("--data", help="zarr store of observations (default: the checkpoint's training data)")
     cal.add_argument("--windows", type=int, default=64)
-    cal.add_argument("--target", type=float, default=0.5, help="contraction ratio to reach")
+    cal.add_argument("--target", type=float, default=0.5, help="rti: contraction ratio to reach")
+    cal.add_argument("--tail", choices=["fine", "coarse"], default="fine", help="rti: steps below K' (see eval)")
+    cal.add_argument("--noise", action="store_true", help="rti: forward-diffuse the guess to K'")
+    cal.add_argument("--max-calls", type=int, help="rti: recommend the lowest-error K' within this many network calls")
+    cal.add_argument("--candidates", help="rti: comma-separated K' values (default 0,1,2,3,5,8,12,20)")
     cal.add_argument("--json")
     cal.set_defaults(func=cmd_calibrate)
 

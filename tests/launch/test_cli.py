@@ -137,3 +137,28 @@ def test_calibrate_rti_and_cache_then_accelerated_eval(tiny_lift_run, tmp_path, 
     ddpm = {r["cache"]: r for r in rows if r["base"] == "DDPM-100"}
     assert ddpm["bac"]["block_exec"] == cal["block_updates"]
     assert ddpm["uniform (M=10)"]["block_exec"] == 12 * 11  # every 10th of 100 steps, and the last
+
+
+def test_calibrate_rti_within_a_call_budget_sets_the_eval_default(tiny_lift_run, tmp_path):
+    """--max-calls picks the lowest-error K' within the budget; tail and noise are saved and
+    become what --warm-start rti uses, and --no-rti-noise overrides the saved noise."""
+    root, _ = tiny_lift_run
+    import shutil
+    ck = tmp_path / "ck"
+    shutil.copytree(root / "run" / "checkpoint", ck)
+    data = str(root / "data" / "lift.zarr")
+    assert main(["calibrate", "rti", "--checkpoint", str(ck), "--env", "lift", "--data", data, "--windows", "8",
+                 "--tail", "coarse", "--noise", "--candidates", "5,15,20,25", "--max-calls", "3"]) == 0
+    rti = json.loads((ck / "rti.json").read_text())
+    calls = {r["k"]: r["network_calls"] for r in rti["candidates"]}
+    assert calls == {5: 2, 15: 3, 20: 3, 25: 4}  # DDIM-10's grid below K': 25 -> 20, 10, 0
+    within = [r for r in rti["candidates"] if r["network_calls"] <= 3]
+    assert rti["recommended_k"] == min(within, key=lambda r: r["error_vs_full"])["k"]
+    assert rti["tail"] == "coarse" and rti["noise"] is True
+    for extra, noise in (([], True), (["--no-rti-noise"], False)):
+        js = tmp_path / "e.json"
+        assert main(["eval", "--checkpoint", str(ck), "--env", "lift", "--episodes", "1", "--max-steps", "24",
+                     "--warm-start", "rti", *extra, "--no-progress", "--json", str(js)]) == 0
+        res = json.loads(js.read_text())
+        assert res["nfe_per_chunk"] == calls[rti["recommended_k"]]
+        assert res["warm_start"]["tail"] == "coarse" and res["warm_start"]["noise"] is noise
