@@ -138,6 +138,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return _bench_loop(args, machine, replace_block)
     if args.what == "cache":
         return _bench_cache(args, machine, replace_block)
+    if args.what == "deploy":
+        return _bench_deploy(args, machine, replace_block)
     from launch.bench_experts import bench_experts, markdown
     rows = bench_experts(args.tasks, args.episodes, args.collect_episodes, progress=not args.no_progress)
     command = (f"dpctl bench experts --episodes {args.episodes} --collect-episodes {args.collect_episodes}"
@@ -168,28 +170,48 @@ def _bench_loop(args, machine, replace_block) -> int:
     return 0
 
 
-def _bench_cache(args, machine, replace_block) -> int:
-    from launch.bench_cache import bench_cache, markdown
-    from policy import checkpoint
+def _bench_data(args) -> str:
+    """Torch threads set; the demo store for a checkpoint benchmark (its recipe's by default)."""
     import torch
+
+    from policy import checkpoint
     torch.set_num_threads(args.threads)
     data = args.data or json.loads((checkpoint.resolve(args.checkpoint) / "recipe.json").read_text())["data"]["path"]
     if not Path(data).exists():
         raise FileNotFoundError(f"no dataset at {data}; collect one with `dpctl collect --env lift --episodes 20 "
                                 f"--out {data}` or pass --data")
+    return data
+
+
+def _bench_deploy(args, machine, replace_block) -> int:
+    from launch.bench_deploy import bench_deploy, markdown
+    rep = bench_deploy(args.checkpoint, _bench_data(args), args.chunks, args.cache_episodes)
+    command = (f"dpctl bench deploy --checkpoint {args.checkpoint} --chunks {args.chunks} --cache-episodes "
+               f"{args.cache_episodes} --threads {args.threads}")
+    return _publish(args, "deploy", command, "batch 1, calls alternating between the paths.", markdown(rep), rep)
+
+
+def _publish(args, block: str, command: str, note: str, table: str, rep: dict) -> int:
+    """Print a benchmark's table under its command and machine; write --json and the README block."""
+    from launch.results import machine, replace_block
+    text = f"Command: `{command}` — machine: {machine()}; {note}\n\n{table}"
+    print(text)
+    _write_json(args.json, {"command": command, "machine": machine(), **rep})
+    if args.update_readme:
+        replace_block(Path(args.update_readme), block, text)
+    return 0
+
+
+def _bench_cache(args, machine, replace_block) -> int:
+    from launch.bench_cache import bench_cache, markdown
+    data = _bench_data(args)
     rep = bench_cache(args.checkpoint, data, args.budget, args.cache_episodes, args.chunks, args.timing_chunks,
                       tuple(args.bases), progress=not args.no_progress)
     command = (f"dpctl bench cache --checkpoint {args.checkpoint} --budget {args.budget} --cache-episodes "
                f"{args.cache_episodes} --chunks {args.chunks} --timing-chunks {args.timing_chunks} "
                f"--threads {args.threads}" + ("" if len(args.bases) == 3 else " --bases " + " ".join(args.bases)))
-    lines = [f"Command: `{command}` — machine: {machine()}; action error in normalized units vs the same "
-             f"base uncached, same noise; {rep['episodes']} demo episodes x {rep['chunks']} chunks.", "",
-             markdown(rep)]
-    print("\n".join(lines))
-    _write_json(args.json, {"command": command, "machine": machine(), **rep})
-    if args.update_readme:
-        replace_block(Path(args.update_readme), "cache", "\n".join(lines))
-    return 0
+    return _publish(args, "cache", command, f"action error in normalized units vs the same base uncached, same "
+                    f"noise; {rep['episodes']} demo episodes x {rep['chunks']} chunks.", markdown(rep), rep)
 
 
 def cmd_ship(args: argparse.Namespace) -> int:
@@ -232,6 +254,12 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _configure_run(policy, args) -> None:
+    _apply_warm_start(policy, args)
+    if args.deploy != "eager":
+        policy.set_deploy(args.deploy, batch=1)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     import torch
 
@@ -239,7 +267,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     res = run(args.checkpoint, args.robot, args.rate, args.async_inference, args.episodes, args.seed_start,
               record=args.record, overlap=args.overlap, status=not args.no_progress,
-              configure=lambda policy: _apply_warm_start(policy, args), action_steps=args.action_steps)
+              configure=lambda policy: _configure_run(policy, args), action_steps=args.action_steps,
+              replan_at=args.replan_at)
     j = res["period_jitter_ms"]
     print(f"{args.robot}: success {res['success_rate']:.3f} over {res['episodes']} episodes at {res['rate_hz']:g} Hz "
           f"({'async' if args.async_inference else 'sync'}); {res['deadline_misses']} deadline misses in "
@@ -341,6 +370,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--seed-start", type=int, default=100_000)
     r.add_argument("--record", help="zarr store for what was observed and sent")
     r.add_argument("--action-steps", type=int, help="actions per chunk before the next one is due (default Ta)")
+    r.add_argument("--deploy", choices=["eager", "torchscript"], default="eager",
+                   help="denoiser path: eager, or a frozen TorchScript trace (not with --cache)")
+    r.add_argument("--replan-at", type=int,
+                   help="async: request the next chunk when this many actions are left (default: half the chunk)")
     _add_warm_start_args(r)
     r.add_argument("--threads", type=int, default=2)
     r.add_argument("--json", help="write stats here")
@@ -348,9 +381,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=cmd_run)
 
     b = sub.add_parser("bench", help="benchmarks: `experts` (expert success, collect speed), `loop` (timing), "
-                                     "`cache` (block caching: action error and speed per sampler)")
-    b.add_argument("what", choices=["experts", "loop", "cache"])
-    b.add_argument("--checkpoint", default="lift", help="cache: checkpoint directory or shipped name")
+                                     "`cache` (block caching: action error and speed per sampler), `deploy` "
+                                     "(eager vs TorchScript denoiser)")
+    b.add_argument("what", choices=["experts", "loop", "cache", "deploy"])
+    b.add_argument("--checkpoint", default="lift", help="cache/deploy: checkpoint directory or shipped name")
     b.add_argument("--data", help="cache: zarr store with demo episodes (default: the checkpoint recipe's)")
     b.add_argument("--budget", type=int, default=10, help="cache: per-block update steps (BAC's calibration)")
     b.add_argument("--cache-episodes", type=int, default=8, help="cache: demo episodes replayed as a batch")

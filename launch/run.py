@@ -59,7 +59,8 @@ def _recorder(path):
 
 def run(checkpoint_name: str, robot: str, rate_hz: float | None, async_inference: bool, episodes: int,
         seed_start: int, record: str | None = None, overlap: str = "replace", status: bool = True,
-        max_steps: int | None = None, configure=None, action_steps: int | None = None) -> dict:
+        max_steps: int | None = None, configure=None, action_steps: int | None = None,
+        replan_at: int | None = None) -> dict:
     kind, _, task = robot.partition(":")
     if kind != "sim" or not task:
         raise ValueError(f"--robot must be sim:<env> (e.g. sim:lift); got {robot!r}")
@@ -72,7 +73,7 @@ def run(checkpoint_name: str, robot: str, rate_hz: float | None, async_inference
     space = env.action_space
     safety = SafetyFilter(low=space.low, high=space.high, safe_action=np.zeros(space.shape, np.float32))
     To, Ta = policy.n_obs_steps, action_steps or policy.n_action_steps
-    cfg = LoopConfig(rate_hz=rate_hz, async_inference=async_inference, overlap=overlap)
+    cfg = LoopConfig(rate_hz=rate_hz, async_inference=async_inference, overlap=overlap, replan_at=replan_at)
     loop = ControlLoop(sim, policy.predict_chunk, To, To - 1, Ta, cfg, safety,
                        status=status_line if status else None,
                        note_executed=lambda n: policy.note_executed(min(n, policy.horizon)))
@@ -90,6 +91,10 @@ def run(checkpoint_name: str, robot: str, rate_hz: float | None, async_inference
             sys.stderr.write("\n")
     return {"robot": robot, "rate_hz": rate_hz, "async": async_inference, "checkpoint": str(checkpoint_name),
             "sampler": policy.cfg.sampler, "num_inference_steps": policy.cfg.num_inference_steps,
+            "overlap": overlap, "replan_at": loop.replan_at, "action_steps": Ta,
+            "warm_start": None if policy.warm is None else vars(policy.warm.cfg),
+            "cache": getattr(policy.cache, "kind", None) if policy.cache is not None else None,
+            "deploy": "torchscript" if policy._traced is not None else "eager",
             **aggregate(reports)}
 
 

@@ -79,7 +79,7 @@ class DiffusionPolicy(nn.Module):
         self.encoders = nn.ModuleDict({k.replace(".", "_"): ImageEncoder(cfg.image_crop, widths=tuple(cfg.image_widths),
                                                                           out_dim=cfg.image_feature_dim)
                                        for k in cfg.image_keys})
-        cond_dim = sum(cfg.obs_dims.values()) + cfg.image_feature_dim * len(cfg.image_keys)
+        self.cond_dim = cond_dim = sum(cfg.obs_dims.values()) + cfg.image_feature_dim * len(cfg.image_keys)
         self.net = Transformer(TransformerConfig(
             action_dim=cfg.action_dim, cond_dim=cond_dim, horizon=cfg.horizon, n_obs_steps=cfg.n_obs_steps,
             n_layer=cfg.n_layer, n_head=cfg.n_head, n_emb=cfg.n_emb, n_cond_layers=cfg.n_cond_layers,
@@ -91,6 +91,7 @@ class DiffusionPolicy(nn.Module):
         self.nfe_last = 0  # network calls of the last prediction (counted, not assumed)
         self.warm: WarmStart | None = None
         self.cache = None  # a policy.accel.cache hook (BlockCache / BlockRecorder) or None
+        object.__setattr__(self, "_traced", None)  # set_deploy("torchscript"): a frozen trace
 
     # ---------------------------------------------------------------- configuration
     @property
@@ -123,8 +124,23 @@ class DiffusionPolicy(nn.Module):
 
     def set_cache(self, cache) -> None:
         """Route every transformer branch through ``cache`` (None: plain calls, zero overhead)."""
+        if cache is not None and self._traced is not None:
+            raise ValueError("a block cache needs the eager denoiser; call set_deploy(None) first")
         self.cache = cache
         self.net.branch_hook = cache
+
+    def set_deploy(self, kind: str | None, batch: int = 1) -> None:
+        """``"torchscript"``: denoise with a frozen trace of the network for ``batch`` rows
+        (policy/accel/deploy.py); None: eager. Weights and checkpoints are unaffected."""
+        if kind is None:
+            object.__setattr__(self, "_traced", None)
+            return
+        if kind != "torchscript":
+            raise ValueError(f"unknown deploy path {kind!r}; known: torchscript")
+        from policy.accel.deploy import TracedDenoiser
+        traced = TracedDenoiser(self.net, batch, self.cfg.horizon, self.cfg.action_dim,
+                                (self.cfg.n_obs_steps, self.cond_dim))
+        object.__setattr__(self, "_traced", traced)  # not a submodule: state_dict stays the eager one
 
     def note_executed(self, n: int, ids: list[int] | None = None) -> None:
         """How many actions of the last chunk ran since it was predicted (for the warm start)."""
@@ -222,7 +238,7 @@ class DiffusionPolicy(nn.Module):
         for (t, t_next), net_t in zip(pairs, net_times):
             if self.cache is not None:
                 self.cache.begin_step(net_t)
-            out = self.net(x, net_t, cond)
+            out = (self._traced or self.net)(x, net_t, cond)
             noise = torch.randn(shape, generator=self.generator).to(cond.device) if self.sampler.name == "ddpm" else None
             x = self.sampler.step(x, out, t, t_next, state, noise=noise)
             if guide is not None:

@@ -100,6 +100,15 @@ def test_run_sim_lift_records_episodes(tiny_lift_run, tmp_path, async_inference)
         run(str(root / "run" / "checkpoint"), "real:arm", 20.0, False, 1, 0, status=False)
 
 
+def test_run_with_the_torchscript_denoiser_and_an_early_replan(tiny_lift_run):
+    root, _ = tiny_lift_run
+    from launch.run import run
+    res = run(str(root / "run" / "checkpoint"), "sim:lift", 40.0, True, episodes=1, seed_start=100000, status=False,
+              max_steps=16, configure=lambda p: p.set_deploy("torchscript"), replan_at=6)
+    assert res["deploy"] == "torchscript" and res["replan_at"] == 6 and res["cycles"] == 16
+    assert res["policy_errors"] == 0 and res["stopped"] == ["done"]
+
+
 def test_calibrate_rti_and_cache_then_accelerated_eval(tiny_lift_run, tmp_path, capsys):
     root, _ = tiny_lift_run
     import shutil
