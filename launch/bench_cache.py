@@ -53,7 +53,7 @@ def episode_windows(policy, data_path, episodes: int, chunks: int) -> list[dict]
 
 
 def _normalized(policy, actions: np.ndarray) -> np.ndarray:
-    return policy.normalizer.normalize("action", torch.as_tensor(actions)).numpy()
+    return policy.normalize_actions(torch.as_tensor(actions)).numpy()
 
 
 def run_sequence(policy, windows: list[dict], seed: int = 0) -> tuple[np.ndarray, float]:
@@ -158,5 +158,6 @@ def markdown(report: dict) -> str:
         ["base", "cache", "network calls", "block executions", "action error (mean)", "(max)", "gripper flips",
          "p50 (ms)", "p99 (ms)", "speed-up"],
         [[r["base"], r["cache"], r["nfe"], f"{r['block_exec']:.1f}", f"{r['action_err']:.4f}",
-          f"{r['action_err_max']:.3f}", f"{r['gripper_flips']:.3f}", f"{r['p50_ms']:.1f}", f"{r['p99_ms']:.1f}", f"{r['speedup']:.2f}x"]
+          f"{r['action_err_max']:.3f}", f"{r['gripper_flips']:.3f}", f"{r['p50_ms']:.1f}",
+          f"{r['p99_ms']:.1f}", f"{r['speedup']:.2f}x"]
          for r in report["rows"]])

@@ -34,7 +34,9 @@ def default_rti_config(checkpoint_name, policy, k: int | None = None, noise: boo
         k = saved.get("recommended_k", 2)
     tail = tail or saved.get("tail", "fine")
     noise = saved.get("noise", False) if noise is None else noise
-    return WarmStartConfig(start_t=int(k), noise=noise, reproduce=reproduce, tail=tail,
+    # a policy trained with discrete_scale > 1 warm-starts in scale mode, else clip mode
+    mode = "scale" if policy.cfg.discrete_scale > 1.0 else "clip"
+    return WarmStartConfig(start_t=int(k), noise=noise, reproduce=reproduce, tail=tail, discrete_mode=mode,
                            clip_factor=10.0 if policy.cfg.image_keys else 1.0)
 
 
@@ -82,7 +84,8 @@ def calibrate_rti(policy, windows: list[dict], next_windows: list[dict], candida
         ok = [r for r in rows if r["contraction"] <= target and r["error_vs_full"] <= best + tolerance]
         pick = ok[0] if ok else min(rows, key=lambda r: r["error_vs_full"])
     guess_gap = float((guess - full_next).abs().mean())
-    return {"recommended_k": pick["k"], "network_calls": pick["network_calls"], "tail": tail, "noise": noise, "max_calls": max_calls,
+    return {"recommended_k": pick["k"], "network_calls": pick["network_calls"], "tail": tail, "noise": noise,
+            "max_calls": max_calls,
             "sampler": policy.cfg.sampler, "steps": policy.cfg.num_inference_steps, "target_contraction": target,
             "tolerance": tolerance, "guess_error_vs_full": guess_gap, "candidates": rows,
             "windows": len(windows)}

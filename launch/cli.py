@@ -105,7 +105,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     rec = train_task(args.task, args.steps, args.out, images=args.images, demos=args.demos, seed=args.seed,
                      batch_size=args.batch_size, lr=args.lr, eval_episodes=args.eval_episodes,
-                     eval_every=args.eval_every, progress=not args.no_progress)
+                     eval_every=args.eval_every, progress=not args.no_progress, discrete_scale=args.discrete_scale)
     ev = rec["final_eval"]
     print(f"{args.task}: trained {args.steps} steps at {rec['samples_per_s']:.0f} samples/s; success "
           f"{ev['success_rate']:.3f} over {ev['episodes']} held-out episodes; checkpoint in {args.out}/checkpoint")
@@ -318,6 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--demos", type=int, help="demonstrations (default: the recipe's)")
     t.add_argument("--batch-size", type=int, default=None, help="default: 128 (low-dim), 64 (images)")
     t.add_argument("--lr", type=float, default=3e-4)
+    t.add_argument("--discrete-scale", type=float, default=1.0,
+                   help="train the gripper dims at +-1/f (RTI's scale mode; 1 = off)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--eval-episodes", type=int, default=50)
     t.add_argument("--eval-every", type=int, default=0)

@@ -53,19 +53,23 @@ def git_commit() -> str:
 
 
 def build_policy(ds: WindowDataset, n_layer: int, n_emb: int, image_keys: list[str], seed: int,
-                 discrete_dims: list[int] | None = None, image_widths: list[int] | None = None) -> DiffusionPolicy:
+                 discrete_dims: list[int] | None = None, image_widths: list[int] | None = None,
+                 discrete_scale: float = 1.0) -> DiffusionPolicy:
     torch.manual_seed(seed)
     dims = {k: int(ds._low[k].shape[1]) for k in ds.obs_keys}
     cfg = PolicyConfig(obs_dims=dims, action_dim=int(ds._low["action"].shape[1]), image_keys=image_keys,
-                       n_layer=n_layer, n_emb=n_emb, image_widths=list(image_widths or [32, 64, 128]), p_drop_attn=0.3 if image_keys else 0.01,
+                       n_layer=n_layer, n_emb=n_emb, image_widths=list(image_widths or [32, 64, 128]),
+                       p_drop_attn=0.3 if image_keys else 0.01,
                        prediction_type="sample", discrete_action_dims=list(discrete_dims or []),
+                       discrete_scale=discrete_scale,
                        horizon=16, n_obs_steps=2, n_action_steps=8, sampler="ddim", num_inference_steps=10)
     return DiffusionPolicy(cfg, Normalizer.from_stats(ds.stats()), seed=seed)
 
 
 def train_task(task: str, steps: int, out: str | Path, images: bool = False, demos: int | None = None,
                seed: int = 0, batch_size: int | None = None, lr: float = 3e-4, eval_episodes: int = 50,
-               eval_every: int = 0, data_dir: str | Path = "runs/data", progress: bool = True) -> dict:
+               eval_every: int = 0, data_dir: str | Path = "runs/data", progress: bool = True,
+               discrete_scale: float = 1.0) -> dict:
     if task not in RECIPES:
         raise ValueError(f"no training recipe for {task!r}; known: {sorted(RECIPES)}")
     recipe = RECIPES[task]
@@ -76,10 +80,11 @@ def train_task(task: str, steps: int, out: str | Path, images: bool = False, dem
     rb = ReplayBuffer.open(data_path)
     image_keys = ["agentview_image"] if images else []
     batch_size = batch_size or (IMAGE_RECIPE["batch_size"] if images else 128)
-    ds = WindowDataset(rb, obs_keys=PROPRIO_KEYS if images else LOW_DIM_KEYS, image_keys=image_keys, n_obs_steps=2, horizon=16,
+    ds = WindowDataset(rb, obs_keys=PROPRIO_KEYS if images else LOW_DIM_KEYS, image_keys=image_keys,
+                       n_obs_steps=2, horizon=16,
                        n_action_steps=8, episodes=range(demos))
     policy = build_policy(ds, recipe["n_layer"], recipe["n_emb"], image_keys, seed, envs.discrete_action_dims(task),
-                          IMAGE_RECIPE["image_widths"] if images else None)
+                          IMAGE_RECIPE["image_widths"] if images else None, discrete_scale)
     tcfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed, warmup_steps=min(500, steps // 10),
                        eval_every=eval_every, save_every=max(100, min(1000, steps // 5)))
     periodic = (lambda pol, step: {k: v for k, v in evaluate(pol, task, 10, EVAL_SEED_START + 50_000,

@@ -54,6 +54,9 @@ class PolicyConfig:
     num_inference_steps: int = 10
     clip_sample: bool = True
     discrete_action_dims: list[int] = field(default_factory=list)  # e.g. the gripper
+    # RTI-DP's "scale" mode: discrete dims live at +-1/f in the diffusion space (set before
+    # training; 1 = off), so a warm-start guess's gripper error is small relative to noise
+    discrete_scale: float = 1.0
 
     def __post_init__(self):
         if self.family not in ("diffusion", "flow"):
@@ -61,6 +64,8 @@ class PolicyConfig:
         check_sampler(self.family, self.sampler)
         if not 1 <= self.n_action_steps <= self.horizon - self.n_obs_steps + 1:
             raise ValueError("need 1 <= n_action_steps <= horizon - n_obs_steps + 1")
+        if self.discrete_scale < 1.0:
+            raise ValueError(f"discrete_scale (f) must be >= 1, got {self.discrete_scale}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -120,6 +125,8 @@ class DiffusionPolicy(nn.Module):
             cfg.discrete_dims = list(self.cfg.discrete_action_dims)
         if cfg is not None and self.cfg.family == "diffusion" and cfg.start_t >= self.cfg.num_train_timesteps:
             raise ValueError(f"warm-start level K'={cfg.start_t} must be < {self.cfg.num_train_timesteps}")
+        if cfg is not None and cfg.discrete_mode == "scale" and self.cfg.discrete_scale == 1.0:
+            raise ValueError("discrete_mode 'scale' needs a policy trained with discrete_scale > 1")
         self.warm = WarmStart(cfg) if cfg is not None else None
 
     def set_cache(self, cache) -> None:
@@ -203,11 +210,26 @@ class DiffusionPolicy(nn.Module):
             parts.append(self.encoders[k.replace(".", "_")](img.flatten(0, 1)).view(B, To, -1))
         return torch.cat(parts, dim=-1)
 
+    def _discrete_factor(self, x: torch.Tensor) -> torch.Tensor:
+        f = torch.ones(x.shape[-1], dtype=x.dtype, device=x.device)
+        f[self.cfg.discrete_action_dims] = 1.0 / self.cfg.discrete_scale
+        return f
+
+    def normalize_actions(self, a: torch.Tensor) -> torch.Tensor:
+        """Robot units -> the diffusion space: min-max to [-1, 1], discrete dims times 1/f."""
+        x = self.normalizer.normalize("action", a)
+        return x * self._discrete_factor(x) if self.cfg.discrete_scale != 1.0 else x
+
+    def unnormalize_actions(self, x: torch.Tensor) -> torch.Tensor:
+        if self.cfg.discrete_scale != 1.0:
+            x = x / self._discrete_factor(x)
+        return self.normalizer.unnormalize("action", x)
+
     # ---------------------------------------------------------------- training
     def loss(self, batch: Mapping, generator: torch.Generator | None = None) -> torch.Tensor:
         """Denoising loss on a batch {"obs": {key: (B, To, ...)}, "action": (B, T, A)}."""
         cond = self.encode_obs(batch["obs"])
-        x0 = self.normalizer.normalize("action", batch["action"].float())
+        x0 = self.normalize_actions(batch["action"].float())
         B = x0.shape[0]
         noise = torch.randn(x0.shape, generator=generator, device=x0.device)
         t = self.sampler.train_timesteps(B, generator=generator, device=x0.device)
@@ -268,7 +290,7 @@ class DiffusionPolicy(nn.Module):
         if d == 0:
             return target, w
         s = self.cfg.n_obs_steps - 1
-        target[0, s:s + d] = self.normalizer.normalize("action", torch.as_tensor(np.asarray(actions[:d]), dtype=torch.float32))
+        target[0, s:s + d] = self.normalize_actions(torch.as_tensor(np.asarray(actions[:d]), dtype=torch.float32))
         full = max(1, d // 2)
         w[s:s + d] = torch.tensor([1.0 if i < full else float(np.exp(-(i - full + 1) / decay)) for i in range(d)])
         return target, w
@@ -296,7 +318,7 @@ class DiffusionPolicy(nn.Module):
             x = self.sample(cond, x=x0, guide=guide, pairs=pairs, net_times=net_times)
         if self.warm is not None:
             self.warm.store(ids, x)
-        actions = self.normalizer.unnormalize("action", x)
+        actions = self.unnormalize_actions(x)
         if self.warm is not None and self.warm.cfg.binarize and self.warm.cfg.discrete_dims:
             d = self.warm.cfg.discrete_dims
             actions[..., d] = torch.where(actions[..., d] >= 0, 1.0, -1.0)

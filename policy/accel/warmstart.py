@@ -18,7 +18,9 @@ steps from a higher level, so the network can still correct the refilled tail.
 
 Discrete dimensions (a gripper): in ``clip`` mode the stored guess has those dimensions
 overwritten by +-1/f by their sign (f = 1 for state policies, 10 for image policies in the
-paper); outputs of those dimensions are binarized at 0 (in robot units, to +-1).
+paper); outputs of those dimensions are binarized at 0 (in robot units, to +-1). ``scale``
+mode needs a policy trained with ``PolicyConfig.discrete_scale = f`` (the dimensions live at
++-1/f in the diffusion space); the guess is stored as predicted, without clipping.
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-DISCRETE_MODES = ("none", "clip")
+DISCRETE_MODES = ("none", "clip", "scale")
 TAILS = ("fine", "coarse")
 
 

@@ -142,8 +142,12 @@ def test_flow_oracle_and_training_target():
 
 
 def test_training_targets_consistent_with_x0_eps():
+    # float64 and a fixed seed: recovering x0 from an epsilon target at t=99 divides by
+    # sqrt(abar) ~ 0.02, which made the float32 check fail for some random draws
     sched = NoiseSchedule("squaredcos_cap_v2", 100)
-    x0, noise = torch.rand(5, 4, 2) - 0.5, torch.randn(5, 4, 2)
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.rand(5, 4, 2, generator=g, dtype=torch.float64) - 0.5
+    noise = torch.randn(5, 4, 2, generator=g, dtype=torch.float64)
     t = torch.tensor([0, 10, 50, 90, 99])
     for pred in ("epsilon", "sample", "v_prediction"):
         s = DDIM(sched, prediction_type=pred, clip_sample=False)

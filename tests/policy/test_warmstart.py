@@ -129,3 +129,22 @@ def test_noise_option_forward_diffuses_the_guess():
     assert np.abs(outs[0] - outs[1]).max() > 1e-4
     with pytest.raises(ValueError, match="K'"):
         tiny_policy().set_warm_start(WarmStartConfig(start_t=100))
+
+
+def test_scale_mode_trains_discrete_dims_at_one_over_f_and_keeps_the_guess_unclipped():
+    pol = tiny_policy(discrete_action_dims=[1], discrete_scale=10.0).eval()
+    a = torch.tensor([[2.0, 1.0], [-2.0, 0.0]])  # robot units; dim 1 spans [0, 1]
+    x = pol.normalize_actions(a)
+    torch.testing.assert_close(x, torch.tensor([[1.0, 0.1], [-1.0, -0.1]]))
+    torch.testing.assert_close(pol.unnormalize_actions(x), a)
+    pol.set_warm_start(WarmStartConfig(start_t=2, discrete_mode="scale", binarize=False))
+    pol.predict_chunk(obs_window())
+    out = pol.normalize_actions(torch.as_tensor(pol.predict_chunk(obs_window(1))))  # a warm call
+    stored = pol.warm.prev[0]
+    torch.testing.assert_close(stored, out[0] if out.dim() == 3 else out)  # kept as predicted: no clipping
+    assert len(set(stored[:, 1].abs().tolist())) > 1
+    plain = tiny_policy(discrete_action_dims=[1]).eval()
+    with pytest.raises(ValueError, match="discrete_scale > 1"):
+        plain.set_warm_start(WarmStartConfig(discrete_mode="scale"))
+    with pytest.raises(ValueError, match="discrete_scale"):
+        tiny_policy(discrete_scale=0.5)
