@@ -274,6 +274,11 @@ def cmd_run(args: argparse.Namespace) -> int:
           f"({'async' if args.async_inference else 'sync'}); {res['deadline_misses']} deadline misses in "
           f"{res['cycles']} cycles; jitter p99 {j['p99']:.2f} ms; chunk latency p50 "
           f"{res['chunk_latency_ms']['p50']:.0f} ms")
+    if args.compare_eval:
+        from launch.run import compare_with_eval
+        res["vs_eval"] = cmp = compare_with_eval(res, args.compare_eval)
+        print(f"same {cmp['seeds']} seeds in {args.compare_eval}: eval {cmp['eval_success_rate']:.3f}, this run "
+              f"{cmp['run_success_rate']:.3f} ({cmp['difference_points']:+.1f} points)")
     _write_json(args.json, res)
     return 0
 
@@ -372,6 +377,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--seed-start", type=int, default=100_000)
     r.add_argument("--record", help="zarr store for what was observed and sent")
     r.add_argument("--action-steps", type=int, help="actions per chunk before the next one is due (default Ta)")
+    r.add_argument("--compare-eval", metavar="JSON",
+                   help="a `dpctl eval` report: print its success on this run's seeds next to this run's")
     r.add_argument("--deploy", choices=["eager", "torchscript"], default="eager",
                    help="denoiser path: eager, or a frozen TorchScript trace (not with --cache)")
     r.add_argument("--replan-at", type=int,

@@ -98,6 +98,21 @@ def run(checkpoint_name: str, robot: str, rate_hz: float | None, async_inference
             **aggregate(reports)}
 
 
+def compare_with_eval(run_report: dict, eval_json: str) -> dict:
+    """Success of this run and of a synchronous ``dpctl eval`` report on the same seeds."""
+    import json
+    from pathlib import Path
+    ev = {e["seed"]: bool(e["success"]) for e in json.loads(Path(eval_json).read_text())["per_episode"]}
+    ours = {e["seed"]: bool(e["success"]) for e in run_report["per_episode"]}
+    missing = sorted(set(ours) - set(ev))
+    if missing:
+        raise ValueError(f"{eval_json} has no episodes for seeds {missing[:5]}{'...' if len(missing) > 5 else ''}")
+    a = float(np.mean([ev[s] for s in ours]))
+    b = float(np.mean(list(ours.values())))
+    return {"eval_json": str(eval_json), "seeds": len(ours), "eval_success_rate": a, "run_success_rate": b,
+            "difference_points": 100 * (b - a)}
+
+
 def synthetic_policy(latency_s: float, chunk: int, action_dim: int = 7):
     """Sleeps ``latency_s`` (releasing the GIL as torch kernels do) and returns a chunk."""
     def predict(window: dict) -> np.ndarray:

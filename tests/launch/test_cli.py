@@ -109,6 +109,18 @@ def test_run_with_the_torchscript_denoiser_and_an_early_replan(tiny_lift_run):
     assert res["policy_errors"] == 0 and res["stopped"] == ["done"]
 
 
+def test_compare_with_eval_uses_the_same_seeds(tmp_path):
+    from launch.run import compare_with_eval
+    ev = tmp_path / "eval.json"
+    ev.write_text(json.dumps({"per_episode": [{"seed": s, "success": s % 2 == 0} for s in range(10, 20)]}))
+    run_rep = {"per_episode": [{"seed": s, "success": True} for s in (10, 11, 12, 13)]}
+    cmp = compare_with_eval(run_rep, str(ev))
+    assert cmp["seeds"] == 4 and cmp["eval_success_rate"] == 0.5 and cmp["run_success_rate"] == 1.0
+    assert cmp["difference_points"] == 50.0
+    with pytest.raises(ValueError, match="no episodes for seeds \\[30\\]"):
+        compare_with_eval({"per_episode": [{"seed": 30, "success": True}]}, str(ev))
+
+
 def test_calibrate_rti_and_cache_then_accelerated_eval(tiny_lift_run, tmp_path, capsys):
     root, _ = tiny_lift_run
     import shutil
