@@ -173,9 +173,11 @@ def calibrate_cache_from_dataset(checkpoint_name: str, data_path, budget: int, o
     return res
 
 
-def make_cache(kind: str, checkpoint_name, policy, budget: int | None = None, teacache_threshold: float = 0.3):
+def make_cache(kind: str, checkpoint_name, policy, budget: int | None = None, teacache_threshold: float = 0.3,
+               calibration: dict | None = None):
     """A BlockCache for ``--cache bac|uniform|teacache`` on the policy's current step list.
-    BAC schedules come from the checkpoint's cache_bac.json, re-derived onto this list."""
+    BAC schedules come from ``calibration`` (a ``calibrate_cache`` result) or else the
+    checkpoint's cache_bac.json, re-derived onto this list."""
     from policy.accel.cache import BlockCache, TeaCacheGate, rederive, uniform_schedule
     steps = [policy.sampler.model_time(t) for t, _ in policy.sampler.steps(policy.cfg.num_inference_steps)]
     if kind == "teacache":
@@ -186,10 +188,10 @@ def make_cache(kind: str, checkpoint_name, policy, budget: int | None = None, te
         return BlockCache(uniform_schedule(policy.net.branch_names(), steps, max(1, len(steps) // budget)))
     if kind != "bac":
         raise ValueError(f"unknown cache {kind!r}")
-    path = checkpoint.resolve(checkpoint_name) / CACHE_FILE
-    if not path.exists():
+    path = checkpoint.resolve(checkpoint_name) / CACHE_FILE if calibration is None else "the given calibration"
+    if calibration is None and not path.exists():
         raise ValueError(f"no {CACHE_FILE} next to the checkpoint; run `dpctl calibrate cache` first")
-    cal = json.loads(path.read_text())
+    cal = calibration if calibration is not None else json.loads(path.read_text())
     if budget is not None and budget != cal["budget"]:
         raise ValueError(f"{path} was calibrated for budget {cal['budget']}, not {budget}; recalibrate")
     sched = {k: set(map(float, v)) for k, v in cal["schedules"].items()}

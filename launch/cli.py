@@ -140,6 +140,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return _bench_cache(args, machine, replace_block)
     if args.what == "deploy":
         return _bench_deploy(args, machine, replace_block)
+    if args.what == "policy":
+        return _bench_policy(args)
     from launch.bench_experts import bench_experts, markdown
     rows = bench_experts(args.tasks, args.episodes, args.collect_episodes, progress=not args.no_progress)
     command = (f"dpctl bench experts --episodes {args.episodes} --collect-episodes {args.collect_episodes}"
@@ -189,6 +191,20 @@ def _bench_deploy(args, machine, replace_block) -> int:
     command = (f"dpctl bench deploy --checkpoint {args.checkpoint} --chunks {args.chunks} --cache-episodes "
                f"{args.cache_episodes} --threads {args.threads}")
     return _publish(args, "deploy", command, "batch 1, calls alternating between the paths.", markdown(rep), rep)
+
+
+def _bench_policy(args) -> int:
+    from launch.bench_policy import bench_policy, markdown, plot
+    data = _bench_data(args)
+    batches, models, reps = ((1,), ("lift",), 5) if args.quick else ((1, 8), ("lift", "9M"), args.reps)
+    rep = bench_policy(args.checkpoint, data, batches, models, reps, args.device, progress=not args.no_progress)
+    command = (f"dpctl bench policy --checkpoint {args.checkpoint} --threads {args.threads} --device {args.device}"
+               + (" --quick" if args.quick else f" --reps {args.reps}"))
+    if args.plot:
+        plot(rep, args.plot)
+        rep["plot"] = args.plot
+    return _publish(args, "bench", command, f"p50/p99 over {rep['reps']} chunks per variant, ratios of p50s "
+                    "within a model and batch.", markdown(rep), rep)
 
 
 def _publish(args, block: str, command: str, note: str, table: str, rep: dict) -> int:
@@ -391,8 +407,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="benchmarks: `experts` (expert success, collect speed), `loop` (timing), "
                                      "`cache` (block caching: action error and speed per sampler), `deploy` "
-                                     "(eager vs TorchScript denoiser)")
-    b.add_argument("what", choices=["experts", "loop", "cache", "deploy"])
+                                     "(eager vs TorchScript denoiser), `policy` (latency of every inference variant)")
+    b.add_argument("what", choices=["experts", "loop", "cache", "deploy", "policy"])
+    b.add_argument("--quick", action="store_true", help="policy: lift only, batch 1, 5 chunks (under a minute)")
+    b.add_argument("--reps", type=int, default=20, help="policy: timed chunks per variant")
+    b.add_argument("--device", default="cpu", help="policy: cpu or cuda")
+    b.add_argument("--plot", help="policy: write a PNG of the latencies here")
     b.add_argument("--checkpoint", default="lift", help="cache/deploy: checkpoint directory or shipped name")
     b.add_argument("--data", help="cache: zarr store with demo episodes (default: the checkpoint recipe's)")
     b.add_argument("--budget", type=int, default=10, help="cache: per-block update steps (BAC's calibration)")

@@ -158,6 +158,16 @@ def test_calibrate_rti_and_cache_then_accelerated_eval(tiny_lift_run, tmp_path, 
     ddpm = {r["cache"]: r for r in rows if r["base"] == "DDPM-100"}
     assert ddpm["bac"]["block_exec"] == cal["block_updates"]
     assert ddpm["uniform (M=10)"]["block_exec"] == 12 * 11  # every 10th of 100 steps, and the last
+    # the all-variants latency benchmark (quick: batch 1, this model only) counts real calls
+    js, png = tmp_path / "policy.json", tmp_path / "policy.png"
+    assert main(["bench", "policy", "--checkpoint", str(ck), "--data", data, "--quick", "--threads", "1",
+                 "--no-progress", "--json", str(js), "--plot", str(png)]) == 0
+    rows = {r["name"]: r for r in json.loads(js.read_text())["rows"]}
+    assert {k: rows[k]["nfe"] for k in ("DDPM-100", "DDIM-10", "DPM-Solver++-10", "floor: 1 call")} == {
+        "DDPM-100": 100, "DDIM-10": 10, "DPM-Solver++-10": 10, "floor: 1 call": 1}
+    assert rows["RTI"]["nfe"] == rows["RTI+BAC"]["nfe"] == rti["recommended_k"] + 1
+    assert rows["DDPM-100"]["vs_ddpm100"] == 1.0 and rows["floor: 1 call"]["vs_floor"] == 1.0
+    assert png.stat().st_size > 0
 
 
 def test_calibrate_rti_within_a_call_budget_sets_the_eval_default(tiny_lift_run, tmp_path):

@@ -1,0 +1,125 @@
+"""``dpctl bench policy``: per-chunk latency and network calls of every inference variant,
+for the shipped Lift policy and a 9M-parameter DP-T (REFERENCES §1 size: 8 layers, width
+256; random weights, timing only), at batch 1 and batch 8, in one process and one run.
+
+Variants: DDPM-100, DDIM-10, DPM-Solver++ (10 steps), RTI (the checkpoint's rti.json),
+BAC (DDPM-100 with cache_bac.json; for the 9M model a schedule calibrated here on the same
+windows, since it has no calibration of its own), RTI+BAC, and the floor: one network call
+(DDIM-1). Ratios are p50 against DDPM-100, DDIM-10 and the floor of the same model and
+batch. Observation windows come from demo episodes; warm-started variants run them in
+episode order so every timed chunk after the first is warm.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from launch.bench_cache import episode_windows
+from launch.calibrate import calibrate_cache, dataset_windows, default_rti_config, make_cache
+
+# name -> (sampler, steps, warm start, cache)
+VARIANTS = {
+    "DDPM-100": ("ddpm", 100, False, False),
+    "DDIM-10": ("ddim", 10, False, False),
+    "DPM-Solver++-10": ("dpmpp", 10, False, False),
+    "RTI": ("ddim", 10, True, False),
+    "BAC (DDPM-100)": ("ddpm", 100, False, True),
+    "RTI+BAC": ("ddim", 10, True, True),
+    "floor: 1 call": ("ddim", 1, False, False),
+}
+
+
+def big_policy(like):
+    """A DP-T of the paper's size with ``like``'s observation/action spaces and normalizer."""
+    from policy.diffusion_policy import DiffusionPolicy, PolicyConfig
+    cfg = PolicyConfig(**{**like.cfg.to_dict(), "n_layer": 8, "n_emb": 256, "n_head": 4})
+    torch.manual_seed(0)
+    return DiffusionPolicy(cfg, like.normalizer).eval()
+
+
+def _timed(policy, batches: list[dict], reps: int) -> list[float]:
+    times = []
+    policy.reset()
+    for i in range(reps + 1):
+        b = batches[i % len(batches)]
+        if i % len(batches) == 0:
+            policy.reset()  # a new episode: its first chunk is cold
+        t0 = time.perf_counter()
+        policy.predict_batch(b)
+        dt = (time.perf_counter() - t0) * 1e3
+        policy.note_executed(policy.n_action_steps)
+        if i and (policy.warm is None or i % len(batches)):
+            times.append(dt)  # not the warm-up call, not a cold chunk of a warm-started run
+    return times
+
+
+def bench_policy(checkpoint_name: str, data_path, batches=(1, 8), models=("lift", "9M"), reps: int = 20,
+                 device: str = "cpu", progress: bool = True) -> dict:
+    from tqdm import tqdm
+
+    from policy import checkpoint
+    lift = checkpoint.load(checkpoint_name).to(device).eval()
+    rows = []
+    for model in models:
+        pol = lift if model == "lift" else big_policy(lift).to(device)
+        n_params = sum(p.numel() for p in pol.parameters())
+        cal = None  # the lift checkpoint's cache_bac.json; the 9M model is calibrated here
+        if model != "lift":
+            pol.set_sampler("ddpm", 100)
+            cal = calibrate_cache(pol, dataset_windows(pol, data_path, 16), budget=10, objective="cached")
+        for B in batches:
+            chunks = max(2, reps // 4 + 1)
+            seqs = episode_windows(pol, data_path, B, chunks)
+            for name, (sampler, steps, warm, cached) in tqdm(VARIANTS.items(), desc=f"{model} batch {B}",
+                                                              disable=not progress):
+                pol.set_cache(None)
+                pol.set_sampler(sampler, steps)
+                pol.set_warm_start(default_rti_config(checkpoint_name, pol) if warm else None)
+                if cached:
+                    pol.set_cache(make_cache("bac", checkpoint_name, pol, calibration=cal))
+                ms = _timed(pol, seqs, reps)
+                rows.append({"model": model, "params": n_params, "batch": B, "name": name, "nfe": pol.nfe_last,
+                             "p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)),
+                             "timed_chunks": len(ms)})
+        pol.set_cache(None)
+        pol.set_warm_start(None)
+    for r in rows:
+        same = {x["name"]: x["p50_ms"] for x in rows if x["model"] == r["model"] and x["batch"] == r["batch"]}
+        r["vs_ddpm100"] = same["DDPM-100"] / r["p50_ms"]
+        r["vs_ddim10"] = same["DDIM-10"] / r["p50_ms"]
+        r["vs_floor"] = r["p50_ms"] / same["floor: 1 call"]
+    return {"checkpoint": str(checkpoint_name), "device": device, "threads": torch.get_num_threads(), "reps": reps,
+            "rows": rows}
+
+
+def markdown(report: dict) -> str:
+    from launch.results import markdown_table
+    return markdown_table(
+        ["model", "batch", "variant", "network calls", "p50 (ms)", "p99 (ms)", "speed-up vs DDPM-100", "vs DDIM-10",
+         "x floor"],
+        [[f"{r['model']} ({r['params'] / 1e6:.1f}M)", r["batch"], r["name"], r["nfe"], f"{r['p50_ms']:.1f}",
+          f"{r['p99_ms']:.1f}", f"{r['vs_ddpm100']:.1f}x", f"{r['vs_ddim10']:.2f}x", f"{r['vs_floor']:.1f}"]
+         for r in report["rows"]])
+
+
+def plot(report: dict, path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    groups = sorted({(r["model"], r["batch"]) for r in report["rows"]})
+    fig, ax = plt.subplots(figsize=(10, 4))
+    width = 0.8 / len(groups)
+    names = list(VARIANTS)
+    for gi, (m, b) in enumerate(groups):
+        vals = [next(r["p50_ms"] for r in report["rows"] if (r["model"], r["batch"], r["name"]) == (m, b, n))
+                for n in names]
+        ax.bar(np.arange(len(names)) + gi * width, vals, width, label=f"{m}, batch {b}")
+    ax.set_xticks(np.arange(len(names)) + 0.4 - width / 2, names, rotation=20)
+    ax.set_yscale("log")
+    ax.set_ylabel("chunk latency p50 (ms)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
