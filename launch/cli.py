@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -103,9 +104,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     from launch.train import train_task
     torch.set_num_threads(args.threads)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # started by torchrun: data parallel
+        import torch.distributed as dist
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     rec = train_task(args.task, args.steps, args.out, images=args.images, demos=args.demos, seed=args.seed,
                      batch_size=args.batch_size, lr=args.lr, eval_episodes=args.eval_episodes,
                      eval_every=args.eval_every, progress=not args.no_progress, discrete_scale=args.discrete_scale)
+    if "rank" in rec:  # a torchrun worker other than rank 0: it reports nothing
+        return 0
     ev = rec["final_eval"]
     print(f"{args.task}: trained {args.steps} steps at {rec['samples_per_s']:.0f} samples/s; success "
           f"{ev['success_rate']:.3f} over {ev['episodes']} held-out episodes; checkpoint in {args.out}/checkpoint")

@@ -76,7 +76,12 @@ def train_task(task: str, steps: int, out: str | Path, images: bool = False, dem
     demos = demos or recipe["demos"]
     out = Path(out)
     data_path = Path(data_dir) / f"{task}{'_images' if images else ''}.zarr"
-    collect(task, demos, data_path, images=images, progress=progress)
+    import torch.distributed as dist
+    rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+    if rank == 0:  # under torchrun, one process collects while the others wait
+        collect(task, demos, data_path, images=images, progress=progress)
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
     rb = ReplayBuffer.open(data_path)
     image_keys = ["agentview_image"] if images else []
     batch_size = batch_size or (IMAGE_RECIPE["batch_size"] if images else 128)
@@ -92,6 +97,8 @@ def train_task(task: str, steps: int, out: str | Path, images: bool = False, dem
                                    if k in ("success_rate", "mean_max_reward")}) if eval_every else None
     trainer = Trainer(policy, ds, tcfg, out, eval_fn=periodic, progress=progress)
     result = trainer.run()
+    if rank:
+        return {"rank": rank, "samples_per_s": result["samples_per_s"]}
     final = evaluate(trainer.ema, task, eval_episodes, EVAL_SEED_START, progress=progress)
     recipe_out = {
         "command": "dpctl " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[0].endswith("dpctl")

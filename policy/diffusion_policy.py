@@ -226,13 +226,20 @@ class DiffusionPolicy(nn.Module):
         return self.normalizer.unnormalize("action", x)
 
     # ---------------------------------------------------------------- training
-    def loss(self, batch: Mapping, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Denoising loss on a batch {"obs": {key: (B, To, ...)}, "action": (B, T, A)}."""
+    def forward(self, batch: Mapping, noise: torch.Tensor | None = None, t: torch.Tensor | None = None) -> torch.Tensor:
+        """The training loss (so that DistributedDataParallel's forward sees it)."""
+        return self.loss(batch, noise=noise, t=t)
+
+    def loss(self, batch: Mapping, generator: torch.Generator | None = None, noise: torch.Tensor | None = None,
+             t: torch.Tensor | None = None) -> torch.Tensor:
+        """Denoising loss on a batch {"obs": {key: (B, To, ...)}, "action": (B, T, A)}; the
+        noise and timesteps are drawn from ``generator`` unless given (a shard of a global draw)."""
         cond = self.encode_obs(batch["obs"])
         x0 = self.normalize_actions(batch["action"].float())
-        B = x0.shape[0]
-        noise = torch.randn(x0.shape, generator=generator, device=x0.device)
-        t = self.sampler.train_timesteps(B, generator=generator, device=x0.device)
+        if noise is None:
+            noise = torch.randn(x0.shape, generator=generator, device=x0.device)
+        if t is None:
+            t = self.sampler.train_timesteps(x0.shape[0], generator=generator, device=x0.device)
         out = self.net(self.sampler.noisy(x0, noise, t), self.sampler.model_time(t), cond)
         return F.mse_loss(out, self.sampler.target(x0, noise, t))
 

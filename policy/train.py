@@ -9,6 +9,13 @@ generator, so a run resumed at step k continues exactly as the uninterrupted run
 
 Layout of ``out_dir``: ``state/`` (resume), ``checkpoint/`` (EMA policy, policy.checkpoint
 format), ``log.jsonl`` (one JSON object per log/eval event).
+
+Data parallel (``torchrun --nproc_per_node N -m launch.cli train ...``, or any process group
+initialized before the Trainer): the model is wrapped in DistributedDataParallel (gloo on
+CPU, NCCL on GPU). Every rank draws the same global batch indices, noise and timesteps from
+the shared seed and trains on its contiguous shard of ``batch_size / N``; DDP averages the
+gradients, so the update equals the single-process update on the global batch (up to the
+order of floating-point sums). Rank 0 alone logs, evaluates and writes files.
 """
 from __future__ import annotations
 
@@ -24,6 +31,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
+
+import torch.distributed as dist
 
 from policy import checkpoint
 from policy.diffusion_policy import DiffusionPolicy
@@ -66,6 +75,14 @@ class Trainer:
         self.policy, self.dataset, self.cfg = policy, dataset, cfg
         self.out = Path(out_dir)
         self.eval_fn, self.progress = eval_fn, progress
+        self.world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+        self.rank = dist.get_rank() if self.world > 1 else 0
+        self.ddp = None
+        if self.world > 1:
+            if cfg.batch_size % self.world:
+                raise ValueError(f"batch_size {cfg.batch_size} is not divisible by {self.world} processes")
+            # wrapping broadcasts rank 0's weights; done before the EMA copy so it starts equal too
+            self.ddp = torch.nn.parallel.DistributedDataParallel(policy)
         self.ema = copy.deepcopy(policy).eval()
         for p in self.ema.parameters():
             p.requires_grad_(False)
@@ -123,6 +140,8 @@ class Trainer:
         self.last_eval = meta.get("last_eval", {})
 
     def _log(self, record: dict) -> None:
+        if self.rank:
+            return
         self.out.mkdir(parents=True, exist_ok=True)
         with open(self.out / "log.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
@@ -134,8 +153,20 @@ class Trainer:
             for pe, p in zip(self.ema.parameters(), self.policy.parameters()):
                 pe.mul_(decay).add_(p.detach(), alpha=1 - decay)
 
+    def _ddp_loss(self, idx: np.ndarray) -> torch.Tensor:
+        """This rank's shard of the global batch, with the global draw of noise and timesteps
+        (drawn in the same order as ``DiffusionPolicy.loss`` draws them)."""
+        B, T, A = len(idx), self.policy.cfg.horizon, self.policy.cfg.action_dim
+        noise = torch.randn((B, T, A), generator=self.gen)
+        t = self.policy.sampler.train_timesteps(B, generator=self.gen)
+        lo, hi = self.rank * B // self.world, (self.rank + 1) * B // self.world
+        dev = next(self.policy.parameters()).device
+        batch = self.dataset.get_batch(idx[lo:hi])
+        batch = {"obs": {k: v.to(dev) for k, v in batch["obs"].items()}, "action": batch["action"].to(dev)}
+        return self.ddp(batch, noise=noise[lo:hi].to(dev), t=t[lo:hi].to(dev))
+
     def _evaluate(self) -> None:
-        if self.eval_fn is None:
+        if self.eval_fn is None or self.rank:
             return
         self.last_eval = {"step": self.step, **self.eval_fn(self.ema, self.step)}
         self._log({"event": "eval", **self.last_eval})
@@ -147,13 +178,16 @@ class Trainer:
         n = len(self.dataset)
         losses: list[float] = []
         t0, samples = time.perf_counter(), 0
-        bar = tqdm(total=cfg.steps, initial=self.step, desc="train", unit="step", disable=not self.progress)
+        bar = tqdm(total=cfg.steps, initial=self.step, desc="train", unit="step",
+                   disable=not self.progress or self.rank > 0)
         while self.step < cfg.steps:
             idx = torch.randint(0, n, (cfg.batch_size,), generator=self.gen).numpy()
-            batch = self.dataset.get_batch(idx)
             for g in self.opt.param_groups:
                 g["lr"] = cfg.lr_at(self.step)
-            loss = self.policy.loss(batch, generator=self.gen)
+            if self.ddp is None:
+                loss = self.policy.loss(self.dataset.get_batch(idx), generator=self.gen)
+            else:
+                loss = self._ddp_loss(idx)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"non-finite loss at step {self.step}; last state in {self.out / 'state'}")
             self.opt.zero_grad(set_to_none=True)
@@ -175,7 +209,7 @@ class Trainer:
             if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.steps:
                 self._evaluate()
                 self.policy.train()
-            if self.step % cfg.save_every == 0 or self.step == cfg.steps:
+            if (self.step % cfg.save_every == 0 or self.step == cfg.steps) and not self.rank:
                 self._save_state()
                 checkpoint.save(self.ema, self.out / "checkpoint", extra={"train_step": self.step})
             if until is not None and self.step >= until:
@@ -183,7 +217,7 @@ class Trainer:
                 return {"step": self.step, "interrupted": True}
         bar.close()
         self._evaluate()
-        if self.eval_fn is not None:
+        if self.eval_fn is not None and not self.rank:
             self._save_state()
         elapsed = time.perf_counter() - t0
         return {"step": self.step, "samples_per_s": samples / elapsed if samples else float("nan"),
