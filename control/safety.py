@@ -49,8 +49,10 @@ class SafetyFilter:
         self._hold = 0
 
     def reset(self) -> None:
+        """A new episode: no last action, and fresh per-episode counts."""
         self.last = None
         self._hold = 0
+        self.stats = SafetyStats()
 
     def _hold_action(self) -> np.ndarray:
         self.stats.holds += 1

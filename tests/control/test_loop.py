@@ -109,6 +109,13 @@ def test_policy_exception_holds_then_recovers():
     np.testing.assert_allclose(robot.sent[8], robot.sent[7])
 
 
+def test_safety_counts_are_per_episode():
+    clock, calls = FakeClock(), []
+    loop = sync_loop(FakeRobot(episode_len=30), chunk_policy(calls, 0.001, clock, fail_on=(2,)), clock)
+    assert loop.run_episode().safety["holds"] == 1
+    assert loop.run_episode().safety["holds"] == 0  # the second episode had no failure
+
+
 def test_non_finite_chunk_never_reaches_the_robot():
     clock, calls = FakeClock(), []
     robot = FakeRobot(episode_len=24)
