@@ -258,14 +258,14 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         from launch.calibrate import calibrate_cache_from_dataset
         sampler, steps = args.sampler or "ddpm", args.steps or 100
         res = calibrate_cache_from_dataset(args.checkpoint, data, args.budget, args.objective, args.bu_top_n,
-                                           sampler, steps)
+                                           sampler, steps, n_windows=args.windows or 16)
         print(f"BAC schedule for {sampler}-{steps}, budget {args.budget}, objective {args.objective}: "
               f"{res['block_updates']} block updates of {len(res['schedules']) * steps} "
               f"({res['block_updates_before_bu']} before Bubbling Union on {res['bu_blocks']}); saved {res['saved']}")
         _write_json(args.json, res)
         return 0
     cands = tuple(int(k) for k in args.candidates.split(",")) if args.candidates else (0, 1, 2, 3, 5, 8, 12, 20)
-    res = calibrate_from_dataset(args.checkpoint, data, n_windows=args.windows, target=args.target,
+    res = calibrate_from_dataset(args.checkpoint, data, n_windows=args.windows or 64, target=args.target,
                                  tail=args.tail, noise=args.noise, candidates=cands,
                                  sampler=args.sampler, steps=args.steps, max_calls=args.max_calls)
     print("| K' | network calls | contraction | error vs full |\n|---|---|---|---|")
@@ -379,7 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument("--checkpoint", required=True)
     cal.add_argument("--env", required=True)
     cal.add_argument("--data", help="zarr store of observations (default: the checkpoint's training data)")
-    cal.add_argument("--windows", type=int, default=64)
+    cal.add_argument("--windows", type=int, help="dataset windows to calibrate on (default: rti 64, cache 16)")
     cal.add_argument("--target", type=float, default=0.5, help="rti: contraction ratio to reach")
     cal.add_argument("--tail", choices=["fine", "coarse"], default="fine", help="rti: steps below K' (see eval)")
     cal.add_argument("--noise", action="store_true", help="rti: forward-diffuse the guess to K'")

@@ -131,8 +131,10 @@ def test_calibrate_rti_and_cache_then_accelerated_eval(tiny_lift_run, tmp_path, 
     rti = json.loads((ck / "rti.json").read_text())
     assert rti["recommended_k"] in [r["k"] for r in rti["candidates"]]
     assert all(r["network_calls"] == r["k"] + 1 for r in rti["candidates"])
-    assert main(["calibrate", "cache", "--checkpoint", str(ck), "--env", "lift", "--data", data, "--budget", "10"]) == 0
+    assert main(["calibrate", "cache", "--checkpoint", str(ck), "--env", "lift", "--data", data, "--budget", "10",
+                 "--windows", "8"]) == 0
     cal = json.loads((ck / "cache_bac.json").read_text())
+    assert cal["windows"] == 8
     assert len(cal["schedules"]) == 12 and all(99.0 in v and 0.0 in v for v in cal["schedules"].values())
     assert cal["block_updates"] >= cal["block_updates_before_bu"] >= 12 * 10
     js = tmp_path / "e.json"
