@@ -226,7 +226,8 @@ class DiffusionPolicy(nn.Module):
         return self.normalizer.unnormalize("action", x)
 
     # ---------------------------------------------------------------- training
-    def forward(self, batch: Mapping, noise: torch.Tensor | None = None, t: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, batch: Mapping, noise: torch.Tensor | None = None,
+                t: torch.Tensor | None = None) -> torch.Tensor:
         """The training loss (so that DistributedDataParallel's forward sees it)."""
         return self.loss(batch, noise=noise, t=t)
 
@@ -267,7 +268,7 @@ class DiffusionPolicy(nn.Module):
         for (t, t_next), net_t in zip(pairs, net_times):
             if self.cache is not None:
                 self.cache.begin_step(net_t)
-            out = (self._traced or self.net)(x, net_t, cond)
+            out = (self._traced if self._traced is not None else self.net)(x, net_t, cond)
             noise = torch.randn(shape, generator=self.generator).to(cond.device) if self.sampler.name == "ddpm" else None
             x = self.sampler.step(x, out, t, t_next, state, noise=noise)
             if guide is not None:
