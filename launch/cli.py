@@ -85,10 +85,15 @@ def cmd_results(args: argparse.Namespace) -> int:
     rows = []
     for f in args.files:
         r = _json.loads(Path(f).read_text())
-        warm = f"RTI K'={r['warm_start']['start_t']}" if r.get("warm_start") else ""
+        if "success_rate" not in r or "per_episode" not in r or "sampler" not in r:
+            raise ValueError(f"{f} is not a `dpctl eval` report")
+        w = r.get("warm_start")
+        warm = (f"RTI K'={w['start_t']}" + (f" {w['tail']} tail" if w.get("tail", "fine") != "fine" else "")
+                + (" +noise" if w.get("noise") else "")) if w else ""
         cache = r.get("cache") or ""
         variant = " + ".join(x for x in (f"{r['sampler']}-{r['num_inference_steps']}", warm, cache) if x)
-        rows.append([r["env"], variant, f"{r['success_rate']:.3f}", r["episodes"], r["nfe_per_chunk"],
+        env = r["env"] + (" (images)" if r.get("config", {}).get("image_keys") else "")
+        rows.append([env, variant, f"{r['success_rate']:.3f}", r["episodes"], r["nfe_per_chunk"],
                      f"{r['chunk_latency_ms']['p50']:.1f}", f"`{r.get('command') or '?'}`"])
     table = (f"Machine: {machine()}; seeds from 100000 (demonstrations use seeds from 0).\n\n"
              + markdown_table(["env", "variant", "success", "episodes", "network calls/chunk", "latency p50 (ms)",

@@ -43,6 +43,13 @@ def test_eval_cli_json_and_video(tiny_lift_run, tmp_path, capsys):
     assert "network calls/chunk" in capsys.readouterr().out
     assert main(["eval", "--checkpoint", "no-such", "--env", "lift"]) == 2
     assert "no checkpoint 'no-such'" in capsys.readouterr().err
+    # the README table of eval reports: one row per report; anything else is refused
+    assert main(["results", "evals", str(js)]) == 0
+    assert "| lift | dpmpp-4 | " in capsys.readouterr().out
+    other = tmp_path / "bench.json"
+    other.write_text(json.dumps({"rows": []}))
+    assert main(["results", "evals", str(js), str(other)]) == 2
+    assert "is not a `dpctl eval` report" in capsys.readouterr().err
 
 
 def test_demo_table_plot_video(tiny_lift_run, tmp_path, capsys):
