@@ -94,19 +94,27 @@ BASES = {"DDPM-100": ("ddpm", 100, False), "DDIM-10": ("ddim", 10, False), "RTI"
 def variants(checkpoint_name, policy, budget: int, bac_exec: int | None) -> dict:
     """Cache objects for the policy's current step list (warm start already set)."""
     blocks = policy.net.branch_names()
-    if policy.warm is not None:
-        pairs, times = policy._rti_run(torch.zeros(1, policy.horizon, policy.cfg.action_dim))[1:]
-    else:
-        times = [policy.sampler.model_time(t) for t, _ in policy.sampler.steps(policy.cfg.num_inference_steps)]
+    cold = [policy.sampler.model_time(t) for t, _ in policy.sampler.steps(policy.cfg.num_inference_steps)]
+    times = (policy._rti_run(torch.zeros(1, policy.horizon, policy.cfg.action_dim))[2]
+             if policy.warm is not None else cold)
     K = len(times)
+
+    def uniform(every: int) -> dict[str, set]:
+        """Every N-th step of the (warm) step list; a warm-started run's cold first chunk
+        (the full grid) gets every N-th step of its own grid, so it is cached alike."""
+        sched = uniform_schedule(blocks, times, every)
+        if policy.warm is not None:
+            cold_sched = uniform_schedule(blocks, cold, every)
+            sched = {b: sched[b] | cold_sched[b] for b in blocks}
+        return sched
+
     out = {"none": None, "bac": make_cache("bac", checkpoint_name, policy)}
-    out[f"uniform (M={budget})"] = BlockCache(uniform_schedule(blocks, times, max(1, K // budget)))
+    out[f"uniform (M={budget})"] = BlockCache(uniform(max(1, K // budget)))
     if bac_exec is not None:
-        # the sparsest uniform schedule with at least BAC's block executions
+        # the sparsest uniform schedule with at least BAC's block executions (steady state)
         for every in range(K, 0, -1):
-            sched = uniform_schedule(blocks, times, every)
-            if sum(len(v) for v in sched.values()) >= bac_exec:
-                out[f"uniform (every {every}, >= BAC executions)"] = BlockCache(sched)
+            if len(blocks) * len(uniform_schedule(blocks, times, every)[blocks[0]]) >= bac_exec:
+                out[f"uniform (every {every}, >= BAC executions)"] = BlockCache(uniform(every))
                 break
     out["teacache (0.3)"] = make_cache("teacache", checkpoint_name, policy)
     return out

@@ -164,6 +164,9 @@ def test_calibrate_rti_and_cache_then_accelerated_eval(tiny_lift_run, tmp_path, 
             assert r["action_err"] == 0.0 and r["block_exec"] == 12 * r["nfe"] and r["speedup"] == 1.0
         else:
             assert 0 < r["block_exec"] <= 12 * r["nfe"] and r["action_err"] >= 0.0
+        if r["cache"].startswith("uniform") and r["block_exec"] == 12 * r["nfe"]:
+            # nothing is reused, not even in a warm-started run's cold first chunk: exact
+            assert r["action_err"] == 0.0 and r["gripper_flips"] == 0.0, r
     ddpm = {r["cache"]: r for r in rows if r["base"] == "DDPM-100"}
     assert ddpm["bac"]["block_exec"] == cal["block_updates"]
     assert ddpm["uniform (M=10)"]["block_exec"] == 12 * 11  # every 10th of 100 steps, and the last
