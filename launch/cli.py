@@ -144,13 +144,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from launch.results import check_block, machine, replace_block
     if args.update_readme:
-        check_block(Path(args.update_readme), args.what)  # fail before minutes of work, not after
+        # fail before minutes of work, not after (`policy` writes the `bench` block: `policy` is the demo's)
+        check_block(Path(args.update_readme), "bench" if args.what == "policy" else args.what)
     if args.what == "loop":
         return _bench_loop(args, machine, replace_block)
     if args.what == "cache":
-        return _bench_cache(args, machine, replace_block)
+        return _bench_cache(args)
     if args.what == "deploy":
-        return _bench_deploy(args, machine, replace_block)
+        return _bench_deploy(args)
     if args.what == "policy":
         return _bench_policy(args)
     from launch.bench_experts import bench_experts, markdown
@@ -196,7 +197,7 @@ def _bench_data(args) -> str:
     return data
 
 
-def _bench_deploy(args, machine, replace_block) -> int:
+def _bench_deploy(args) -> int:
     from launch.bench_deploy import bench_deploy, markdown
     rep = bench_deploy(args.checkpoint, _bench_data(args), args.chunks, args.cache_episodes)
     command = (f"dpctl bench deploy --checkpoint {args.checkpoint} --chunks {args.chunks} --cache-episodes "
@@ -229,7 +230,7 @@ def _publish(args, block: str, command: str, note: str, table: str, rep: dict) -
     return 0
 
 
-def _bench_cache(args, machine, replace_block) -> int:
+def _bench_cache(args) -> int:
     from launch.bench_cache import bench_cache, markdown
     data = _bench_data(args)
     rep = bench_cache(args.checkpoint, data, args.budget, args.cache_episodes, args.chunks, args.timing_chunks,
