@@ -15,7 +15,7 @@ setup:
 	$(INSTALL) .
 
 setup-test:
-	$(INSTALL) ".[test]"
+	$(INSTALL) ".[test,highway]"
 
 demo: setup
 	dpctl demo

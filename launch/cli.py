@@ -446,6 +446,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--no-progress", action="store_true")
     b.set_defaults(func=cmd_bench)
 
+    from launch.drive_cli import add_parser as add_drive_parser
+    add_drive_parser(sub)
+
     d = sub.add_parser("demo", help="the main job: the shipped Lift policy closed loop, DDPM-100 vs DDIM-10")
     d.add_argument("--out", default="runs/demo", help="output directory")
     d.add_argument("--episodes", type=int, default=20, help="held-out episodes per sampler")

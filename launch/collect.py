@@ -40,7 +40,7 @@ class CollectReport:
         return {**asdict(self), "success_rate": self.success_rate, "steps_per_s": self.steps_per_s}
 
 
-def _open_store(out: Path, attrs: dict) -> ReplayBuffer:
+def open_store(out: Path, attrs: dict) -> ReplayBuffer:
     """Open (or create) the store, refusing one that holds another env's episodes."""
     rb = ReplayBuffer.open_or_create(out)
     stored = rb.attrs
@@ -58,7 +58,7 @@ def collect(env_name: str, n_episodes: int, out: str | Path, images: bool = Fals
     env = envs.make(env_name, images=images)  # validates the name before anything is written
     expert = envs.expert(env_name)
     try:
-        rb = _open_store(out, {"env": env_name, "images": bool(images)})
+        rb = open_store(out, {"env": env_name, "images": bool(images)})
         next_seed = seed
         if rb.n_episodes:
             next_seed = max(seed, int(rb.meta_column("seed").max()) + 1, int(rb.attrs.get("next_seed", 0)))

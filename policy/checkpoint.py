@@ -83,16 +83,11 @@ def save(policy: DiffusionPolicy, path: str | os.PathLike, extra: dict | None = 
                for k, v in policy.state_dict().items()}
     tensors.update({f"normalizer.{k}": v.contiguous() for k, v in policy.normalizer.state_dict().items()})
     config = {"format": FORMAT, "version": VERSION, "policy": policy.cfg.to_dict(), **(extra or {})}
-
-    def write(tmp: Path) -> None:
-        save_file(tensors, str(tmp / WEIGHTS), metadata={"format": FORMAT})
-        (tmp / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
-
-    write_atomic_dir(Path(path), write)
-    return Path(path)
+    return write_dir(path, tensors, config)
 
 
-def read_config(path: str | os.PathLike) -> dict:
+def read_config(path: str | os.PathLike, fmt: str = FORMAT, version: int = VERSION) -> dict:
+    """The config of a checkpoint directory of format ``fmt``; CheckpointError otherwise."""
     path = Path(path)
     if not path.is_dir():
         if path.exists() and path.read_bytes()[:4].startswith(PICKLE_MAGIC):
@@ -106,10 +101,33 @@ def read_config(path: str | os.PathLike) -> dict:
         config = json.loads((path / CONFIG).read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{path / CONFIG} is not valid JSON: {e}") from None
-    if config.get("format") != FORMAT or config.get("version") != VERSION:
+    if config.get("format") != fmt or config.get("version") != version:
         raise CheckpointError(f"{path / CONFIG}: format {config.get('format')!r} v{config.get('version')}, "
-                              f"expected {FORMAT!r} v{VERSION}")
+                              f"expected {fmt!r} v{version}")
     return config
+
+
+def read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """The safetensors weights of a checkpoint directory (never a pickle)."""
+    weights = Path(path) / WEIGHTS
+    if weights.read_bytes()[:4].startswith(PICKLE_MAGIC):
+        raise CheckpointError(f"{weights} holds a pickle, not safetensors; refusing to load it")
+    try:
+        return load_file(str(weights))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{weights} is corrupt or truncated: {e}") from None
+
+
+def write_dir(path: str | os.PathLike, tensors: dict[str, torch.Tensor], config: dict) -> Path:
+    """Write weights + config atomically (see ``write_atomic_dir``)."""
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+
+    def write(tmp: Path) -> None:
+        save_file(tensors, str(tmp / WEIGHTS), metadata={"format": str(config.get("format"))})
+        (tmp / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+
+    write_atomic_dir(Path(path), write)
+    return Path(path)
 
 
 def load(path: str | os.PathLike, seed: int = 0) -> DiffusionPolicy:
@@ -117,12 +135,7 @@ def load(path: str | os.PathLike, seed: int = 0) -> DiffusionPolicy:
     path = resolve(path)
     config = read_config(path)
     weights = path / WEIGHTS
-    if weights.read_bytes()[:4].startswith(PICKLE_MAGIC):
-        raise CheckpointError(f"{weights} holds a pickle, not safetensors; refusing to load it")
-    try:
-        tensors = load_file(str(weights))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"{weights} is corrupt or truncated: {e}") from None
+    tensors = read_tensors(path)
     try:
         cfg = PolicyConfig(**config["policy"])
     except TypeError as e:

@@ -69,12 +69,14 @@ EvalFn = Callable[[DiffusionPolicy, int], dict]
 
 class Trainer:
     def __init__(self, policy: DiffusionPolicy, dataset, cfg: TrainConfig, out_dir: str | Path,
-                 eval_fn: EvalFn | None = None, progress: bool = True):
+                 eval_fn: EvalFn | None = None, progress: bool = True,
+                 save_fn: Callable[..., object] | None = None):
         if len(dataset) == 0:
             raise ValueError("dataset has no training windows")
         self.policy, self.dataset, self.cfg = policy, dataset, cfg
         self.out = Path(out_dir)
         self.eval_fn, self.progress = eval_fn, progress
+        self.save_fn = save_fn or checkpoint.save  # (model, path, extra=...) -> writes a checkpoint
         self.world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
         self.rank = dist.get_rank() if self.world > 1 else 0
         self.ddp = None
@@ -211,7 +213,7 @@ class Trainer:
                 self.policy.train()
             if (self.step % cfg.save_every == 0 or self.step == cfg.steps) and not self.rank:
                 self._save_state()
-                checkpoint.save(self.ema, self.out / "checkpoint", extra={"train_step": self.step})
+                self.save_fn(self.ema, self.out / "checkpoint", extra={"train_step": self.step})
             if until is not None and self.step >= until:
                 bar.close()
                 return {"step": self.step, "interrupted": True}

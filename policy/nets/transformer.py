@@ -45,6 +45,15 @@ def sinusoidal_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
     return torch.cat([args.sin(), args.cos()], dim=-1)
 
 
+def decay_groups(module: nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW groups: decay on Linear weights only (not biases, norms, embeddings)."""
+    decay, no_decay = [], []
+    for mod in module.modules():
+        for p_name, p in mod.named_parameters(recurse=False):
+            (decay if isinstance(mod, nn.Linear) and p_name == "weight" else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
 class Attention(nn.Module):
     def __init__(self, n_emb: int, n_head: int, p_drop: float):
         super().__init__()
@@ -158,9 +167,4 @@ class Transformer(nn.Module):
         return self.head(self.ln_f(x))
 
     def optim_groups(self, weight_decay: float) -> list[dict]:
-        """AdamW groups: decay on Linear weights only (not biases, norms, embeddings)."""
-        decay, no_decay = [], []
-        for mod_name, mod in self.named_modules():
-            for p_name, p in mod.named_parameters(recurse=False):
-                (decay if isinstance(mod, nn.Linear) and p_name == "weight" else no_decay).append(p)
-        return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        return decay_groups(self, weight_decay)

@@ -1,0 +1,66 @@
+"""``dpctl drive``'s arguments (kept apart from launch/drive.py so that ``dpctl --help``
+does not import torch or highway-env)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+SCENARIOS = ("fork", "traffic")  # envs.highway.SCENARIOS (a test checks they agree)
+PLANNERS = ("anchored", "vanilla", "regression")  # policy.drive.METHODS
+EVAL_SEED_START = 100_000  # training data uses seeds from 0
+
+
+def cmd_drive(args) -> int:
+    import torch
+
+    from launch.cli import _write_json
+    from launch.drive import collect, evaluate, train
+    torch.set_num_threads(args.threads)
+    progress = not args.no_progress
+    if args.action == "collect":
+        res = collect(args.scenario, args.demos, args.data or f"runs/data/drive_{args.scenario}.zarr", progress)
+        print(f"{res['episodes']} expert episodes ({res['samples']} samples) in {res['out']}; "
+              f"{res['expert_crashes_this_call']} crashed expert episodes skipped")
+    elif args.action == "train":
+        if not args.out:
+            raise ValueError("drive train needs --out")
+        res = train(args.scenario, args.method, args.steps, args.out, data=args.data, demos=args.demos,
+                    batch_size=args.batch_size, seed=args.seed, progress=progress)
+        print(f"trained {args.method} on {res['samples']} samples ({res['demos']} episodes): "
+              f"{res['train']['samples_per_s']:.0f} samples/s; checkpoint in {Path(args.out) / 'checkpoint'}")
+    else:
+        ckpt = args.checkpoint if args.checkpoint or args.method == "expert" else "drive-fork"
+        res = evaluate(args.method, args.scenario, args.episodes, checkpoint=ckpt, n_steps=args.steps_per_plan,
+                       replan_every=args.replan_every, seed_start=args.seed_start, progress=progress)
+        lat = res.get("plan_latency_ms", {})
+        lc = res["lane_change"]
+        print(f"{args.scenario} {args.method}{'' if args.steps_per_plan is None else f'-{args.steps_per_plan}'}: "
+              f"collision rate {res['collision_rate']:.3f} over {res['episodes']} episodes; progress "
+              f"{res['progress_m']:.0f} m; lane change left/right/keep {lc['left']}/{lc['right']}/{lc['keep']}"
+              + (f"; plan latency p50 {lat['p50']:.1f} ms" if lat else "")
+              + (f"; diversity {res['diversity']:.3f}" if "diversity" in res else "")
+              + (f"; both lanes in top-3 {res['top3_both_lanes']:.3f}" if "top3_both_lanes" in res else ""))
+    _write_json(args.json, res)
+    return 0
+
+
+def add_parser(sub) -> None:
+    d = sub.add_parser("drive", help="trajectory planning on highway-env: collect | train | eval")
+    d.add_argument("action", choices=["collect", "train", "eval"])
+    d.add_argument("--scenario", choices=list(SCENARIOS), default="fork")
+    d.add_argument("--method", choices=[*PLANNERS, "expert"], default="anchored",
+                   help="expert: the IDM/MOBIL expert itself (eval only)")
+    d.add_argument("--data", help="zarr store of expert episodes (default runs/data/drive_<scenario>.zarr)")
+    d.add_argument("--demos", type=int, default=300, help="expert episodes to train on (collected if missing)")
+    d.add_argument("--steps", type=int, default=3000, help="training steps")
+    d.add_argument("--batch-size", type=int, default=128)
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--out", help="training output directory (checkpoint in OUT/checkpoint)")
+    d.add_argument("--checkpoint", help="planner checkpoint for eval (default: the shipped drive-fork)")
+    d.add_argument("--steps-per-plan", type=int, help="vanilla: DDIM steps per plan (default 20)")
+    d.add_argument("--replan-every", type=int, default=5, help="control steps (at 10 Hz) between plans")
+    d.add_argument("--episodes", type=int, default=100)
+    d.add_argument("--seed-start", type=int, default=EVAL_SEED_START)
+    d.add_argument("--threads", type=int, default=1)
+    d.add_argument("--json", help="write the machine-readable result here")
+    d.add_argument("--no-progress", action="store_true")
+    d.set_defaults(func=cmd_drive)

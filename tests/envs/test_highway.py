@@ -1,0 +1,57 @@
+"""highway-env driving tasks: the fork scene, the experts, and the recorded targets."""
+import numpy as np
+import pytest
+
+pytest.importorskip("highway_env")
+
+from envs.highway import N_AGENTS, N_WAYPOINTS, DriveTask, future_in_frame, record_expert  # noqa: E402
+
+
+def test_fork_scene_has_a_slow_leader_ahead_and_free_side_lanes():
+    env = DriveTask("fork")
+    obs, info = env.reset(seed=7)
+    assert obs["ego"].shape == (4,) and obs["agents"].shape == (N_AGENTS, 5)
+    assert obs["ego"][0] == pytest.approx(4.0) and info["lane"] == 1  # middle of 3 lanes
+    present = obs["agents"][obs["agents"][:, 0] > 0]
+    assert len(present) == 1  # the leader, nothing in the side lanes
+    dx, dy, dvx = present[0, 1:4]
+    assert 25 <= dx <= 40 and abs(dy) < 0.1 and dvx < -5  # ahead, same lane, much slower
+
+
+def test_fork_expert_goes_both_ways_and_never_crashes():
+    sides, lanes = [], []
+    for seed in range(8):
+        data, meta = record_expert("fork", seed)
+        assert not meta["crashed"] and len(data["future"]) > 0
+        end_y = data["future"][0, -1, 1]  # 4 s after the first frame, ego frame (+y right)
+        assert np.sign(end_y) == meta["side"] and abs(end_y) == pytest.approx(4.0, abs=0.5)
+        sides.append(meta["side"])
+    assert set(sides) == {-1, 1}
+
+
+def test_future_waypoints_are_in_the_ego_frame():
+    poses = np.zeros((50, 3))
+    poses[:, 1] = np.arange(50) * 2.0  # 20 m/s along the world's +y
+    poses[:, 2] = np.pi / 2  # heading along +y: that is "forward" in the ego frame
+    fut = future_in_frame(poses, 0)
+    assert fut.shape == (N_WAYPOINTS, 2)
+    np.testing.assert_allclose(fut[:, 0], 10.0 * np.arange(1, 9), atol=1e-5)  # 0.5 s apart, straight ahead
+    np.testing.assert_allclose(fut[:, 1], 0.0, atol=1e-5)
+
+
+def test_traffic_expert_drives_and_records():
+    data, meta = record_expert("traffic", 3)
+    assert meta["steps"] == 300 and meta["progress_m"] > 400
+    if not meta["crashed"]:
+        assert data["agents"].shape == (len(data["future"]), N_AGENTS, 5)
+
+
+def test_bad_actions_are_refused():
+    env = DriveTask("fork")
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match="finite"):
+        env.step(np.array([np.nan, 0.0]))
+    with pytest.raises(ValueError):
+        env.step(np.zeros(3))
+    with pytest.raises(ValueError, match="unknown driving scenario"):
+        DriveTask("roundabout")
