@@ -22,9 +22,11 @@ class FollowerConfig:
     steer_max: float = np.pi / 4  # the action's full scale, rad
 
 
-def follow(plan: np.ndarray, speed: float, n_steps: int, dt: float, cfg: FollowerConfig | None = None) -> np.ndarray:
+def follow(plan: np.ndarray, speed: float, n_steps: int, dt: float, heading: float = 0.0,
+           cfg: FollowerConfig | None = None) -> np.ndarray:
     """Commands (n_steps, 2) in [-1, 1] (acceleration, steering as fractions of full scale)
-    that track ``plan`` (W, 2) waypoints at ``cfg.waypoint_dt_s`` spacing, ego frame (x forward,
+    that track ``plan`` (W, 2) waypoints at ``cfg.waypoint_dt_s`` spacing, given relative to
+    the vehicle in a frame where the vehicle's heading is ``heading`` rad (0: x forward,
     y right), starting at ``speed`` m/s."""
     cfg = cfg or FollowerConfig()
     plan = np.asarray(plan, np.float64)
@@ -34,8 +36,8 @@ def follow(plan: np.ndarray, speed: float, n_steps: int, dt: float, cfg: Followe
     times = cfg.waypoint_dt_s * np.arange(len(path))
     seg_speed = np.linalg.norm(np.diff(path, axis=0), axis=1) / cfg.waypoint_dt_s
     seg_mid = times[1:] - cfg.waypoint_dt_s / 2
-    x = y = h = 0.0
-    v = float(speed)
+    x = y = 0.0
+    h, v = float(heading), float(speed)
     out = np.zeros((n_steps, 2))
     for i in range(n_steps):
         t = i * dt

@@ -7,8 +7,13 @@ Scenarios (3 lanes, lane centres at y = 0, 4, 8 m; +y is to the right of travel)
 - ``traffic``: highway-env's random traffic, reduced to 12 IDM vehicles; the expert is IDM
   for speed and MOBIL for lane changes (highway-env's own models). 30 s.
 
-Observation (a dict, ego frame = x forward, y right, rotated by the ego heading):
-- ``ego`` (4,): lateral position on the road [m], forward speed, lateral speed [m/s], heading [rad]
+Frame: ego-centred and road-aligned (x along the road, y to its right, origin at the ego):
+on a straight highway the lanes stay at fixed lateral offsets whatever the ego's heading,
+which keeps the targets simple; the heading is part of the observation, and the follower
+is told it (``control.follower.follow(..., heading=)``).
+
+Observation (a dict, in that frame):
+- ``ego`` (4,): lateral position on the road [m], velocity along / across the road [m/s], heading [rad]
 - ``agents`` (N_AGENTS, 5): presence, dx, dy, dvx, dvy of the nearest vehicles within 80 m
   (nearest first, zero rows absent).
 Action: Box(-1, 1, (2,)) = (acceleration, steering) mapped to +-5 m/s^2 and +-pi/4 rad.
@@ -17,7 +22,7 @@ Action: Box(-1, 1, (2,)) = (acceleration, steering) mapped to +-5 m/s^2 and +-pi
 
 With ``expert=True`` the ego is an IDM/MOBIL vehicle that ignores the action (it drives
 itself); ``record_expert`` turns such episodes into training samples with targets
-``future`` (8 waypoints at 0.5 s over 4 s, ego frame at the sample's time).
+``future`` (8 waypoints at 0.5 s over 4 s, in the frame above at the sample's time).
 """
 from __future__ import annotations
 
@@ -155,23 +160,20 @@ class DriveTask(gym.Env):
 
     def observe(self) -> dict:
         ego = self.vehicle
-        c, s = np.cos(ego.heading), np.sin(ego.heading)
-        rot = np.array([[c, s], [-s, c]])  # world -> ego frame
-        v_ego = ego.speed * np.array([c, s])
+        vel = ego.speed * np.array([np.cos(ego.heading), np.sin(ego.heading)])
         rows = []
         for v in self._env.unwrapped.road.vehicles:
             if v is ego:
                 continue
-            d = rot @ (np.asarray(v.position) - ego.position)
+            d = np.asarray(v.position) - ego.position
             if np.hypot(*d) > SENSE_RANGE_M:
                 continue
-            dv = rot @ (v.velocity - v_ego)
+            dv = v.velocity - vel
             rows.append([1.0, d[0], d[1], dv[0], dv[1]])
         rows.sort(key=lambda r: r[1] ** 2 + r[2] ** 2)
         agents = np.zeros((N_AGENTS, 5), np.float32)
         if rows:
             agents[:min(N_AGENTS, len(rows))] = np.asarray(rows[:N_AGENTS], np.float32)
-        vel = rot @ v_ego
         ego_vec = np.array([ego.position[1], vel[0], vel[1], ego.heading], np.float32)
         return {"ego": ego_vec, "agents": agents}
 
@@ -182,12 +184,10 @@ class DriveTask(gym.Env):
 
 
 def future_in_frame(poses: np.ndarray, i: int) -> np.ndarray:
-    """Waypoints (N_WAYPOINTS, 2) of the poses after step ``i``, in the ego frame at ``i``."""
-    x, y, h = poses[i]
+    """Waypoints (N_WAYPOINTS, 2) of the poses (x, y, heading) after step ``i``, relative to
+    the position at ``i`` (road-aligned, see the module docstring)."""
     idx = i + STEPS_PER_WAYPOINT * np.arange(1, N_WAYPOINTS + 1)
-    d = poses[idx, :2] - np.array([x, y])
-    c, s = np.cos(h), np.sin(h)
-    return np.stack([c * d[:, 0] + s * d[:, 1], -s * d[:, 0] + c * d[:, 1]], axis=1).astype(np.float32)
+    return (poses[idx, :2] - poses[i, :2]).astype(np.float32)
 
 
 def record_expert(scenario: str, seed: int) -> tuple[dict[str, np.ndarray], dict]:

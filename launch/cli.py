@@ -82,6 +82,13 @@ def cmd_results(args: argparse.Namespace) -> int:
     import json as _json
 
     from launch.results import machine, markdown_table, replace_block
+    if args.what == "drive":
+        from launch.drive_cli import drive_table
+        table = drive_table(args.files)
+        print(table)
+        if args.update_readme:
+            replace_block(Path(args.update_readme), "drive", table)
+        return 0
     rows = []
     for f in args.files:
         r = _json.loads(Path(f).read_text())
@@ -361,7 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_train)
 
     rs = sub.add_parser("results", help="tabulate eval JSON reports into the README")
-    rs.add_argument("what", choices=["evals"])
+    rs.add_argument("what", choices=["evals", "drive"], help="dpctl eval or dpctl drive eval reports")
     rs.add_argument("files", nargs="+")
     rs.add_argument("--update-readme", metavar="README")
     rs.set_defaults(func=cmd_results)

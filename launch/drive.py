@@ -81,7 +81,8 @@ def _planner_predict(planner: DrivePlanner, n_steps: int | None, replan_every: i
         t0 = time.perf_counter()
         plan = planner.plan(obs, n_steps=n_steps).best[0]
         latencies.append((time.perf_counter() - t0) * 1000)
-        return follow(plan, speed=float(obs["ego"][0, 1]), n_steps=replan_every, dt=dt)
+        ego = obs["ego"][0]  # lateral position, road-frame velocity (vx, vy), heading
+        return follow(plan, speed=float(np.hypot(ego[1], ego[2])), n_steps=replan_every, dt=dt, heading=float(ego[3]))
 
     return predict
 
@@ -116,8 +117,10 @@ def evaluate(method: str, scenario: str, episodes: int, checkpoint: str | None =
     loop = None
     if planner is not None:
         safety = SafetyFilter(low=task.action_space.low, high=task.action_space.high, safe_action=BRAKE)
+        # simulated time: a fake clock that sleeping advances (no spinning on it)
+        cfg = LoopConfig(rate_hz=SIM_HZ, async_inference=False, spin_s=0.0)
         loop = ControlLoop(robot, _planner_predict(planner, n_steps, replan_every, latencies), 1, 0, replan_every,
-                           LoopConfig(rate_hz=SIM_HZ, async_inference=False), safety, clock=clock, sleep=clock.sleep)
+                           cfg, safety, clock=clock, sleep=clock.sleep)
     with robot:
         for seed in tqdm(range(seed_start, seed_start + episodes), desc=f"drive eval {method}", disable=not progress):
             obs = robot.reset(seed)
@@ -129,8 +132,9 @@ def evaluate(method: str, scenario: str, episodes: int, checkpoint: str | None =
                 while not robot.done:
                     robot.act(np.zeros(2, np.float32))
             v = task.vehicle
-            row.update({"crashed": bool(v.crashed), "progress_m": float(v.position[0] - task.start_x),
-                        "final_lane": int(v.lane_index[2]), "start_lane": task.start_lane, "steps": robot.steps})
+            row.update({"crashed": bool(v.crashed), "offroad": not v.on_road,
+                        "progress_m": float(v.position[0] - task.start_x), "final_lane": int(v.lane_index[2]),
+                        "start_lane": task.start_lane, "steps": robot.steps})
             episodes_out.append(row)
     if loop is not None:
         loop.close()
@@ -144,6 +148,7 @@ def summarize(rows: list[dict], header: dict, latencies: list[float]) -> dict:
     crashed = np.array([r["crashed"] for r in rows])
     change = np.array([np.sign(r["final_lane"] - r["start_lane"]) for r in rows])
     out = {**header, "episodes": len(rows), "collision_rate": float(crashed.mean()),
+           "offroad_rate": float(np.mean([r["offroad"] for r in rows])),
            "progress_m": float(np.mean([r["progress_m"] for r in rows])),
            "lane_change": {"left": int((change < 0).sum()), "right": int((change > 0).sum()),
                            "keep": int((change == 0).sum())}}

@@ -31,6 +31,12 @@ def cmd_drive(args) -> int:
         ckpt = args.checkpoint if args.checkpoint or args.method == "expert" else "drive-fork"
         res = evaluate(args.method, args.scenario, args.episodes, checkpoint=ckpt, n_steps=args.steps_per_plan,
                        replan_every=args.replan_every, seed_start=args.seed_start, progress=progress)
+        res["command"] = " ".join(
+            ["dpctl drive eval", f"--scenario {args.scenario} --method {args.method}"]
+            + ([f"--checkpoint {ckpt}"] if ckpt else [])
+            + ([f"--steps-per-plan {args.steps_per_plan}"] if args.steps_per_plan is not None else [])
+            + [f"--episodes {args.episodes} --seed-start {args.seed_start} --replan-every {args.replan_every}"
+               f" --threads {args.threads}"])
         lat = res.get("plan_latency_ms", {})
         lc = res["lane_change"]
         print(f"{args.scenario} {args.method}{'' if args.steps_per_plan is None else f'-{args.steps_per_plan}'}: "
@@ -64,3 +70,28 @@ def add_parser(sub) -> None:
     d.add_argument("--json", help="write the machine-readable result here")
     d.add_argument("--no-progress", action="store_true")
     d.set_defaults(func=cmd_drive)
+
+
+def drive_table(files: list[str]) -> str:
+    """The README's driving table from ``dpctl drive eval`` JSON reports."""
+    import json
+
+    from launch.results import machine, markdown_table
+    rows = []
+    for f in files:
+        r = json.loads(Path(f).read_text())
+        if "collision_rate" not in r or "per_episode" not in r or "command" not in r:
+            raise ValueError(f"{f} is not a `dpctl drive eval` report")
+        steps = "" if r["method"] in ("expert", "regression") else f"-{r['n_steps']}"
+        lat = r.get("plan_latency_ms")
+        lc = r["lane_change"]
+        rows.append([r["scenario"], r["method"] + steps, f"{r['collision_rate']:.3f}", f"{r['offroad_rate']:.3f}",
+                     f"{r['progress_m']:.0f}", f"{lc['left']}/{lc['right']}/{lc['keep']}",
+                     f"{lat['p50']:.1f}" if lat else "-",
+                     f"{r['diversity']:.3f}" if "diversity" in r else "-",
+                     f"{r['top3_both_lanes']:.3f}" if "top3_both_lanes" in r else "-", r["episodes"],
+                     f"`{r['command']}`"])
+    return (f"Machine: {machine()}; 1 torch thread; seeds from 100000 (expert data uses seeds from 0).\n\n"
+            + markdown_table(["scenario", "planner", "collision", "off-road", "progress (m)", "lane change L/R/keep",
+                              "plan latency p50 (ms)", "diversity", "both lanes in top-3", "episodes", "command"],
+                             rows))

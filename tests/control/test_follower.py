@@ -19,6 +19,12 @@ def test_slower_plan_brakes_and_left_plan_steers_left():
     assert follow(left, speed=20.0, n_steps=1, dt=0.1)[0, 1] < 0  # -y is left
 
 
+def test_heading_is_corrected_towards_a_road_aligned_plan():
+    plan = np.stack([20.0 * 0.5 * np.arange(1, 9), np.zeros(8)], axis=1)  # straight along the road
+    assert follow(plan, 20.0, 1, 0.1, heading=0.1)[0, 1] < 0  # pointing right of the road: steer left
+    assert follow(plan, 20.0, 1, 0.1, heading=-0.1)[0, 1] > 0
+
+
 def test_bad_plans_are_refused():
     with pytest.raises(ValueError):
         follow(np.full((8, 2), np.nan), 20.0, 5, 0.1)

@@ -29,14 +29,15 @@ def test_fork_expert_goes_both_ways_and_never_crashes():
     assert set(sides) == {-1, 1}
 
 
-def test_future_waypoints_are_in_the_ego_frame():
+def test_future_waypoints_are_relative_and_road_aligned():
     poses = np.zeros((50, 3))
-    poses[:, 1] = np.arange(50) * 2.0  # 20 m/s along the world's +y
-    poses[:, 2] = np.pi / 2  # heading along +y: that is "forward" in the ego frame
-    fut = future_in_frame(poses, 0)
+    poses[:, 0] = 100.0 + np.arange(50) * 2.0  # 20 m/s along the road
+    poses[:, 1] = 4.0 + np.arange(50) * 0.1  # drifting right at 1 m/s
+    poses[:, 2] = 0.05  # the heading does not rotate the frame
+    fut = future_in_frame(poses, 9)  # needs 40 steps after it
     assert fut.shape == (N_WAYPOINTS, 2)
-    np.testing.assert_allclose(fut[:, 0], 10.0 * np.arange(1, 9), atol=1e-5)  # 0.5 s apart, straight ahead
-    np.testing.assert_allclose(fut[:, 1], 0.0, atol=1e-5)
+    np.testing.assert_allclose(fut[:, 0], 10.0 * np.arange(1, 9), atol=1e-4)  # 0.5 s apart
+    np.testing.assert_allclose(fut[:, 1], 0.5 * np.arange(1, 9), atol=1e-4)
 
 
 def test_traffic_expert_drives_and_records():
