@@ -96,11 +96,14 @@ class SimRobot(RobotBase):
 
 class MockArm(RobotBase):
     """Stands in for an absent physical arm behind the same interface: integrates the sent
-    action into a joint state (no physics), observes it instantly. For loop benchmarks."""
+    action into a joint state (no physics), observes it instantly. For loop benchmarks.
+    ``obs_shapes`` {key: per-step shape} adds observations of a policy's shapes (the joint
+    state tiled into vectors, black uint8 images for 3-D shapes), so a real policy can drive it."""
 
-    def __init__(self, action_dim: int = 7, clock=time.monotonic):
+    def __init__(self, action_dim: int = 7, clock=time.monotonic, obs_shapes: dict | None = None):
         self.action_space = gym.spaces.Box(-1.0, 1.0, (action_dim,), np.float32)
-        self.observation_keys = ["joint_pos"]
+        self.obs_shapes = {k: tuple(v) for k, v in (obs_shapes or {}).items()}
+        self.observation_keys = ["joint_pos", *self.obs_shapes]
         self.clock = clock
         self.state = np.zeros(action_dim, np.float32)
         self.done = self.success = False
@@ -116,7 +119,13 @@ class MockArm(RobotBase):
         return self.observe()
 
     def observe(self) -> dict[str, Any]:
-        return {"joint_pos": self.state.copy(), "timestamp": self.clock()}
+        obs = {"joint_pos": self.state.copy(), "timestamp": self.clock()}
+        for k, shape in self.obs_shapes.items():
+            if len(shape) == 3:
+                obs[k] = np.zeros(shape, np.uint8)
+            else:
+                obs[k] = np.resize(self.state, shape).astype(np.float32)
+        return obs
 
     def act(self, action: np.ndarray) -> np.ndarray:
         action = np.asarray(action, dtype=np.float32)

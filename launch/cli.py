@@ -309,13 +309,18 @@ def cmd_run(args: argparse.Namespace) -> int:
           f"({'async' if args.async_inference else 'sync'}); {res['deadline_misses']} deadline misses in "
           f"{res['cycles']} cycles; jitter p99 {j['p99']:.2f} ms; chunk latency p50 "
           f"{res['chunk_latency_ms']['p50']:.0f} ms")
+    _compare_and_write(res, args)
+    return 0
+
+
+def _compare_and_write(res: dict, args: argparse.Namespace) -> None:
+    """``--compare-eval``: add and print the synchronous eval's success on the same seeds; then ``--json``."""
     if args.compare_eval:
         from launch.run import compare_with_eval
         res["vs_eval"] = cmp = compare_with_eval(res, args.compare_eval)
         print(f"same {cmp['seeds']} seeds in {args.compare_eval}: eval {cmp['eval_success_rate']:.3f}, this run "
               f"{cmp['run_success_rate']:.3f} ({cmp['difference_points']:+.1f} points)")
     _write_json(args.json, res)
-    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -454,7 +459,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.set_defaults(func=cmd_bench)
 
     from launch.drive_cli import add_parser as add_drive_parser
+    from launch.remote import add_parsers as add_remote_parsers
     add_drive_parser(sub)
+    add_remote_parsers(sub, _add_warm_start_args)
 
     d = sub.add_parser("demo", help="the main job: the shipped Lift policy closed loop, DDPM-100 vs DDIM-10")
     d.add_argument("--out", default="runs/demo", help="output directory")

@@ -61,17 +61,45 @@ def run(checkpoint_name: str, robot: str, rate_hz: float | None, async_inference
         seed_start: int, record: str | None = None, overlap: str = "replace", status: bool = True,
         max_steps: int | None = None, configure=None, action_steps: int | None = None,
         replan_at: int | None = None) -> dict:
-    kind, _, task = robot.partition(":")
-    if kind != "sim" or not task:
-        raise ValueError(f"--robot must be sim:<env> (e.g. sim:lift); got {robot!r}")
+    _sim_task(robot)  # validate before loading anything
     policy = checkpoint.load(checkpoint_name, seed=seed_start)
     if configure is not None:
         configure(policy)
-    env = envs.make(task, images=bool(policy.cfg.image_keys), max_steps=max_steps)
-    sim = SimRobot(env)
-    rate_hz = rate_hz or sim.control_rate_hz
-    space = env.action_space
-    safety = SafetyFilter(low=space.low, high=space.high, safe_action=np.zeros(space.shape, np.float32))
+    res = run_loop(policy, robot, rate_hz, async_inference, episodes, seed_start, record=record, overlap=overlap,
+                   status=status, max_steps=max_steps, action_steps=action_steps, replan_at=replan_at,
+                   images=bool(policy.cfg.image_keys))
+    return {"checkpoint": str(checkpoint_name), "sampler": policy.cfg.sampler,
+            "num_inference_steps": policy.cfg.num_inference_steps,
+            "warm_start": None if policy.warm is None else vars(policy.warm.cfg),
+            "cache": getattr(policy.cache, "kind", None) if policy.cache is not None else None,
+            "deploy": "torchscript" if policy._traced is not None else "eager", **res}
+
+
+def _sim_task(robot: str) -> str:
+    kind, _, task = robot.partition(":")
+    if kind != "sim" or not task:
+        raise ValueError(f"--robot must be sim:<env> (e.g. sim:lift); got {robot!r}")
+    return task
+
+
+def make_robot(robot: str, images: bool = False, max_steps: int | None = None, obs_shapes: dict | None = None):
+    """``sim:<env>`` -> a SimRobot over ``envs.make``; ``mock`` -> a MockArm observing ``obs_shapes``."""
+    if robot == "mock":
+        return MockArm(obs_shapes=obs_shapes)
+    return SimRobot(envs.make(_sim_task(robot), images=images, max_steps=max_steps))
+
+
+def run_loop(policy, robot: str, rate_hz: float | None, async_inference: bool, episodes: int, seed_start: int,
+             record: str | None = None, overlap: str = "replace", status: bool = True, max_steps: int | None = None,
+             action_steps: int | None = None, replan_at: int | None = None, images: bool = False,
+             max_hold_cycles: int = 50, max_cycles: int | None = None, obs_shapes: dict | None = None) -> dict:
+    """Episodes of ``policy`` (anything with ``predict_chunk``, ``note_executed``, ``reset``,
+    ``n_obs_steps``, ``n_action_steps``, ``horizon``: a local policy or a ``RemotePolicy``)."""
+    sim = make_robot(robot, images=images, max_steps=max_steps, obs_shapes=obs_shapes)
+    rate_hz = rate_hz or getattr(sim, "control_rate_hz", 20.0)
+    space = sim.action_space
+    safety = SafetyFilter(low=space.low, high=space.high, safe_action=np.zeros(space.shape, np.float32),
+                          max_hold_cycles=max_hold_cycles)
     To, Ta = policy.n_obs_steps, action_steps or policy.n_action_steps
     cfg = LoopConfig(rate_hz=rate_hz, async_inference=async_inference, overlap=overlap, replan_at=replan_at)
     loop = ControlLoop(sim, policy.predict_chunk, To, To - 1, Ta, cfg, safety,
@@ -83,19 +111,15 @@ def run(checkpoint_name: str, robot: str, rate_hz: float | None, async_inference
         with sim:
             for seed in range(seed_start, seed_start + episodes):
                 policy.reset()
-                reports.append(loop.run_episode(seed, on_episode_end=on_end))
+                reports.append(loop.run_episode(seed, max_cycles=max_cycles, on_episode_end=on_end))
     finally:
         loop.close()
-        env.close()
+        if hasattr(sim, "env"):
+            sim.env.close()
         if status:
             sys.stderr.write("\n")
-    return {"robot": robot, "rate_hz": rate_hz, "async": async_inference, "checkpoint": str(checkpoint_name),
-            "sampler": policy.cfg.sampler, "num_inference_steps": policy.cfg.num_inference_steps,
-            "overlap": overlap, "replan_at": loop.replan_at, "action_steps": Ta,
-            "warm_start": None if policy.warm is None else vars(policy.warm.cfg),
-            "cache": getattr(policy.cache, "kind", None) if policy.cache is not None else None,
-            "deploy": "torchscript" if policy._traced is not None else "eager",
-            **aggregate(reports)}
+    return {"robot": robot, "rate_hz": rate_hz, "async": async_inference, "overlap": overlap,
+            "replan_at": loop.replan_at, "action_steps": Ta, **aggregate(reports)}
 
 
 def compare_with_eval(run_report: dict, eval_json: str) -> dict:

@@ -154,11 +154,11 @@ class DiffusionPolicy(nn.Module):
         if self.warm is not None:
             self.warm.note_executed(n, ids)
 
-    def reset(self) -> None:
-        """Start of an episode: forget any state carried between chunks."""
+    def reset(self, ids: list[int] | None = None) -> None:
+        """Start of an episode: forget any state carried between chunks (of ``ids`` only, if given)."""
         self.nfe_last = 0
         if self.warm is not None:
-            self.warm.reset()
+            self.warm.reset(ids)
 
     def _rti_run(self, guess: torch.Tensor) -> tuple[torch.Tensor, list, list]:
         """(start sample, (t, t_next) pairs, network times) of a warm-started run."""

@@ -74,9 +74,12 @@ class WarmStart:
         self.prev: dict[int, torch.Tensor] = {}  # id -> (T, A) normalized
         self.executed: dict[int, int] = {}
 
-    def reset(self) -> None:
-        self.prev.clear()
-        self.executed.clear()
+    def reset(self, ids: list[int] | None = None) -> None:
+        for i in list(self.prev) if ids is None else ids:
+            self.prev.pop(i, None)
+            self.executed.pop(i, None)
+        if ids is None:
+            self.executed.clear()
 
     def note_executed(self, n: int, ids: list[int] | None = None) -> None:
         """The loop tells how many actions of the last chunk were executed since it was made."""
