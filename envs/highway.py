@@ -3,7 +3,7 @@
 Scenarios (3 lanes, lane centres at y = 0, 4, 8 m; +y is to the right of travel):
 - ``fork``: the ego drives in the middle lane towards a slow leader 25-40 m ahead; both side
   lanes are free. The expert changes lane left or right at random (seeded), so the futures
-  seen from the first frames are bimodal. 14 s.
+  seen from the first frames are bimodal. 20 s.
 - ``traffic``: highway-env's random traffic, reduced to 12 IDM vehicles; the expert is IDM
   for speed and MOBIL for lane changes (highway-env's own models). 30 s.
 
@@ -119,7 +119,7 @@ class DriveTask(gym.Env):
         if scenario not in SCENARIOS:
             raise ValueError(f"unknown driving scenario {scenario!r}; known: {SCENARIOS}")
         self.scenario, self.expert = scenario, expert
-        duration = duration_s if duration_s is not None else (14 if scenario == "fork" else 30)
+        duration = duration_s if duration_s is not None else (20 if scenario == "fork" else 30)
         self._env = _scene_env_class()(config={"scenario": scenario, "expert": expert, "duration": duration})
         self.dt = 1.0 / SIM_HZ
         self.observation_space = spaces.Dict({
@@ -190,28 +190,49 @@ def future_in_frame(poses: np.ndarray, i: int) -> np.ndarray:
     return (poses[idx, :2] - poses[i, :2]).astype(np.float32)
 
 
-def record_expert(scenario: str, seed: int) -> tuple[dict[str, np.ndarray], dict]:
+def kick_steps(scenario: str, rng: np.random.Generator) -> dict[int, tuple[float, float]]:
+    """Disturbances {step: (lateral shift m, heading change rad)} of an expert episode (see
+    ``record_expert``): after the fork's lane change, at least 5 s apart."""
+    times = [7.0, 12.0] if scenario == "fork" else [8.0, 15.0, 22.0]
+    return {int((t + rng.uniform(-0.5, 0.5)) * SIM_HZ): (float(rng.choice([-1, 1]) * rng.uniform(0.3, 1.5)),
+                                                          float(rng.normal(0.0, 0.05))) for t in times}
+
+
+def record_expert(scenario: str, seed: int, kicks: bool = True) -> tuple[dict[str, np.ndarray], dict]:
     """One expert episode as training samples: every step that has a full 4 s future.
-    Returns (data, meta); data is empty (0 rows) if the expert crashed."""
+
+    With ``kicks``, the ego is shifted sideways and turned a little a few times (after the
+    fork's lane change) and the expert steers back: the samples from the kick on show recoveries to the
+    lane centre, which a planner cloned from clean driving never sees (it then drifts off
+    the road on its own small errors). Samples whose future holds a kick are dropped (their
+    future is not the expert's doing). Returns (data, meta); no rows if the expert crashed."""
     env = DriveTask(scenario, expert=True)
     obs, info = env.reset(seed=seed)
+    kick = kick_steps(scenario, np.random.default_rng([seed, 1])) if kicks else {}
     obs_list, poses = [obs], [env.pose()]
     done = False
     while not done:
         obs, _, term, trunc, info = env.step(np.zeros(2, np.float32))
+        if len(poses) in kick and not (term or trunc):
+            shift, turn = kick[len(poses)]
+            env.vehicle.position = env.vehicle.position + np.array([0.0, shift])
+            env.vehicle.heading += turn
+            obs = env.observe()
         obs_list.append(obs)
         poses.append(env.pose())
         done = term or trunc
     poses_arr = np.asarray(poses)
-    n = len(poses) - STEPS_PER_WAYPOINT * N_WAYPOINTS
+    horizon = STEPS_PER_WAYPOINT * N_WAYPOINTS
+    n = len(poses) - horizon
     meta = {"seed": seed, "crashed": info["crashed"], "side": env.side, "progress_m": info["progress_m"],
-            "steps": len(poses) - 1}
-    if info["crashed"] or n <= 0:
-        n = 0
+            "steps": len(poses) - 1, "kicks": len(kick)}
+    keep = [i for i in range(max(0, n)) if not any(i < k <= i + horizon for k in kick)]
+    if info["crashed"]:
+        keep = []
+    m = len(keep)
     data = {
-        "ego": np.asarray([o["ego"] for o in obs_list[:n]], np.float32).reshape(n, 4),
-        "agents": np.asarray([o["agents"] for o in obs_list[:n]], np.float32).reshape(n, N_AGENTS, 5),
-        "future": np.asarray([future_in_frame(poses_arr, i) for i in range(n)], np.float32).reshape(
-            n, N_WAYPOINTS, 2),
+        "ego": np.asarray([obs_list[i]["ego"] for i in keep], np.float32).reshape(m, 4),
+        "agents": np.asarray([obs_list[i]["agents"] for i in keep], np.float32).reshape(m, N_AGENTS, 5),
+        "future": np.asarray([future_in_frame(poses_arr, i) for i in keep], np.float32).reshape(m, N_WAYPOINTS, 2),
     }
     return data, meta

@@ -64,7 +64,8 @@ def train(scenario: str, method: str, steps: int, out: str | Path, data: str | P
     planner = DrivePlanner(DriveConfig(method=method), seed=seed)
     planner.fit_trajectories(ds.targets, seed=seed)
     recipe = {"scenario": scenario, "data": str(data), "demos": min(demos, rb.n_episodes), "samples": len(ds),
-              "command": f"dpctl drive train --scenario {scenario} --method {method} --steps {steps} --out {out}"}
+              "command": f"dpctl drive train --scenario {scenario} --method {method} --demos {demos} --steps {steps} "
+                         f"--lr {lr:g} --batch-size {batch_size} --seed {seed} --out {out}"}
     tcfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed, warmup_steps=min(200, steps // 10),
                        save_every=max(500, steps // 4))
     trainer = Trainer(planner, ds, tcfg, out, progress=progress,

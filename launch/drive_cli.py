@@ -24,7 +24,7 @@ def cmd_drive(args) -> int:
         if not args.out:
             raise ValueError("drive train needs --out")
         res = train(args.scenario, args.method, args.steps, args.out, data=args.data, demos=args.demos,
-                    batch_size=args.batch_size, seed=args.seed, progress=progress)
+                    batch_size=args.batch_size, lr=args.lr, seed=args.seed, progress=progress)
         print(f"trained {args.method} on {res['samples']} samples ({res['demos']} episodes): "
               f"{res['train']['samples_per_s']:.0f} samples/s; checkpoint in {Path(args.out) / 'checkpoint'}")
     else:
@@ -59,6 +59,7 @@ def add_parser(sub) -> None:
     d.add_argument("--demos", type=int, default=300, help="expert episodes to train on (collected if missing)")
     d.add_argument("--steps", type=int, default=3000, help="training steps")
     d.add_argument("--batch-size", type=int, default=128)
+    d.add_argument("--lr", type=float, default=3e-4)
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--out", help="training output directory (checkpoint in OUT/checkpoint)")
     d.add_argument("--checkpoint", help="planner checkpoint for eval (default: the shipped drive-fork)")

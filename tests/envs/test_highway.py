@@ -56,3 +56,17 @@ def test_bad_actions_are_refused():
         env.step(np.zeros(3))
     with pytest.raises(ValueError, match="unknown driving scenario"):
         DriveTask("roundabout")
+
+
+def test_expert_data_shows_recoveries_from_kicks():
+    data, meta = record_expert("fork", 4)
+    assert meta["kicks"] == 2
+    y = data["ego"][:, 0]
+    off = np.abs(y - 4.0 * np.round(y / 4.0)) > 0.25  # away from a lane centre (0, 4, 8 m)...
+    end = y + data["future"][:, -1, 1]
+    assert off[20:].any()  # ...after the lane change: only the kicks put it there
+    recovered = np.abs(end - 4.0 * np.round(end / 4.0)) < 0.3
+    assert recovered[20:][off[20:]].all()  # and 4 s later the expert is back on a lane centre
+    # the samples whose 4 s future spans a kick are dropped
+    clean, _ = record_expert("fork", 4, kicks=False)
+    assert len(clean["future"]) > len(data["future"])
