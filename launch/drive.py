@@ -163,3 +163,34 @@ def summarize(rows: list[dict], header: dict, latencies: list[float]) -> dict:
         out["top3_both_lanes"] = float(np.mean([r["top3_both_lanes"] for r in rows]))
     out["per_episode"] = rows
     return out
+
+
+def bench_latency(checkpoints: dict[str, str], scenario: str = "fork", scenes: int = 50, reps: int = 3,
+                  seed_start: int = EVAL_SEED_START) -> dict:
+    """Plan latency (batch 1, as in the loop) of several planners on the same scenes, timed
+    interleaved in one process so that machine load hits them alike. ``checkpoints`` maps a
+    label (``anchored``, ``vanilla-20``, ``vanilla-2``, ``regression``) to a checkpoint."""
+    planners = {}
+    for label, ckpt in checkpoints.items():
+        method, _, steps = label.partition("-")
+        planner = DrivePlanner.load(ckpt)
+        if planner.cfg.method != method:
+            raise ValueError(f"{ckpt} holds a {planner.cfg.method!r} planner, not {method!r}")
+        planners[label] = (planner, int(steps) if steps else None)
+    task = DriveTask(scenario)
+    obs_list = [task.reset(seed=s)[0] for s in range(seed_start, seed_start + scenes)]
+    times: dict[str, list[float]] = {k: [] for k in planners}
+    for planner, steps in planners.values():  # warm-up: first calls pay for lazy initialisation
+        planner.plan({k: v[None] for k, v in obs_list[0].items()}, n_steps=steps)
+    for obs in obs_list:
+        batch = {k: v[None] for k, v in obs.items()}
+        for _ in range(reps):
+            for label, (planner, steps) in planners.items():
+                t0 = time.perf_counter()
+                planner.plan(batch, n_steps=steps)
+                times[label].append((time.perf_counter() - t0) * 1000)
+    p50 = {k: float(np.percentile(v, 50)) for k, v in times.items()}
+    base = p50.get("vanilla-20")
+    return {"scenario": scenario, "scenes": scenes, "reps": reps, "torch_threads": torch.get_num_threads(),
+            "latency_ms": {k: {"p50": p50[k], "p99": float(np.percentile(v, 99))} for k, v in times.items()},
+            "vs_vanilla20": {k: v / base for k, v in p50.items()} if base else None}

@@ -27,6 +27,19 @@ def cmd_drive(args) -> int:
                     batch_size=args.batch_size, lr=args.lr, seed=args.seed, progress=progress)
         print(f"trained {args.method} on {res['samples']} samples ({res['demos']} episodes): "
               f"{res['train']['samples_per_s']:.0f} samples/s; checkpoint in {Path(args.out) / 'checkpoint'}")
+    elif args.action == "bench":
+        from launch.drive import bench_latency
+        if not args.bench:
+            raise ValueError("drive bench needs --bench LABEL=CHECKPOINT ...")
+        if not all("=" in b for b in args.bench):
+            raise ValueError(f"--bench takes LABEL=CHECKPOINT pairs, got {args.bench}")
+        pairs = dict(b.split("=", 1) for b in args.bench)
+        res = bench_latency(pairs, args.scenario, scenes=args.episodes)
+        res["command"] = f"dpctl drive bench --scenario {args.scenario} --episodes {args.episodes} " \
+                         f"--threads {args.threads} --bench " + " ".join(args.bench)
+        for k, v in res["latency_ms"].items():
+            ratio = res["vs_vanilla20"][k] if res["vs_vanilla20"] else float("nan")
+            print(f"{k:12s} plan latency p50 {v['p50']:7.2f} ms  p99 {v['p99']:7.2f} ms  ({ratio:.3f} x vanilla-20)")
     else:
         ckpt = args.checkpoint if args.checkpoint or args.method == "expert" else "drive-fork"
         res = evaluate(args.method, args.scenario, args.episodes, checkpoint=ckpt, n_steps=args.steps_per_plan,
@@ -51,7 +64,10 @@ def cmd_drive(args) -> int:
 
 def add_parser(sub) -> None:
     d = sub.add_parser("drive", help="trajectory planning on highway-env: collect | train | eval")
-    d.add_argument("action", choices=["collect", "train", "eval"])
+    d.add_argument("action", choices=["collect", "train", "eval", "bench"],
+                   help="bench: plan latency of --bench LABEL=CHECKPOINT planners on the same scenes")
+    d.add_argument("--bench", nargs="+", metavar="LABEL=CKPT",
+                   help="e.g. anchored=DIR vanilla-20=DIR vanilla-2=DIR regression=DIR")
     d.add_argument("--scenario", choices=list(SCENARIOS), default="fork")
     d.add_argument("--method", choices=[*PLANNERS, "expert"], default="anchored",
                    help="expert: the IDM/MOBIL expert itself (eval only)")
