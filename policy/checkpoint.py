@@ -60,6 +60,7 @@ def write_atomic_dir(final: Path, write) -> None:
     try:
         write(tmp)
         for f in tmp.iterdir():
+            os.chmod(f, 0o666 & ~umask)  # safetensors writes 0600; checkpoints are ordinary files
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
         old = None

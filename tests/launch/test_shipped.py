@@ -18,3 +18,23 @@ def test_shipped_lift_solves_held_out_seeds():
     assert policy.cfg.discrete_action_dims == [6]
     res = evaluate(policy, "lift", episodes=6, seed_start=100_000, batch=6, progress=False)
     assert res["success_rate"] >= 4 / 6 and res["nfe_per_chunk"] == 10
+
+
+def test_shipped_drive_fork_keeps_both_lanes_among_its_top_3():
+    import pytest
+    pytest.importorskip("highway_env")
+    from envs.highway import DriveTask
+    from policy.drive import DrivePlanner
+    from policy.trajectories import lateral_side
+    d = checkpoint.SHIPPED_DIR / "drive-fork"
+    assert (d / "model.safetensors").stat().st_size <= 5 * 1024 * 1024
+    cfg = json.loads((d / "config.json").read_text())
+    assert cfg["command"].startswith("dpctl drive train --scenario fork --method anchored")
+    planner = DrivePlanner.load("drive-fork")
+    task = DriveTask("fork")
+    both = 0
+    for seed in range(100_000, 100_010):
+        obs, _ = task.reset(seed=seed)
+        plan = planner.plan({k: v[None] for k, v in obs.items()})
+        both += {-1, 1} <= set(lateral_side(plan.top(3)[0]).tolist())
+    assert both >= 8
