@@ -1,6 +1,8 @@
-"""Load test of the policy server: N robot processes at a fixed rate against one server.
+"""Load test of the policy server: N robot processes at a fixed rate against one server;
+and (``--lift-episodes N``) Lift closed loop through the server vs in-process, same seeds.
 
-    python -m launch.bench_serve --clients 8 --rate 20 --seconds 60 --json runs/bench_serve.json
+    python -m launch.bench_serve --clients 8 --rate 20 --seconds 60 --lift-episodes 50 \
+        --json runs/bench_serve.json --update-readme README.md
 
 Starts ``dpctl serve`` (loopback, a random free port) and N ``dpctl robot --robot mock``
 processes (an arm stand-in with the policy's observation shapes: the load is the real
@@ -34,35 +36,79 @@ def rss_mb(pid: int) -> float:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
-def bench_serve(checkpoint: str, clients: int, rate_hz: float, seconds: float, server_args: list[str],
-                threads: int = 1) -> dict:
-    port = free_port()
-    env = {**os.environ, "DPCTL_TOKEN": "bench-token"}
-    server = subprocess.Popen([sys.executable, "-m", "launch.cli", "serve", "--checkpoint", checkpoint, "--port",
-                               str(port), "--threads", str(threads), *server_args], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        line = server.stdout.readline()  # "serving ... on tcp://..." once it listens
+class Server:
+    """``dpctl serve`` in a subprocess on a free loopback port (token from the environment)."""
+
+    def __init__(self, checkpoint: str, server_args: list[str], threads: int, env: dict):
+        self.port = free_port()
+        self.proc = subprocess.Popen([sys.executable, "-m", "launch.cli", "serve", "--checkpoint", checkpoint,
+                                      "--port", str(self.port), "--threads", str(threads), *server_args], env=env,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        line = self.proc.stdout.readline()  # "serving ... on tcp://..." once it listens
         if "serving" not in line:
-            raise RuntimeError(f"server did not start: {line}{server.stdout.read()}")
+            self.proc.kill()
+            raise RuntimeError(f"server did not start: {line}{self.proc.stdout.read()}")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+def _cli(args: list[str], env: dict) -> None:
+    res = subprocess.run([sys.executable, "-m", "launch.cli", *args], env=env, capture_output=True, text=True)
+    if res.returncode != 0:
+        raise RuntimeError(f"dpctl {' '.join(args)} failed:\n{res.stderr[-3000:]}")
+
+
+def lift_loopback(checkpoint: str, episodes: int, rate_hz: float, server_args: list[str], threads: int,
+                  replan: list[str], seed_start: int = 100_000) -> dict:
+    """The same Lift seeds in process (`dpctl run`) and through the server (`dpctl robot`), one after the other."""
+    env = {**os.environ, "DPCTL_TOKEN": "bench-token"}
+    common = ["--robot", "sim:lift", "--rate", str(rate_hz), "--episodes", str(episodes), "--seed-start",
+              str(seed_start), "--no-progress"]
+    with tempfile.TemporaryDirectory() as tmp:
+        _cli(["run", "--checkpoint", checkpoint, "--async", "--threads", str(threads), *server_args, *replan, *common,
+              "--json", f"{tmp}/local.json"], env)
+        server = Server(checkpoint, server_args, threads, env)
+        try:
+            _cli(["robot", "--server", f"127.0.0.1:{server.port}", *replan, *common, "--compare-eval",
+                  f"{tmp}/local.json", "--json", f"{tmp}/remote.json"], env)
+        finally:
+            server.stop()
+        local = json.loads(Path(f"{tmp}/local.json").read_text())
+        remote = json.loads(Path(f"{tmp}/remote.json").read_text())
+    return {"episodes": episodes, "seed_start": seed_start, "in_process_success": local["success_rate"],
+            "server_success": remote["success_rate"], "difference_points": remote["vs_eval"]["difference_points"],
+            "round_trip_ms": remote["round_trip_ms"], "server_ms": remote["server_ms"],
+            "deadline_misses": {"in_process": local["deadline_misses"], "server": remote["deadline_misses"]},
+            "cycles": {"in_process": local["cycles"], "server": remote["cycles"]}}
+
+
+def bench_serve(checkpoint: str, clients: int, rate_hz: float, seconds: float, server_args: list[str],
+                threads: int = 1, replan: list[str] | None = None) -> dict:
+    env = {**os.environ, "DPCTL_TOKEN": "bench-token"}
+    replan = replan or []
+    server = Server(checkpoint, server_args, threads, env)
+    port = server.port
+    try:
         cycles = int(seconds * rate_hz)
         with tempfile.TemporaryDirectory() as tmp:
             procs = [subprocess.Popen([sys.executable, "-m", "launch.cli", "robot", "--server", f"127.0.0.1:{port}",
                                        "--robot", "mock", "--rate", str(rate_hz), "--episodes", "1",
-                                       "--max-cycles", str(cycles), "--no-progress", "--json", f"{tmp}/c{i}.json"],
+                                       "--max-cycles", str(cycles), *replan, "--no-progress", "--json",
+                                       f"{tmp}/c{i}.json"],
                                       env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
                      for i in range(clients)]
             samples = []
             while any(p.poll() is None for p in procs):
-                samples.append((time.monotonic(), rss_mb(server.pid)))
+                samples.append((time.monotonic(), rss_mb(server.proc.pid)))
                 time.sleep(1.0)
             errs = [p.stderr.read() for p in procs if p.returncode != 0]
             if errs:
                 raise RuntimeError(f"{len(errs)} clients failed: {errs[0][-2000:]}")
             reports = [json.loads(Path(f"{tmp}/c{i}.json").read_text()) for i in range(clients)]
     finally:
-        server.terminate()
-        server.wait(10)
+        server.stop()
     start_rss = samples[min(5, len(samples) - 1)][1]  # after start-up: every client has connected
     rows = [{"client": i, "cycles": r["cycles"], "deadline_misses": r["deadline_misses"],
              "deadline_miss_rate": r["deadline_miss_rate"], "round_trip_ms": r["round_trip_ms"],
@@ -74,30 +120,61 @@ def bench_serve(checkpoint: str, clients: int, rate_hz: float, seconds: float, s
             "rows": rows}
 
 
+def table(res: dict, machine: str) -> str:
+    from launch.results import markdown_table
+    rows = [[r["client"], f"{r['deadline_misses']}/{r['cycles']}", f"{100 * r['deadline_miss_rate']:.2f}%",
+             f"{r['round_trip_ms']['p50']:.1f}", f"{r['round_trip_ms']['p99']:.1f}", r["failed_requests"]]
+            for r in res["rows"]]
+    m = res["server_rss_mb"]
+    out = (f"Command: `{res['command']}` — machine: {machine}.\n\n"
+           f"Load: {res['clients']} `dpctl robot --robot mock` processes at {res['rate_hz']:g} Hz for "
+           f"{res['seconds']:g} s against one server; server RSS {m['start']:.0f} MB after start-up, "
+           f"{m['end']:.0f} MB at the end (max {m['max']:.0f} MB).\n\n"
+           + markdown_table(["client", "deadline misses", "miss rate", "round trip p50 (ms)", "p99 (ms)",
+                             "failed requests"], rows))
+    lift = res.get("lift")
+    if lift:
+        out += (f"\n\nLift closed loop, the same {lift['episodes']} seeds from {lift['seed_start']}: in process "
+                f"(`dpctl run`) {lift['in_process_success']:.3f}, through the server (`dpctl robot`) "
+                f"{lift['server_success']:.3f} ({lift['difference_points']:+.1f} points); round trip p50 "
+                f"{lift['round_trip_ms']['p50']:.1f} ms, p99 {lift['round_trip_ms']['p99']:.1f} ms; deadline "
+                f"misses {lift['deadline_misses']['in_process']}/{lift['cycles']['in_process']} in process, "
+                f"{lift['deadline_misses']['server']}/{lift['cycles']['server']} through the server.")
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--checkpoint", default="lift")
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--rate", type=float, default=20.0)
     ap.add_argument("--seconds", type=float, default=60.0)
-    ap.add_argument("--threads", type=int, default=1, help="server torch threads")
+    ap.add_argument("--threads", type=int, default=1, help="server (and in-process) torch threads")
     ap.add_argument("--server-args", default="--warm-start rti", help="extra `dpctl serve` arguments")
+    ap.add_argument("--replan-at", type=int, help="clients request the next chunk with this many actions left")
+    ap.add_argument("--lift-episodes", type=int, default=0, help="also Lift via the server vs in process")
     ap.add_argument("--json")
+    ap.add_argument("--update-readme", metavar="README")
     args = ap.parse_args(argv)
-    res = bench_serve(args.checkpoint, args.clients, args.rate, args.seconds, args.server_args.split(), args.threads)
+    from launch.results import check_block, machine, replace_block
+    if args.update_readme:
+        check_block(Path(args.update_readme), "serve")
+    replan = ["--replan-at", str(args.replan_at)] if args.replan_at else []
+    server_args = args.server_args.split()
+    res = bench_serve(args.checkpoint, args.clients, args.rate, args.seconds, server_args, args.threads, replan)
+    if args.lift_episodes:
+        res["lift"] = lift_loopback(args.checkpoint, args.lift_episodes, args.rate, server_args, args.threads, replan)
     res["command"] = (f"python -m launch.bench_serve --checkpoint {args.checkpoint} --clients {args.clients} "
                       f"--rate {args.rate:g} --seconds {args.seconds:g} --threads {args.threads} "
-                      f"--server-args '{args.server_args}'")
-    for r in res["rows"]:
-        print(f"client {r['client']}: {r['deadline_misses']}/{r['cycles']} deadline misses "
-              f"({100 * r['deadline_miss_rate']:.2f}%), round trip p50 {r['round_trip_ms']['p50']:.1f} ms "
-              f"p99 {r['round_trip_ms']['p99']:.1f} ms, {r['failed_requests']} failed requests")
-    m = res["server_rss_mb"]
-    print(f"worst client miss rate {100 * res['worst_miss_rate']:.2f}%; server RSS {m['start']:.0f} MB -> "
-          f"{m['end']:.0f} MB (max {m['max']:.0f} MB)")
+                      f"--server-args '{args.server_args}'" + (f" --replan-at {args.replan_at}" if replan else "")
+                      + (f" --lift-episodes {args.lift_episodes}" if args.lift_episodes else ""))
+    text = table(res, machine())
+    print(text)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(res, indent=2) + "\n")
+    if args.update_readme:
+        replace_block(Path(args.update_readme), "serve", text)
     return 0
 
 
