@@ -154,7 +154,7 @@ def test_binding_beyond_loopback_needs_a_flag_and_a_token():
 def test_client_holds_while_the_server_is_away_then_reconnects(served):
     srv = served(tiny_policy(seed=1))
     port = srv.port
-    remote = RemotePolicy(f"127.0.0.1:{port}", timeout_s=0.2, backoff_s=(0.05, 0.2))
+    remote = RemotePolicy(f"127.0.0.1:{port}", timeout_s=0.5, backoff_s=(0.05, 0.2))
     meta = remote.connect()
     arm = MockArm(action_dim=2, obs_shapes={k: tuple(s[1:]) for k, s in meta["obs"].items()})
     safety = SafetyFilter(low=arm.action_space.low, high=arm.action_space.high, safe_action=np.zeros(2, np.float32),
@@ -178,5 +178,5 @@ def test_client_holds_while_the_server_is_away_then_reconnects(served):
     loop.close()
     assert restarted.is_set() and rep.stopped == "max_cycles"
     assert rep.policy_errors >= 1 and rep.safety["holds"] >= 1  # it held while the server was away
-    assert remote.reconnects == 1 and rep.chunks > 10  # ...and continued with the new server
+    assert remote.reconnects >= 1 and rep.chunks > 10  # ...and continued with the new server
     remote.close()
