@@ -162,21 +162,24 @@ def test_client_holds_while_the_server_is_away_then_reconnects(served):
     loop = ControlLoop(arm, remote.predict_chunk, 2, 1, 4, LoopConfig(rate_hz=50.0, async_inference=True),
                        safety, note_executed=remote.note_executed)
     restarted = threading.Event()
+    answered_before_restart = []
 
     def chaos():
         time.sleep(0.5)
         srv.stop()  # killed mid-episode
         time.sleep(0.6)
+        answered_before_restart.append(len(remote.rtt_ms))
         served(tiny_policy(seed=1), port=port)  # back on the same port
         restarted.set()
 
     t = threading.Thread(target=chaos)
     t.start()
     with arm:
-        rep = loop.run_episode(max_cycles=150)  # 3 s at 50 Hz
+        rep = loop.run_episode(max_cycles=200)  # 4 s at 50 Hz
     t.join()
     loop.close()
     assert restarted.is_set() and rep.stopped == "max_cycles"
     assert rep.policy_errors >= 1 and rep.safety["holds"] >= 1  # it held while the server was away
-    assert remote.reconnects >= 1 and rep.chunks > 10  # ...and continued with the new server
+    # ...and continued with the new server (more than one handshake if the loaded machine is slow to answer)
+    assert remote.reconnects >= 1 and len(remote.rtt_ms) > answered_before_restart[0]
     remote.close()
