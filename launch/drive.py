@@ -140,6 +140,7 @@ def evaluate(method: str, scenario: str, episodes: int, checkpoint: str | None =
     if loop is not None:
         loop.close()
     return summarize(episodes_out, {"method": method, "scenario": scenario, "checkpoint": checkpoint,
+                                    "prediction_type": planner.cfg.prediction_type if planner else None,
                                     "n_steps": n_steps if method != "anchored" else len(planner.cfg.infer_ts),
                                     "replan_every_steps": replan_every, "control_hz": SIM_HZ,
                                     "seed_start": seed_start, "torch_threads": torch.get_num_threads()}, latencies)

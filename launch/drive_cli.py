@@ -100,6 +100,8 @@ def drive_table(files: list[str]) -> str:
         if "collision_rate" not in r or "per_episode" not in r or "command" not in r:
             raise ValueError(f"{f} is not a `dpctl drive eval` report")
         steps = "" if r["method"] in ("expert", "regression") else f"-{r['n_steps']}"
+        if r["method"] == "vanilla" and r.get("prediction_type") == "sample":
+            steps += " (x0 + L1)"
         lat = r.get("plan_latency_ms")
         lc = r["lane_change"]
         rows.append([r["scenario"], r["method"] + steps, f"{r['collision_rate']:.3f}", f"{r['offroad_rate']:.3f}",

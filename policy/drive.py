@@ -6,8 +6,11 @@
   the clean trajectory and a confidence for each; 2 true DDIM steps (40 -> 20 -> clean).
   Loss: focal classification (gamma 2, alpha 0.25) x 10 + L1 on the anchor nearest to the
   ground truth x 8, summed over stages. Output: the top-scoring trajectory (all K kept).
-- ``vanilla``: one query denoised from pure noise (t ~ U[0, 1000) in training, DDIM with
-  any number of steps at inference), L1 on the predicted clean trajectory.
+- ``vanilla``: a standard DDPM (as Diffusion Policy): one query, epsilon prediction, MSE,
+  t ~ U[0, 1000) in training; DDIM from pure noise with any number of steps at inference
+  (x0 estimates clipped to the data range). ``prediction_type="sample"`` instead trains it
+  like the anchored decoder (L1 on the clean trajectory), which behaves differently at
+  2 steps: the L1 optimum is a median, one of the modes, not their mean.
 - ``regression``: one learned query, no noise, one forward pass, L1.
 
 Shapes: observations ``ego`` (B, 4) and ``agents`` (B, N, 5) as in envs/highway.py;
@@ -53,6 +56,7 @@ class DriveConfig:
     infer_ts: tuple[int, ...] = (40, 20)  # anchored: the truncated DDIM levels
     cls_weight: float = 10.0
     reg_weight: float = 8.0
+    prediction_type: str = ""  # "" = the method's own: epsilon (vanilla), sample (anchored, regression)
     traj_lo: list[float] = field(default_factory=lambda: [0.0, -1.0])
     traj_hi: list[float] = field(default_factory=lambda: [1.0, 1.0])
 
@@ -60,6 +64,11 @@ class DriveConfig:
         if self.method not in METHODS:
             raise ValueError(f"unknown method {self.method!r}; known: {METHODS}")
         self.infer_ts = tuple(int(t) for t in self.infer_ts)
+        if not self.prediction_type:
+            self.prediction_type = "epsilon" if self.method == "vanilla" else "sample"
+        if self.prediction_type not in ("epsilon", "sample") or (self.method != "vanilla"
+                                                                 and self.prediction_type != "sample"):
+            raise ValueError(f"prediction_type {self.prediction_type!r} is not available for {self.method!r}")
         if self.method == "anchored" and not all(0 <= t < self.train_t_max for t in self.infer_ts):
             raise ValueError(f"inference levels {self.infer_ts} must lie in the trained range [0, {self.train_t_max})")
 
@@ -123,15 +132,20 @@ class DriveNet(nn.Module):
         pad = torch.cat([torch.zeros_like(agents[:, :1, 0], dtype=torch.bool), agents[..., 0] < 0.5], dim=1)
         return self.encoder(tokens, src_key_padding_mask=pad), pad
 
-    def decode(self, mem, pad, traj: torch.Tensor, t: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    def decode(self, mem, pad, traj: torch.Tensor, t: torch.Tensor,
+               residual: bool = True) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Noisy normalised trajectories (B, Q, W*2) at levels t (B,) -> per stage
-        (clean trajectory prediction (B, Q, W*2), confidence logits (B, Q))."""
+        (prediction (B, Q, W*2), confidence logits (B, Q)). ``residual``: each stage predicts
+        the clean trajectory as its input plus an offset, and the next stage starts from it;
+        otherwise (epsilon prediction) each stage's offset head is the prediction and every
+        stage sees the noisy input."""
         temb = self.time(sinusoidal_embedding(t, self.d))
         q = self.query.expand(traj.shape[0], -1, -1)
         out = []
         for stage in self.stages:
-            q, traj, logits = stage(q, traj, mem, pad, temb)
-            out.append((traj, logits))
+            q, refined, logits = stage(q, traj, mem, pad, temb)
+            out.append((refined if residual else refined - traj, logits))
+            traj = refined if residual else traj
         return out
 
 
@@ -169,7 +183,8 @@ class DrivePlanner(nn.Module):
         self.net = DriveNet(cfg)
         self.encoders = nn.ModuleDict()  # the trainer's interface: no separate observation encoders
         self.schedule = NoiseSchedule(cfg.schedule, cfg.num_train_timesteps)
-        self.sampler = DDIM(self.schedule, prediction_type="sample", clip_sample=False)
+        eps = cfg.prediction_type == "epsilon"
+        self.sampler = DDIM(self.schedule, prediction_type=cfg.prediction_type, clip_sample=eps, clip_range=1.0)
         k = cfg.n_anchors if cfg.method == "anchored" else 0
         self.register_buffer("anchors", torch.zeros(k, cfg.n_waypoints * 2) if anchors is None
                              else torch.as_tensor(anchors, dtype=torch.float32).reshape(k, -1))
@@ -206,7 +221,10 @@ class DrivePlanner(nn.Module):
         if cfg.method == "vanilla":
             t = torch.randint(0, cfg.num_train_timesteps, (B,), generator=generator)
             noise = torch.randn(gt.shape, generator=generator)
-            outs = self.net.decode(mem, pad, self.schedule.add_noise(gt, noise, t)[:, None], t)
+            eps = cfg.prediction_type == "epsilon"
+            outs = self.net.decode(mem, pad, self.schedule.add_noise(gt, noise, t)[:, None], t, residual=not eps)
+            if eps:
+                return sum(F.mse_loss(pred[:, 0], noise) for pred, _ in outs)
             return sum(cfg.reg_weight * (traj[:, 0] - gt).abs().mean() for traj, _ in outs)
         t = torch.randint(0, cfg.train_t_max, (B,), generator=generator)
         anchors = self.anchors.expand(B, -1, -1)
@@ -257,7 +275,8 @@ class DrivePlanner(nn.Module):
             if cfg.method == "vanilla":  # samples are independent: one query each
                 x = x.reshape(B * Q, 1, D)
             for t, t_next in zip(levels, levels[1:] + [-1]):
-                out, logits = self.net.decode(mem_q, pad_q, x, torch.full((x.shape[0],), float(t)))[-1]
+                out, logits = self.net.decode(mem_q, pad_q, x, torch.full((x.shape[0],), float(t)),
+                                              residual=cfg.prediction_type == "sample")[-1]
                 x = self.sampler.step(x, out, t, t_next, {})
             x = x.reshape(B, Q, D)
             logits = logits.reshape(B, Q) if cfg.method == "anchored" else torch.zeros(B, Q)

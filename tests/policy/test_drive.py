@@ -69,7 +69,7 @@ def test_anchored_inference_runs_exactly_the_truncated_levels():
     planner.fit_trajectories(fut)
     seen = []
     decode = planner.net.decode
-    planner.net.decode = lambda mem, pad, x, t: seen.append(t.tolist()) or decode(mem, pad, x, t)
+    planner.net.decode = lambda mem, pad, x, t, **kw: seen.append(t.tolist()) or decode(mem, pad, x, t, **kw)
     plan = planner.plan({k: v[:2] for k, v in obs.items()})
     assert [s[0] for s in seen] == [40.0, 20.0] and all(len(set(s)) == 1 for s in seen)
     assert plan.trajs.shape == (2, 6, W, 2) and plan.scores.shape == (2, 6)
@@ -86,10 +86,23 @@ def test_vanilla_runs_its_ddim_grid_from_pure_noise():
     planner.fit_trajectories(fut)
     seen = []
     decode = planner.net.decode
-    planner.net.decode = lambda mem, pad, x, t: seen.append(x.shape) or decode(mem, pad, x, t)
+    planner.net.decode = lambda mem, pad, x, t, **kw: seen.append((x.shape, kw)) or decode(mem, pad, x, t, **kw)
     plan = planner.plan({k: v[:3] for k, v in obs.items()}, n_steps=2, n_samples=5)
-    assert len(seen) == 2 and seen[0] == (15, 1, 2 * W)  # 3 scenes x 5 samples, one query each
+    assert len(seen) == 2 and seen[0][0] == (15, 1, 2 * W)  # 3 scenes x 5 samples, one query each
+    assert seen[0][1] == {"residual": False}  # epsilon prediction by default
     assert plan.trajs.shape == (3, 5, W, 2)
+
+
+def test_vanilla_epsilon_loss_is_the_noise_regression():
+    torch.manual_seed(0)
+    obs, fut = fork_data(32)
+    planner = DrivePlanner(small("vanilla"))
+    planner.fit_trajectories(fut)
+    assert planner.cfg.prediction_type == "epsilon" and planner.sampler.clip_sample
+    batch = {"obs": {k: torch.from_numpy(v) for k, v in obs.items()}, "future": torch.from_numpy(fut)}
+    assert torch.isfinite(planner.loss(batch, torch.Generator().manual_seed(0)))
+    with pytest.raises(ValueError, match="not available"):
+        small("anchored", prediction_type="epsilon")
 
 
 def test_anchored_learns_both_modes_and_round_trips_through_a_checkpoint(tmp_path):
