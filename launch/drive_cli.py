@@ -94,9 +94,15 @@ def drive_table(files: list[str]) -> str:
     import json
 
     from launch.results import machine, markdown_table
-    rows = []
+    rows, notes = [], []
     for f in files:
         r = json.loads(Path(f).read_text())
+        if "latency_ms" in r and "vs_vanilla20" in r:  # a `dpctl drive bench` report
+            notes.append(f"Plan latency, batch 1, the same {r['scenes']} {r['scenario']} scenes timed interleaved "
+                         f"in one process (`{r['command']}`): "
+                         + ", ".join(f"{k} {v['p50']:.2f} ms ({r['vs_vanilla20'][k]:.3f} x vanilla-20)"
+                                     for k, v in r["latency_ms"].items()) + ".")
+            continue
         if "collision_rate" not in r or "per_episode" not in r or "command" not in r:
             raise ValueError(f"{f} is not a `dpctl drive eval` report")
         steps = "" if r["method"] in ("expert", "regression") else f"-{r['n_steps']}"
@@ -110,7 +116,9 @@ def drive_table(files: list[str]) -> str:
                      f"{r['diversity']:.3f}" if "diversity" in r else "-",
                      f"{r['top3_both_lanes']:.3f}" if "top3_both_lanes" in r else "-", r["episodes"],
                      f"`{r['command']}`"])
-    return (f"Machine: {machine()}; 1 torch thread; seeds from 100000 (expert data uses seeds from 0).\n\n"
+    return (f"Machine: {machine()}; 1 torch thread; seeds from 100000 (expert data uses seeds from 0). "
+            "Latencies in the table come from separate, loaded runs; compare them within the line below.\n\n"
+            + "".join(n + "\n\n" for n in notes)
             + markdown_table(["scenario", "planner", "collision", "off-road", "progress (m)", "lane change L/R/keep",
                               "plan latency p50 (ms)", "diversity", "both lanes in top-3", "episodes", "command"],
                              rows))

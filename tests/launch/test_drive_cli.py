@@ -28,6 +28,8 @@ def test_train_then_eval_in_the_control_loop(tmp_path):
     assert res["episodes"] == 2 and 0 <= res["collision_rate"] <= 1 and 0 <= res["top3_both_lanes"] <= 1
     assert res["plan_latency_ms"]["plans"] >= 2 and res["n_steps"] == 2 and 0 <= res["diversity"] < 1
     assert sum(res["lane_change"].values()) == 2
+    assert main(["results", "drive", str(res_path)]) == 0  # tabulates it
+    assert main(["results", "drive", str(out / "checkpoint" / "config.json")]) == 2  # not an eval report
     # the checkpoint holds an anchored planner: asking for another method is an error, not a silent switch
     assert main(["drive", "eval", "--method", "vanilla", "--checkpoint", str(out / "checkpoint"),
                  "--episodes", "1", "--no-progress"]) == 2
