@@ -116,7 +116,8 @@ def bench_serve(checkpoint: str, clients: int, rate_hz: float, seconds: float, s
              "jitter_ms": r["period_jitter_ms"]} for i, r in enumerate(reports)]
     return {"checkpoint": checkpoint, "clients": clients, "rate_hz": rate_hz, "seconds": seconds,
             "server_args": server_args, "worst_miss_rate": max(r["deadline_miss_rate"] for r in rows),
-            "server_rss_mb": {"start": start_rss, "end": samples[-1][1], "max": max(s for _, s in samples)},
+            "server_rss_mb": {"start": start_rss, "end": samples[-1][1], "max": max(s for _, s in samples),
+                              "every_10_s": [round(s, 1) for _, s in samples[::10]]},
             "rows": rows}
 
 
