@@ -19,7 +19,7 @@ def test_fork_scene_has_a_slow_leader_ahead_and_free_side_lanes():
 
 
 def test_fork_expert_goes_both_ways_and_never_crashes():
-    sides, lanes = [], []
+    sides = []
     for seed in range(8):
         data, meta = record_expert("fork", seed)
         assert not meta["crashed"] and len(data["future"]) > 0
