@@ -15,7 +15,7 @@ setup:
 	$(INSTALL) .
 
 setup-test:
-	$(INSTALL) ".[test,highway]"
+	$(INSTALL) ".[test,highway,lerobot]"
 
 demo: setup
 	dpctl demo

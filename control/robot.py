@@ -28,6 +28,14 @@ class Robot(Protocol):
     def __exit__(self, *exc) -> None: ...
 
 
+def bounded_action(action, space: gym.spaces.Box) -> np.ndarray:
+    """``action`` as float32 clipped to ``space``; a wrong shape or a non-finite value raises."""
+    action = np.asarray(action, dtype=np.float32)
+    if action.shape != space.shape or not np.isfinite(action).all():
+        raise ValueError(f"refusing action {action!r}: expected finite values of shape {space.shape}")
+    return np.clip(action, space.low, space.high)
+
+
 class RobotBase:
     """Context-manager plumbing shared by robot implementations."""
 
@@ -79,10 +87,7 @@ class SimRobot(RobotBase):
 
     def act(self, action: np.ndarray) -> np.ndarray:
         self._require()
-        action = np.asarray(action, dtype=np.float32)
-        if action.shape != self.action_space.shape or not np.isfinite(action).all():
-            raise ValueError(f"refusing action {action!r}: expected finite values of shape {self.action_space.shape}")
-        sent = np.clip(action, self.action_space.low, self.action_space.high)
+        sent = bounded_action(action, self.action_space)
         self._obs, _, terminated, truncated, info = self.env.step(sent)
         self.steps += 1
         self.success = self.success or bool(info.get("success", False))

@@ -459,8 +459,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.set_defaults(func=cmd_bench)
 
     from launch.drive_cli import add_parser as add_drive_parser
+    from launch.lerobot_roundtrip import add_parser as add_lerobot_parser
     from launch.remote import add_parsers as add_remote_parsers
     add_drive_parser(sub)
+    add_lerobot_parser(sub)
     add_remote_parsers(sub, _add_warm_start_args)
 
     d = sub.add_parser("demo", help="the main job: the shipped Lift policy closed loop, DDPM-100 vs DDIM-10")
