@@ -38,3 +38,30 @@ class StepDataset:
         idx = np.asarray(indices)
         return {"obs": {k: torch.from_numpy(self.arrays[k][idx]) for k in self.obs_keys},
                 self.target_key: torch.from_numpy(self.arrays[self.target_key][idx])}
+
+
+class StridedWindows:
+    """Every window of ``n_points`` steps, ``stride`` apart, of one key inside one episode:
+    ``get_batch(idx) -> {"traj": (B, n_points, D)}`` (a planner's training trajectories)."""
+
+    def __init__(self, buffer: ReplayBuffer, key: str, n_points: int, stride: int,
+                 episodes: Sequence[int] | None = None):
+        if key not in buffer.keys():
+            raise KeyError(f"{buffer!r} has no {key!r}; it has {buffer.keys()}")
+        if n_points < 2 or stride < 1:
+            raise ValueError(f"need n_points >= 2 and stride >= 1, got {n_points}, {stride}")
+        episodes = range(buffer.n_episodes) if episodes is None else episodes
+        parts = [buffer.episode(int(i), [key])[key].astype(np.float32) for i in episodes]
+        span = (n_points - 1) * stride
+        self.data = np.concatenate(parts) if parts else np.zeros((0, 1), np.float32)
+        offsets = np.concatenate([[0], np.cumsum([len(p) for p in parts])[:-1]]).astype(np.int64)
+        self.starts = np.concatenate([o + np.arange(max(0, len(p) - span)) for o, p in zip(offsets, parts)]
+                                     ).astype(np.int64) if parts else np.zeros(0, np.int64)
+        self.steps = np.arange(n_points, dtype=np.int64) * stride
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def get_batch(self, indices: np.ndarray) -> dict:
+        rows = self.starts[np.asarray(indices)][:, None] + self.steps[None]
+        return {"traj": torch.from_numpy(self.data[rows])}

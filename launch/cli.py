@@ -14,6 +14,13 @@ def _write_json(path: str | None, payload: dict) -> None:
         Path(path).write_text(json.dumps(payload, indent=2) + "\n")
 
 
+def label_pairs(values: list[str] | None, usage: str) -> dict[str, str]:
+    """``LABEL=CHECKPOINT`` arguments as an ordered dict; ValueError with ``usage`` otherwise."""
+    if not values or not all("=" in v for v in values):
+        raise ValueError(f"{usage} (got {values})")
+    return dict(v.split("=", 1) for v in values)
+
+
 def cmd_collect(args: argparse.Namespace) -> int:
     from launch.collect import collect
     rep = collect(args.env, args.episodes, args.out, images=args.images, seed=args.seed,
@@ -460,9 +467,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     from launch.drive_cli import add_parser as add_drive_parser
     from launch.lerobot_roundtrip import add_parser as add_lerobot_parser
+    from launch.plan_cli import add_parser as add_plan_parser
     from launch.remote import add_parsers as add_remote_parsers
     add_drive_parser(sub)
     add_lerobot_parser(sub)
+    add_plan_parser(sub)
     add_remote_parsers(sub, _add_warm_start_args)
 
     d = sub.add_parser("demo", help="the main job: the shipped Lift policy closed loop, DDPM-100 vs DDIM-10")

@@ -28,7 +28,7 @@ from envs.highway import SIM_HZ, DriveTask, record_expert
 from launch.collect import open_store
 from launch.drive_cli import EVAL_SEED_START
 from policy.drive import DriveConfig, DrivePlanner
-from policy.train import TrainConfig, Trainer
+from policy.train import train_config_model
 from policy.trajectories import lateral_side, mode_diversity
 
 BRAKE = np.array([-0.4, 0.0], np.float32)  # the safety filter's hold: brake at 2 m/s^2, wheels straight
@@ -66,11 +66,8 @@ def train(scenario: str, method: str, steps: int, out: str | Path, data: str | P
     recipe = {"scenario": scenario, "data": str(data), "demos": min(demos, rb.n_episodes), "samples": len(ds),
               "command": f"dpctl drive train --scenario {scenario} --method {method} --demos {demos} --steps {steps} "
                          f"--lr {lr:g} --batch-size {batch_size} --seed {seed} --out {out}"}
-    tcfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed, warmup_steps=min(200, steps // 10),
-                       save_every=max(500, steps // 4))
-    trainer = Trainer(planner, ds, tcfg, out, progress=progress,
-                      save_fn=lambda model, path, extra=None: model.save(path, {**(extra or {}), **recipe}))
-    result = trainer.run()
+    result = train_config_model(planner, ds, out, recipe, steps, batch_size, lr, seed, warmup_steps=200,
+                                save_every=500, progress=progress)
     return {"collect": report, **recipe, "train": result}
 
 

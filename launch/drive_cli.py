@@ -12,7 +12,7 @@ EVAL_SEED_START = 100_000  # training data uses seeds from 0
 def cmd_drive(args) -> int:
     import torch
 
-    from launch.cli import _write_json
+    from launch.cli import _write_json, label_pairs
     from launch.drive import collect, evaluate, train
     torch.set_num_threads(args.threads)
     progress = not args.no_progress
@@ -29,11 +29,7 @@ def cmd_drive(args) -> int:
               f"{res['train']['samples_per_s']:.0f} samples/s; checkpoint in {Path(args.out) / 'checkpoint'}")
     elif args.action == "bench":
         from launch.drive import bench_latency
-        if not args.bench:
-            raise ValueError("drive bench needs --bench LABEL=CHECKPOINT ...")
-        if not all("=" in b for b in args.bench):
-            raise ValueError(f"--bench takes LABEL=CHECKPOINT pairs, got {args.bench}")
-        pairs = dict(b.split("=", 1) for b in args.bench)
+        pairs = label_pairs(args.bench, "drive bench needs --bench LABEL=CHECKPOINT ...")
         res = bench_latency(pairs, args.scenario, scenes=args.episodes)
         res["command"] = f"dpctl drive bench --scenario {args.scenario} --episodes {args.episodes} " \
                          f"--threads {args.threads} --bench " + " ".join(args.bench)

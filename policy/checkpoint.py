@@ -150,3 +150,36 @@ def load(path: str | os.PathLike, seed: int = 0) -> DiffusionPolicy:
         raise CheckpointError(f"{weights}: weights do not match the config (missing {missing[:5]}, "
                               f"unexpected {unexpected[:5]})")
     return policy.eval()
+
+
+class ConfigCheckpoint:
+    """``save(dir)`` / ``load(dir)`` for models built as ``cls(cfg, seed=...)`` from one config
+    dataclass (the planners): the subclass sets ``FORMAT``, ``VERSION``, ``SECTION`` (the
+    config's key in config.json) and ``CONFIG`` (the dataclass). A loaded model keeps the
+    whole config.json as ``checkpoint_config``."""
+
+    FORMAT: str
+    VERSION: int
+    SECTION: str
+    CONFIG: type
+
+    def save(self, path: str | os.PathLike, extra: dict | None = None) -> Path:
+        from dataclasses import asdict
+        config = {"format": self.FORMAT, "version": self.VERSION, self.SECTION: asdict(self.cfg), **(extra or {})}
+        return write_dir(path, dict(self.state_dict()), config)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, seed: int = 0):
+        path = resolve(path)
+        config = read_config(path, cls.FORMAT, cls.VERSION)
+        try:
+            cfg = cls.CONFIG(**config[cls.SECTION])
+        except (TypeError, ValueError, KeyError) as e:
+            raise CheckpointError(f"{path}: bad {cls.SECTION} config: {e}") from None
+        model = cls(cfg, seed=seed)
+        missing, unexpected = model.load_state_dict(read_tensors(path), strict=False)
+        if missing or unexpected:
+            raise CheckpointError(f"{path}: weights do not match the config "
+                                  f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
+        model.checkpoint_config = config
+        return model.eval()

@@ -18,9 +18,7 @@ trajectories (B, Q, W, 2) in metres, normalised to [-1, 1] per axis inside the m
 """
 from __future__ import annotations
 
-import os
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -174,8 +172,10 @@ class Plan:
         return np.take_along_axis(self.trajs, idx[..., None, None], axis=1)
 
 
-class DrivePlanner(nn.Module):
+class DrivePlanner(checkpoint.ConfigCheckpoint, nn.Module):
     """A trajectory planner; ``fit_trajectories`` sets normalisation (and anchors) from data."""
+
+    FORMAT, VERSION, SECTION, CONFIG = FORMAT, VERSION, "drive", DriveConfig
 
     def __init__(self, cfg: DriveConfig, anchors: np.ndarray | None = None, seed: int = 0):
         super().__init__()
@@ -282,23 +282,3 @@ class DrivePlanner(nn.Module):
             logits = logits.reshape(B, Q) if cfg.method == "anchored" else torch.zeros(B, Q)
         trajs = self._unnorm(x).numpy()
         return Plan(trajs=trajs, scores=logits.sigmoid().numpy())
-
-    # ------------------------------------------------------------------ checkpoints
-    def save(self, path: str | os.PathLike, extra: dict | None = None) -> Path:
-        config = {"format": FORMAT, "version": VERSION, "drive": asdict(self.cfg), **(extra or {})}
-        return checkpoint.write_dir(path, dict(self.state_dict()), config)
-
-    @classmethod
-    def load(cls, path: str | os.PathLike, seed: int = 0) -> "DrivePlanner":
-        path = checkpoint.resolve(path)
-        config = checkpoint.read_config(path, FORMAT, VERSION)
-        try:
-            cfg = DriveConfig(**config["drive"])
-        except (TypeError, ValueError, KeyError) as e:
-            raise checkpoint.CheckpointError(f"{path}: bad drive config: {e}") from None
-        planner = cls(cfg, seed=seed)
-        missing, unexpected = planner.load_state_dict(checkpoint.read_tensors(path), strict=False)
-        if missing or unexpected:
-            raise checkpoint.CheckpointError(f"{path}: weights do not match the config "
-                                             f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
-        return planner.eval()

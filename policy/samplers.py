@@ -16,7 +16,6 @@ outputs (tests/policy/test_samplers.py). Training goes through the same object:
 """
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np

@@ -224,3 +224,14 @@ class Trainer:
         elapsed = time.perf_counter() - t0
         return {"step": self.step, "samples_per_s": samples / elapsed if samples else float("nan"),
                 "eval": self.last_eval, "resumed_from": self.resumed_from}
+
+
+def train_config_model(model, dataset, out: str | Path, recipe: dict, steps: int, batch_size: int, lr: float,
+                       seed: int = 0, warmup_steps: int = 500, save_every: int = 1000, progress: bool = True) -> dict:
+    """Train a ``ConfigCheckpoint`` model (the planners) with the recipe stored in every checkpoint;
+    warm-up and checkpoint period shrink for short runs (a tenth / a quarter of ``steps``)."""
+    tcfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed,
+                       warmup_steps=min(warmup_steps, steps // 10), save_every=max(save_every, steps // 4))
+    trainer = Trainer(model, dataset, tcfg, out, progress=progress,
+                      save_fn=lambda m, path, extra=None: m.save(path, {**(extra or {}), **recipe}))
+    return trainer.run()
