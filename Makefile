@@ -15,7 +15,7 @@ setup:
 	$(INSTALL) .
 
 setup-test:
-	$(INSTALL) ".[test,highway,lerobot]"
+	$(INSTALL) ".[test,highway,lerobot,maze]"
 
 demo: setup
 	dpctl demo

@@ -40,28 +40,55 @@ class StepDataset:
                 self.target_key: torch.from_numpy(self.arrays[self.target_key][idx])}
 
 
-class StridedWindows:
-    """Every window of ``n_points`` steps, ``stride`` apart, of one key inside one episode:
-    ``get_batch(idx) -> {"traj": (B, n_points, D)}`` (a planner's training trajectories)."""
+class GoalSegments:
+    """Goal-directed planning windows from goal-resampling data (D4RL maze2d style): from every
+    step ``t``, the states until the expert reaches the goal it is heading for (the step after
+    which the recorded goal changes), every ``stride`` steps, then the goal position at rest
+    (velocity 0) up to ``n_points``. So a trajectory reaches its goal as the expert does and
+    then stays, whatever its length; segments longer than the horizon are left out.
+    ``get_batch(idx) -> {"traj": (B, n_points, 4)}`` for (x, y, vx, vy) states."""
 
-    def __init__(self, buffer: ReplayBuffer, key: str, n_points: int, stride: int,
-                 episodes: Sequence[int] | None = None):
-        if key not in buffer.keys():
-            raise KeyError(f"{buffer!r} has no {key!r}; it has {buffer.keys()}")
-        if n_points < 2 or stride < 1:
-            raise ValueError(f"need n_points >= 2 and stride >= 1, got {n_points}, {stride}")
+    def __init__(self, buffer: ReplayBuffer, n_points: int, stride: int, state_key: str = "state",
+                 goal_key: str = "goal", episodes: Sequence[int] | None = None):
+        missing = [k for k in (state_key, goal_key) if k not in buffer.keys()]
+        if missing:
+            raise KeyError(f"{buffer!r} has no {missing}; it has {buffer.keys()}")
         episodes = range(buffer.n_episodes) if episodes is None else episodes
-        parts = [buffer.episode(int(i), [key])[key].astype(np.float32) for i in episodes]
-        span = (n_points - 1) * stride
-        self.data = np.concatenate(parts) if parts else np.zeros((0, 1), np.float32)
-        offsets = np.concatenate([[0], np.cumsum([len(p) for p in parts])[:-1]]).astype(np.int64)
-        self.starts = np.concatenate([o + np.arange(max(0, len(p) - span)) for o, p in zip(offsets, parts)]
-                                     ).astype(np.int64) if parts else np.zeros(0, np.int64)
+        horizon = (n_points - 1) * stride + 1
+        states, goals, starts, ends, offset = [], [], [], [], 0
+        for i in episodes:
+            ep = buffer.episode(int(i), [state_key, goal_key])
+            s, g = ep[state_key].astype(np.float32), ep[goal_key].astype(np.float32)
+            change = np.flatnonzero(np.any(g[1:] != g[:-1], axis=1))  # goal reached at these steps
+            t = np.arange(len(s))
+            k = np.searchsorted(change, t)
+            ok = k < len(change)
+            end = np.where(ok, change[np.minimum(k, len(change) - 1)] + 2, 0)  # incl. the state at the goal
+            ok &= (end <= len(s)) & (end - t <= horizon)
+            starts.append(offset + t[ok])
+            ends.append(offset + end[ok])
+            states.append(s)
+            goals.append(g)
+            offset += len(s)
+        self.states = np.concatenate(states)
+        self.goals = np.concatenate(goals)
+        self.starts, self.ends = np.concatenate(starts), np.concatenate(ends)
         self.steps = np.arange(n_points, dtype=np.int64) * stride
+
+    @property
+    def data(self) -> np.ndarray:
+        return self.states
 
     def __len__(self) -> int:
         return len(self.starts)
 
     def get_batch(self, indices: np.ndarray) -> dict:
-        rows = self.starts[np.asarray(indices)][:, None] + self.steps[None]
-        return {"traj": torch.from_numpy(self.data[rows])}
+        idx = np.asarray(indices)
+        t, end = self.starts[idx][:, None], self.ends[idx][:, None]
+        rows = t + self.steps[None]
+        inside = rows < end
+        traj = self.states[np.where(inside, rows, t)]
+        rest = np.concatenate([self.goals[t[:, 0]], np.zeros((len(idx), 2), np.float32)], 1)[:, None]
+        traj = np.where(inside[..., None], traj, rest)
+        traj[:, -1] = rest[:, 0]  # the last point is the goal itself (what planning inpaints)
+        return {"traj": torch.from_numpy(traj.astype(np.float32))}

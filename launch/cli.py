@@ -89,12 +89,13 @@ def cmd_results(args: argparse.Namespace) -> int:
     import json as _json
 
     from launch.results import machine, markdown_table, replace_block
-    if args.what == "drive":
+    if args.what in ("drive", "plan"):
         from launch.drive_cli import drive_table
-        table = drive_table(args.files)
+        from launch.plan_cli import plan_table
+        table = (drive_table if args.what == "drive" else plan_table)(args.files)
         print(table)
         if args.update_readme:
-            replace_block(Path(args.update_readme), "drive", table)
+            replace_block(Path(args.update_readme), args.what, table)
         return 0
     rows = []
     for f in args.files:
@@ -380,7 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_train)
 
     rs = sub.add_parser("results", help="tabulate eval JSON reports into the README")
-    rs.add_argument("what", choices=["evals", "drive"], help="dpctl eval or dpctl drive eval reports")
+    rs.add_argument("what", choices=["evals", "drive", "plan"], help="dpctl eval, drive eval or plan eval reports")
     rs.add_argument("files", nargs="+")
     rs.add_argument("--update-readme", metavar="README")
     rs.set_defaults(func=cmd_results)

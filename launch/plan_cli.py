@@ -84,3 +84,35 @@ def add_parser(sub) -> None:
     p.add_argument("--json", help="write the report here")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_plan)
+
+
+def plan_table(files: list[str]) -> str:
+    """The README's planning table from ``dpctl plan eval`` / ``dpctl plan bench`` JSON reports."""
+    import json
+
+    from launch.results import machine, markdown_table
+    rows, notes = [], []
+    for f in files:
+        r = json.loads(Path(f).read_text())
+        if "plan_time_ms" in r and "scenes" in r:  # a `dpctl plan bench` report
+            ref = next(iter(r["plan_time_ms"]))
+            notes.append(f"Planning time, batch 1, the same {r['scenes']} {r['maze']} start states timed interleaved in "
+                         f"one process (`{r['command']}`): "
+                         + ", ".join(f"{k} {v['p50']:.1f} ms ({r['ratio_vs_' + ref][k]:.3f} x {ref})"
+                                     for k, v in r["plan_time_ms"].items()) + ".")
+            continue
+        if "success_rate" not in r or "normalized_score" not in r or "command" not in r:
+            raise ValueError(f"{f} is not a `dpctl plan eval` report")
+        t = r.get("plan_time_ms")
+        wall, ratio = r["plan_waypoints_in_walls"], r["path_length_ratio"]
+        name = r["planner"] + (f"-{r['n_steps']}" if r["planner"] in PLANNERS else "")
+        rows.append([r["maze"], name, f"{r['success_rate']:.3f}", f"{r['normalized_score']:.1f}",
+                     "-" if ratio is None else f"{ratio:.2f}", "-" if wall is None else f"{wall:.2%}",
+                     f"{t['p50']:.1f}" if t else "-", r["episodes"], f"`{r['command']}`"])
+    return (f"Machine: {machine()}; 1 torch thread; seeds from 100000 (expert data: seeds from 0). Normalised "
+            "score: 100 (R - R_random) / (R_expert - R_random) on the same seeds, R = steps within 0.45 m of "
+            "the goal. Path length: mean over episodes both this planner and the expert solved. Planning times "
+            "in the table come from separate, loaded runs; compare them within the line below.\n\n"
+            + "".join(n + "\n\n" for n in notes)
+            + markdown_table(["maze", "planner", "success", "normalised score", "path length / expert",
+                              "plan waypoints in walls", "planning time p50 (ms)", "episodes", "command"], rows))

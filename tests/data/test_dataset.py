@@ -73,3 +73,22 @@ def test_get_batch_equals_items(tmp_path):
         for k in ("obs", "img"):
             torch.testing.assert_close(batch["obs"][k][row], item["obs"][k])
     assert batch["obs"]["img"].shape == (5, 2, 1, 1, 3)
+
+
+def test_goal_segments_stop_at_the_goal_and_rest_there(tmp_path):
+    from data.samples import GoalSegments
+    rb = ReplayBuffer.create(tmp_path / "g.zarr")
+    # one run: heading for goal A for steps 0-5 (reached at step 5), then for B until the end
+    state = np.zeros((12, 4), np.float32)
+    state[:, 0] = np.arange(12)
+    goal = np.zeros((12, 2), np.float32)
+    goal[:6] = [100.0, 0.0]
+    goal[6:] = [200.0, 0.0]
+    rb.add_episode({"state": state, "goal": goal})
+    ds = GoalSegments(rb, n_points=4, stride=2)
+    # starts 0..5 head for A (segment ends with the state after step 5); later steps never reach B
+    assert ds.starts.tolist() == [0, 1, 2, 3, 4, 5] and ds.ends.tolist() == [7] * 6
+    traj = ds.get_batch(np.array([0, 4]))["traj"].numpy()
+    assert traj[0, :, 0].tolist() == [0, 2, 4, 100]  # states 0, 2, 4 (6 < 7 too, but the last point is the goal)
+    assert traj[1, :, 0].tolist() == [4, 6, 100, 100] and (traj[1, 2:, 2:] == 0).all()  # then at rest
+    assert len(GoalSegments(rb, n_points=2, stride=2)) == 2  # horizon 3 steps: only starts 4 and 5 fit

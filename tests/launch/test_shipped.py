@@ -38,3 +38,17 @@ def test_shipped_drive_fork_keeps_both_lanes_among_its_top_3():
         plan = planner.plan({k: v[None] for k, v in obs.items()})
         both += {-1, 1} <= set(lateral_side(plan.top(3)[0]).tolist())
     assert both >= 8
+
+
+def test_shipped_umaze_planners_solve_held_out_seeds():
+    import pytest
+    pytest.importorskip("gymnasium_robotics")
+    from launch.plan import evaluate
+    for method in ("diffuser", "trajdiff"):
+        name = f"plan-umaze-{method}"
+        d = checkpoint.SHIPPED_DIR / name
+        assert (d / "model.safetensors").stat().st_size <= 5 * 1024 * 1024
+        cfg = json.loads((d / "config.json").read_text())
+        assert cfg["command"].startswith(f"dpctl plan train --maze umaze --planner {method}")
+        res = evaluate("umaze", method, episodes=4, checkpoint=name, progress=False)
+        assert res["success_rate"] >= 3 / 4 and res["plan_waypoints_in_walls"] <= 0.1, (name, res["success_rate"])
