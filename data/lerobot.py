@@ -396,9 +396,12 @@ class LeRobotSource:
         self.episodes = sorted(eps.select(keep).to_pylist(), key=lambda r: r["episode_index"])
         tasks_path = self.root / "meta" / "tasks.parquet"
         self.tasks: list[str] = []
-        if tasks_path.is_file():
-            t = pq.read_table(str(tasks_path)).to_pandas()
-            self.tasks = [str(name) for name, _ in sorted(zip(t.index, t["task_index"]), key=lambda x: x[1])]
+        if tasks_path.is_file():  # pandas-written: the task string is the (index) column besides task_index
+            t = pq.read_table(str(tasks_path))
+            names = [c for c in t.column_names if c != "task_index"]
+            if "task_index" not in t.column_names or len(names) != 1:
+                raise LeRobotFormatError(f"{tasks_path}: expected task_index and one task column, got {t.column_names}")
+            self.tasks = [str(n) for _, n in sorted(zip(t["task_index"].to_pylist(), t[names[0]].to_pylist()))]
         self.video_keys = [k for k, f in self.features.items() if f["dtype"] == "video"]
         self.image_keys = [k for k, f in self.features.items() if f["dtype"] == "image"]
         self.keys = {k: zarr_key(k) for k, f in self.features.items()
