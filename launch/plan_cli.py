@@ -106,6 +106,8 @@ def plan_table(files: list[str]) -> str:
         t = r.get("plan_time_ms")
         wall, ratio = r["plan_waypoints_in_walls"], r["path_length_ratio"]
         name = r["planner"] + (f"-{r['n_steps']}" if r["planner"] in PLANNERS else "")
+        if r.get("replan_every_steps"):
+            name += f", replan every {r['replan_every_steps']} steps"
         rows.append([r["maze"], name, f"{r['success_rate']:.3f}", f"{r['normalized_score']:.1f}",
                      "-" if ratio is None else f"{ratio:.2f}", "-" if wall is None else f"{wall:.2%}",
                      f"{t['p50']:.1f}" if t else "-", r["episodes"], f"`{r['command']}`"])
