@@ -151,19 +151,22 @@ def evaluate(maze: str, planner_name: str, episodes: int, checkpoint: str | None
     if episodes < 1:
         raise ValueError("--episodes must be >= 1")
     seeds = range(seed_start, seed_start + episodes)
-    base = baselines(maze, seeds)
-    if planner_name in ("expert", "random"):
-        rows = base[planner_name]
-        plans_in_wall, latencies, planner = None, [], None
-    else:
+    planner = None
+    if planner_name not in ("expert", "random"):  # load and check before any episode runs
         if checkpoint is None:
             raise ValueError("--checkpoint is required for a diffusion planner")
         planner = TrajectoryPlanner.load(checkpoint, seed=seed_start)
         if planner.cfg.method != planner_name:
             raise ValueError(f"{checkpoint} holds a {planner.cfg.method!r} planner, not {planner_name!r}")
+        trained_on = planner.checkpoint_config.get("maze")
+        if trained_on is not None and trained_on != maze:
+            raise ValueError(f"{checkpoint} was trained on maze {trained_on!r}, not {maze!r}; pass --checkpoint")
+    base = baselines(maze, seeds)
+    if planner is None:
+        rows = base[planner_name]
+        plans_in_wall, latencies = None, []
+    else:
         task = MazeTask(maze)
-        if STRIDE[maze] != planner.cfg.stride:
-            print(f"note: {checkpoint} plans every {planner.cfg.stride} steps (trained for another maze?)")
         follower = PlanFollower(planner, replan_every, n_steps)
         clock = FakeClock()
         robot = SimRobot(task, clock=clock)

@@ -42,6 +42,9 @@ def test_train_then_eval_in_the_control_loop(tmp_path):
     # the checkpoint holds a trajdiff planner: asking for diffuser is an error, not a silent switch
     assert main(["plan", "eval", "--planner", "diffuser", "--checkpoint", str(out / "checkpoint"),
                  "--episodes", "1", "--no-progress"]) == 2
+    # and a UMaze planner is not silently used on another maze
+    assert main(["plan", "eval", "--maze", "medium", "--planner", "trajdiff", "--checkpoint", str(out / "checkpoint"),
+                 "--episodes", "1", "--no-progress"]) == 2
 
 
 def test_expert_eval_scores_100(tmp_path):
