@@ -11,7 +11,7 @@ state (index 0) to the goal position (last index): the horizon is n_points * str
   the trajectory autoregressively, ``chunk`` states per step, conditioned on the start state
   and the goal; the same kind of U-Net then refines the proposal with a few (<= 5) DDIM
   steps from a low noise level (SDEdit), with the same inpainting. The refiner is a
-  Diffuser network (the diffuser checkpoint's, or one trained alongside).
+  Diffuser U-Net trained alongside the proposer (one loss: denoising MSE + next-chunk MSE).
 
 Both networks see states normalised to [-1, 1] per dimension (range from the data).
 ``policy/`` knows nothing of the maze: walls, tracking and evaluation live in envs/ and
