@@ -39,7 +39,10 @@ def big_policy(like):
     return DiffusionPolicy(cfg, like.normalizer).eval()
 
 
-def _timed(policy, batches: list[dict], reps: int) -> list[float]:
+def _timed(policy, batches: list[dict], reps: int, outputs: list | None = None) -> list[float]:
+    """Per-chunk wall-clock ms of ``predict_batch`` over ``reps`` chunks in episode order
+    (host arrays in, host arrays out: a GPU run is synchronized by the copy back). The
+    chunks' actions are appended to ``outputs`` if given."""
     times = []
     policy.reset()
     for i in range(reps + 1):
@@ -47,12 +50,31 @@ def _timed(policy, batches: list[dict], reps: int) -> list[float]:
         if i % len(batches) == 0:
             policy.reset()  # a new episode: its first chunk is cold
         t0 = time.perf_counter()
-        policy.predict_batch(b)
+        actions = policy.predict_batch(b)
         dt = (time.perf_counter() - t0) * 1e3
         policy.note_executed(policy.n_action_steps)
+        if outputs is not None:
+            outputs.append(actions)
         if i and (policy.warm is None or i % len(batches)):
             times.append(dt)  # not the warm-up call, not a cold chunk of a warm-started run
     return times
+
+
+def configure(policy, checkpoint_name, variant: str, calibration: dict | None) -> None:
+    """Set ``policy`` up as ``variant`` of VARIANTS (cache schedules from ``calibration`` or
+    the checkpoint's cache_bac.json)."""
+    sampler, steps, warm, cached = VARIANTS[variant]
+    policy.set_cache(None)
+    policy.set_sampler(sampler, steps)
+    policy.set_warm_start(default_rti_config(checkpoint_name, policy) if warm else None)
+    if cached:
+        policy.set_cache(make_cache("bac", checkpoint_name, policy, calibration=calibration))
+
+
+def calibrate_big(policy, data_path) -> dict:
+    """BAC schedules for the 9M model (it has no calibration of its own): DDPM-100, budget 10."""
+    policy.set_sampler("ddpm", 100)
+    return calibrate_cache(policy, dataset_windows(policy, data_path, 16), budget=10, objective="cached")
 
 
 def bench_policy(checkpoint_name: str, data_path, batches=(1, 8), models=("lift", "9M"), reps: int = 20,
@@ -65,20 +87,13 @@ def bench_policy(checkpoint_name: str, data_path, batches=(1, 8), models=("lift"
     for model in models:
         pol = lift if model == "lift" else big_policy(lift).to(device)
         n_params = sum(p.numel() for p in pol.parameters())
-        cal = None  # the lift checkpoint's cache_bac.json; the 9M model is calibrated here
-        if model != "lift":
-            pol.set_sampler("ddpm", 100)
-            cal = calibrate_cache(pol, dataset_windows(pol, data_path, 16), budget=10, objective="cached")
+        # the lift checkpoint's cache_bac.json; the 9M model is calibrated here
+        cal = None if model == "lift" else calibrate_big(pol, data_path)
         for B in batches:
             chunks = max(2, reps // 4 + 1)
             seqs = episode_windows(pol, data_path, B, chunks)
-            for name, (sampler, steps, warm, cached) in tqdm(VARIANTS.items(), desc=f"{model} batch {B}",
-                                                              disable=not progress):
-                pol.set_cache(None)
-                pol.set_sampler(sampler, steps)
-                pol.set_warm_start(default_rti_config(checkpoint_name, pol) if warm else None)
-                if cached:
-                    pol.set_cache(make_cache("bac", checkpoint_name, pol, calibration=cal))
+            for name in tqdm(VARIANTS, desc=f"{model} batch {B}", disable=not progress):
+                configure(pol, checkpoint_name, name, cal)
                 ms = _timed(pol, seqs, reps)
                 rows.append({"model": model, "params": n_params, "batch": B, "name": name, "nfe": pol.nfe_last,
                              "p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)),

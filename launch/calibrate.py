@@ -130,7 +130,8 @@ def calibrate_cache(policy, windows: list[dict], budget: int, objective: str = "
     rec = BlockRecorder()
     policy.set_cache(rec)
     try:
-        batch = {k: torch.as_tensor(np.stack([w[k] for w in windows])) for k in policy.expected_obs()}
+        device = next(policy.parameters()).device
+        batch = {k: torch.as_tensor(np.stack([w[k] for w in windows])).to(device) for k in policy.expected_obs()}
         policy.sample(policy.encode_obs(batch))
     finally:
         policy.set_cache(None)

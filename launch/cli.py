@@ -169,6 +169,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return _bench_deploy(args)
     if args.what == "policy":
         return _bench_policy(args)
+    if args.what == "gpu":
+        return _bench_gpu(args)
+    if args.what == "peer":
+        return _bench_peer(args)
     from launch.bench_experts import bench_experts, markdown
     rows = bench_experts(args.tasks, args.episodes, args.collect_episodes, progress=not args.no_progress)
     command = (f"dpctl bench experts --episodes {args.episodes} --collect-episodes {args.collect_episodes}"
@@ -232,6 +236,50 @@ def _bench_policy(args) -> int:
         rep["plot"] = args.plot
     return _publish(args, "bench", command, f"p50/p99 over {rep['reps']} chunks per variant, ratios of p50s "
                     "within a model and batch.", markdown(rep), rep)
+
+
+def _bench_peer(args) -> int:
+    from launch.bench_peer import bench_peer, markdown
+    from launch.lerobot_roundtrip import venv_python
+    python = venv_python(args.venv)
+    if python is None:
+        raise FileNotFoundError(f"no lerobot venv at {args.venv} (and DPCTL_LEROBOT_PYTHON unset); build it with "
+                                f"`dpctl lerobot roundtrip --build` or pass --venv")
+    rep = bench_peer(args.checkpoint, _bench_data(args), python, reps=args.peer_reps, threads=args.threads)
+    command = f"dpctl bench peer --checkpoint {args.checkpoint} --peer-reps {args.peer_reps} --threads {args.threads}"
+    note = (f"lerobot {rep['lerobot']} (torch {rep['lerobot_torch']}) in its side venv next to dpctl (torch "
+            f"{rep['torch']}), {rep['threads']} torch threads each, batch 1, p50/p99 over {rep['reps']} chunks; "
+            "random LeRobot weights (timing only).")
+    return _publish(args, "peer", command, note, markdown(rep), rep)
+
+
+def _bench_gpu(args) -> int:
+    from launch.bench_gpu import bench_gpu, markdown
+    note = ("wall-clock per chunk, host arrays in and out; action error in robot units vs eager fp32 on the "
+            "same noise; loop: mock arm (no physical arm here).")
+    if args.from_json:  # re-render a saved report (e.g. from a GPU machine) under its own command and machine
+        saved = json.loads(Path(args.from_json).read_text())
+        text = f"Command: `{saved['command']}` — machine: {saved['machine']}; {note}\n\n{markdown(saved)}"
+        print(text)
+        if args.update_readme:
+            from launch.results import replace_block
+            replace_block(Path(args.update_readme), "gpu", text)
+        return 0
+    from launch.bench_gpu import COMPILE_PATHS, DEFAULT_PATHS
+    data = _bench_data(args)
+    paths = DEFAULT_PATHS + (COMPILE_PATHS if args.compile else ())
+    if args.quick:
+        rep = bench_gpu(args.checkpoint, data, batches=(1,), models=("9M",), reps=10,
+                        variants=("DDIM-10", "RTI", "floor: 1 call"), paths=paths, loop_cycles=500,
+                        rate_hz=args.rate_gpu, loop_precision=args.precision, progress=not args.no_progress)
+    else:
+        rep = bench_gpu(args.checkpoint, data, reps=args.reps, paths=paths, rate_hz=args.rate_gpu,
+                        loop_cycles=args.loop_cycles, loop_precision=args.precision, progress=not args.no_progress)
+    command = (f"dpctl bench gpu --checkpoint {args.checkpoint}" + (" --quick" if args.quick else
+               f" --reps {args.reps} --loop-cycles {args.loop_cycles}") + f" --rate-gpu {args.rate_gpu:g}"
+               + (f" --precision {args.precision}" if args.precision != "fp32" else "")
+               + (" --compile" if args.compile else ""))
+    return _publish(args, "gpu", command, note, markdown(rep), rep)
 
 
 def _publish(args, block: str, command: str, note: str, table: str, rep: dict) -> int:
@@ -439,12 +487,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="benchmarks: `experts` (expert success, collect speed), `loop` (timing), "
                                      "`cache` (block caching: action error and speed per sampler), `deploy` "
-                                     "(eager vs TorchScript denoiser), `policy` (latency of every inference variant)")
-    b.add_argument("what", choices=["experts", "loop", "cache", "deploy", "policy"])
-    b.add_argument("--quick", action="store_true", help="policy: lift only, batch 1, 5 chunks (under a minute)")
+                                     "(eager vs TorchScript denoiser), `policy` (latency of every inference variant), "
+                                     "`gpu` (CUDA-graph path: latency, precision error, 500 Hz loop), `peer` (next to LeRobot's "
+                                     "diffusion policy)")
+    b.add_argument("what", choices=["experts", "loop", "cache", "deploy", "policy", "gpu", "peer"])
+    b.add_argument("--quick", action="store_true", help="policy: lift only, batch 1, 5 chunks (under a minute); gpu: 9M, batch 1, "
+                   "DDIM-10/RTI/floor, 10 chunks, 500 loop cycles")
     b.add_argument("--reps", type=int, default=20, help="policy: timed chunks per variant")
     b.add_argument("--device", default="cpu", help="policy: cpu or cuda")
     b.add_argument("--plot", help="policy: write a PNG of the latencies here")
+    b.add_argument("--rate-gpu", type=float, default=500.0, help="gpu: control-loop rate in Hz")
+    b.add_argument("--loop-cycles", type=int, default=2500, help="gpu: loop cycles per variant")
+    b.add_argument("--precision", default="fp32", choices=["fp32", "tf32", "bf16"], help="gpu: the loop's precision")
+    b.add_argument("--venv", default="runs/lerobot-venv", help="peer: the lerobot side venv")
+    b.add_argument("--peer-reps", type=int, default=5, help="peer: timed chunks per row")
+    b.add_argument("--compile", action="store_true", help="gpu: also time the graph over a torch.compile'd network")
+    b.add_argument("--from-json", help="gpu: re-render a saved report (its own command and machine) instead of running")
     b.add_argument("--checkpoint", default="lift", help="cache/deploy: checkpoint directory or shipped name")
     b.add_argument("--data", help="cache: zarr store with demo episodes (default: the checkpoint recipe's)")
     b.add_argument("--budget", type=int, default=10, help="cache: per-block update steps (BAC's calibration)")
@@ -492,7 +550,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (ValueError, FileExistsError, FileNotFoundError, RuntimeError) as e:
-        print(f"dpctl {args.command}: error: {e}", file=sys.stderr)
+        if os.environ.get("DPCTL_TRACEBACK"):
+            raise
+        print(f"dpctl {args.command}: error: {e}  (DPCTL_TRACEBACK=1 shows where)", file=sys.stderr)
         return 2
 
 

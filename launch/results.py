@@ -7,7 +7,15 @@ from pathlib import Path
 
 def machine() -> str:
     import os
-    return f"{platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}, no GPU"
+    return f"{platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}, {gpu()}"
+
+
+def gpu() -> str:
+    """The CUDA device torch sees (name, torch version), or "no GPU"."""
+    import torch
+    if not torch.cuda.is_available():
+        return "no GPU"
+    return f"GPU {torch.cuda.get_device_name(0)} (torch {torch.__version__})"
 
 
 def markdown_table(headers: list[str], rows: list[list]) -> str:

@@ -97,6 +97,7 @@ class DiffusionPolicy(nn.Module):
         self.warm: WarmStart | None = None
         self.cache = None  # a policy.accel.cache hook (BlockCache / BlockRecorder) or None
         object.__setattr__(self, "_traced", None)  # set_deploy("torchscript"): a frozen trace
+        object.__setattr__(self, "_graphs", None)  # set_deploy("cuda_graph"): captured runs
 
     # ---------------------------------------------------------------- configuration
     @property
@@ -118,6 +119,12 @@ class DiffusionPolicy(nn.Module):
         self.sampler: Sampler = make_sampler(name, self.schedule, **kw)
         self.sampler.grid(n_steps)  # validates the step count now, not at the first prediction
         self.cfg.sampler, self.cfg.num_inference_steps = name, n_steps
+        self._drop_captured()
+
+    def _drop_captured(self) -> None:
+        """Captured runs (set_deploy("cuda_graph")) bake in the sampler, warm start and cache."""
+        if getattr(self, "_graphs", None) is not None:
+            self._graphs.clear()
 
     def set_warm_start(self, cfg: WarmStartConfig | None) -> None:
         """RTI warm starts on (a config) or off (None). Discrete dims default to the policy's."""
@@ -128,6 +135,7 @@ class DiffusionPolicy(nn.Module):
         if cfg is not None and cfg.discrete_mode == "scale" and self.cfg.discrete_scale == 1.0:
             raise ValueError("discrete_mode 'scale' needs a policy trained with discrete_scale > 1")
         self.warm = WarmStart(cfg) if cfg is not None else None
+        self._drop_captured()
 
     def set_cache(self, cache) -> None:
         """Route every transformer branch through ``cache`` (None: plain calls, zero overhead)."""
@@ -135,19 +143,48 @@ class DiffusionPolicy(nn.Module):
             raise ValueError("a block cache needs the eager denoiser; call set_deploy(None) first")
         self.cache = cache
         self.net.branch_hook = cache
+        self._drop_captured()
 
-    def set_deploy(self, kind: str | None, batch: int = 1) -> None:
-        """``"torchscript"``: denoise with a frozen trace of the network for ``batch`` rows
-        (policy/accel/deploy.py); None: eager. Weights and checkpoints are unaffected."""
+    def set_deploy(self, kind: str | None, batch: int = 1, precision: str = "fp32", compile: bool = False) -> None:
+        """How the denoiser runs; weights and checkpoints are unaffected.
+        - None: eager;
+        - ``"torchscript"``: a frozen trace of the network for ``batch`` rows (CPU deploy path,
+          policy/accel/deploy.py);
+        - ``"cuda_graph"``: whole denoising runs captured as CUDA graphs for ``batch`` rows at
+          ``precision`` fp32 | tf32 | bf16 (GPU path, policy/accel/graph.py). Move the policy
+          to its CUDA device first; the cold and RTI runs are captured here. ``compile``: the
+          network goes through torch.compile before capture (not with a block cache).
+        - ``"static"``: the CUDA-graph path's static buffers without capture (any device; for
+          checking that path where no GPU is present)."""
+        if self._graphs is not None:
+            self._graphs.clear()  # free the captured graphs now, not at a later collection
+        object.__setattr__(self, "_traced", None)
+        object.__setattr__(self, "_graphs", None)
         if kind is None:
-            object.__setattr__(self, "_traced", None)
             return
-        if kind != "torchscript":
-            raise ValueError(f"unknown deploy path {kind!r}; known: torchscript")
-        from policy.accel.deploy import TracedDenoiser
-        traced = TracedDenoiser(self.net, batch, self.cfg.horizon, self.cfg.action_dim,
-                                (self.cfg.n_obs_steps, self.cond_dim))
-        object.__setattr__(self, "_traced", traced)  # not a submodule: state_dict stays the eager one
+        if kind == "torchscript":
+            if precision != "fp32" or compile:
+                raise ValueError("the TorchScript deploy path is float32 and uncompiled only")
+            from policy.accel.deploy import TracedDenoiser
+            traced = TracedDenoiser(self.net, batch, self.cfg.horizon, self.cfg.action_dim,
+                                    (self.cfg.n_obs_steps, self.cond_dim))
+            object.__setattr__(self, "_traced", traced)  # not a submodule: state_dict stays the eager one
+            return
+        if kind not in ("cuda_graph", "static"):
+            raise ValueError(f"unknown deploy path {kind!r}; known: torchscript, cuda_graph, static")
+        from policy.accel.graph import GraphDeploy
+        graphs = GraphDeploy(self, batch, precision, graph=kind == "cuda_graph", compile=compile)
+        object.__setattr__(self, "_graphs", graphs)
+        graphs.prepare()
+
+    @property
+    def deploy(self) -> str:
+        if self._traced is not None:
+            return "torchscript"
+        if self._graphs is not None:
+            g = self._graphs
+            return f"{'cuda_graph' if g.graph else 'static'}-{g.precision}{'+compile' if g.compiled is not None else ''}"
+        return "eager"
 
     def note_executed(self, n: int, ids: list[int] | None = None) -> None:
         """How many actions of the last chunk ran since it was predicted (for the warm start)."""
@@ -160,24 +197,31 @@ class DiffusionPolicy(nn.Module):
         if self.warm is not None:
             self.warm.reset(ids)
 
-    def _rti_run(self, guess: torch.Tensor) -> tuple[torch.Tensor, list, list]:
-        """(start sample, (t, t_next) pairs, network times) of a warm-started run."""
+    def _rti_pairs(self) -> tuple[list, list]:
+        """((t, t_next) pairs, network times) of a warm-started run (no guess needed)."""
         w = self.warm.cfg
         if self.cfg.family == "flow":
             level = w.start_t / self.cfg.num_train_timesteps
             pairs = self.sampler.steps(self.cfg.num_inference_steps, start_t=level)
-            x = self._noised(guess, level) if w.noise else guess
-            return x, pairs, [self.sampler.model_time(t) for t, _ in pairs]
-        x = self._noised(guess, w.start_t) if w.noise else guess
+            return pairs, [self.sampler.model_time(t) for t, _ in pairs]
         if w.tail == "coarse":
             pairs = self.sampler.steps(self.cfg.num_inference_steps, start_t=w.start_t)
-            return x, pairs, [self.sampler.model_time(t) for t, _ in pairs]
+            return pairs, [self.sampler.model_time(t) for t, _ in pairs]
         fine = self.sampler.steps(self.cfg.num_train_timesteps, start_t=w.start_t)
         if w.reproduce:
             coarse = self.sampler.grid(self.cfg.num_inference_steps)[-len(fine):]
             coarse = [coarse[0]] * (len(fine) - len(coarse)) + coarse
-            return x, fine, [float(t) for t in coarse]
-        return x, fine, [self.sampler.model_time(t) for t, _ in fine]
+            return fine, [float(t) for t in coarse]
+        return fine, [self.sampler.model_time(t) for t, _ in fine]
+
+    def _rti_run(self, guess: torch.Tensor) -> tuple[torch.Tensor, list, list]:
+        """(start sample, (t, t_next) pairs, network times) of a warm-started run."""
+        w = self.warm.cfg
+        pairs, net_times = self._rti_pairs()
+        if w.noise:
+            level = w.start_t / self.cfg.num_train_timesteps if self.cfg.family == "flow" else w.start_t
+            return self._noised(guess, level), pairs, net_times
+        return guess, pairs, net_times
 
     # ---------------------------------------------------------------- observations
     def expected_obs(self) -> dict[str, tuple[int, ...]]:
@@ -253,40 +297,84 @@ class DiffusionPolicy(nn.Module):
         ``guide = (target (B, T, A) normalized, weights (T,))`` inpaints: after every step the
         sample is pulled toward the target forward-diffused to the new level, by the weights
         (1: replace, 0: free), so the chunk's prefix follows actions already committed.
-        Returns normalized actions (B, T, A) and counts network calls in ``nfe_last``."""
+        Returns normalized actions (B, T, A) and counts network calls in ``nfe_last``.
+
+        All noise of the run is drawn first, on the host, from ``self.generator`` (the same
+        numbers in the same order on every device and deploy path); ``_denoise`` is then a
+        pure function of its tensors, which is what a CUDA graph captures."""
         B = cond.shape[0]
         shape = (B, self.cfg.horizon, self.cfg.action_dim)
         if x is None:
             x = torch.randn(shape, generator=self.generator).to(cond.device)
-        state = self.sampler.new_state()
         if pairs is None:
             pairs = self.sampler.steps(n_steps or self.cfg.num_inference_steps, start_t=start)
         if net_times is None:
             net_times = [self.sampler.model_time(t) for t, _ in pairs]
-        if self.cache is not None:
-            self.cache.reset()  # cached block outputs never cross predictions
-        for (t, t_next), net_t in zip(pairs, net_times):
-            if self.cache is not None:
-                self.cache.begin_step(net_t)
-            out = (self._traced if self._traced is not None else self.net)(x, net_t, cond)
-            noise = torch.randn(shape, generator=self.generator).to(cond.device) if self.sampler.name == "ddpm" else None
-            x = self.sampler.step(x, out, t, t_next, state, noise=noise)
-            if guide is not None:
-                target, w = guide
-                level = self._noised(target, t_next)
-                w = w.to(x).view(1, -1, 1)
-                x = w * level + (1 - w) * x
+        step_noise, guide_noise = self._draw_noise(shape, pairs, guide)
+        step_noise = None if step_noise is None else step_noise.to(cond.device)
+        guide_noise = None if guide_noise is None else guide_noise.to(cond.device)
+        if self._graphs is not None:
+            x = self._graphs.run(x, cond, pairs, net_times, step_noise, guide_noise, guide)
+        else:
+            x = self._denoise(x, cond, pairs, net_times, step_noise, guide_noise, guide)
         self.nfe_last = len(pairs)
         return x
+
+    def _draw_noise(self, shape, pairs, guide) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Per-step noise of a run, stacked ``(n_steps, ...)``: the sampler's (DDPM only) and
+        the guide's (its target forward-diffused to each step's new level; zeros where that
+        level is clean), drawn step by step in that order."""
+        ddpm = self.sampler.name == "ddpm"
+        if not ddpm and guide is None:
+            return None, None
+        step, gd = [], []
+        for _, t_next in pairs:
+            if ddpm:
+                step.append(torch.randn(shape, generator=self.generator))
+            if guide is not None:
+                gshape = tuple(guide[0].shape)
+                gd.append(torch.zeros(gshape) if t_next == self.sampler.clean
+                          else torch.randn(gshape, generator=self.generator))
+        return (torch.stack(step) if ddpm else None), (torch.stack(gd) if guide is not None else None)
+
+    def _denoise(self, x, cond, pairs, net_times, step_noise, guide_noise, guide, net=None, times=None):
+        """The denoising loop proper: tensors in, the final sample out, no host reads and no
+        random draws (``net``/``times``: the network to call and its per-step time inputs,
+        default the policy's network and the Python floats ``net_times``)."""
+        if net is None:
+            net = self._traced if self._traced is not None else self.net
+        state = self.sampler.new_state()
+        if self.cache is not None:
+            self.cache.reset()  # cached block outputs never cross predictions
+        for i, ((t, t_next), net_t) in enumerate(zip(pairs, net_times)):
+            if self.cache is not None:
+                self.cache.begin_step(net_t)
+            out = net(x, net_t if times is None else times[i], cond)
+            x = self.sampler.step(x, out, t, t_next, state, noise=None if step_noise is None else step_noise[i])
+            if guide is not None:
+                target, w = guide
+                level = self._diffuse(target, guide_noise[i], t_next)
+                w = w.to(x).view(1, -1, 1)
+                x = w * level + (1 - w) * x
+        return x
+
+    def _diffuse(self, x0: torch.Tensor, noise: torch.Tensor, level) -> torch.Tensor:
+        """``x0`` forward-diffused to sampler level ``level`` with the given noise, using host
+        scalars only (no device-side table lookups, so it can run inside a CUDA graph)."""
+        if level == self.sampler.clean:
+            return x0
+        if self.cfg.family == "flow":
+            t = torch.tensor(float(level), dtype=torch.float32)
+            return t * noise + (1 - t) * x0
+        a = self.schedule.abar(int(level)).to(x0.dtype)
+        return a.sqrt() * x0 + (1 - a).sqrt() * noise
 
     def _noised(self, x0: torch.Tensor, level) -> torch.Tensor:
         """``x0`` forward-diffused to sampler level ``level`` (clean at the end of a run)."""
         if level == self.sampler.clean:
             return x0
         noise = torch.randn(x0.shape, generator=self.generator).to(x0.device)
-        if self.cfg.family == "flow":
-            return self.sampler.noisy(x0, noise, torch.full((x0.shape[0],), float(level)))
-        return self.schedule.add_noise(x0, noise, int(level))
+        return self._diffuse(x0, noise, level)
 
     def guide_from_actions(self, actions: np.ndarray, decay: float = 2.0) -> tuple[torch.Tensor, torch.Tensor]:
         """Real-time-chunking-style guide from committed actions ``(d, A)`` in robot units,
@@ -311,7 +399,10 @@ class DiffusionPolicy(nn.Module):
         ``ids``: which env each row is (for warm starts across a changing batch)."""
         self.validate_obs(obs, batched=True)
         device = next(self.parameters()).device
-        tobs = {k: torch.as_tensor(np.asarray(v)).to(device) for k, v in obs.items() if k in self.expected_obs()}
+        if self._graphs is not None:
+            tobs = self._graphs.upload(obs)
+        else:
+            tobs = {k: torch.as_tensor(np.asarray(v)).to(device) for k, v in obs.items() if k in self.expected_obs()}
         guide = None
         if committed is not None and len(committed):
             target, w = self.guide_from_actions(committed)
@@ -330,7 +421,7 @@ class DiffusionPolicy(nn.Module):
         if self.warm is not None and self.warm.cfg.binarize and self.warm.cfg.discrete_dims:
             d = self.warm.cfg.discrete_dims
             actions[..., d] = torch.where(actions[..., d] >= 0, 1.0, -1.0)
-        actions = actions.cpu().numpy()
+        actions = self._graphs.download(actions) if self._graphs is not None else actions.cpu().numpy()
         if not np.isfinite(actions).all():  # never hand a NaN to a robot
             raise FloatingPointError("policy produced non-finite actions")
         return actions

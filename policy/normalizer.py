@@ -20,6 +20,7 @@ class Normalizer:
     def __init__(self, params: Mapping[str, tuple[torch.Tensor, torch.Tensor]]):
         self.params = {k: (torch.as_tensor(s, dtype=torch.float32), torch.as_tensor(o, dtype=torch.float32))
                        for k, (s, o) in params.items()}
+        self._moved: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}  # (key, device, dtype) -> params there
 
     @classmethod
     def from_stats(cls, stats: Mapping[str, Mapping[str, np.ndarray]], range_eps: float = RANGE_EPS) -> "Normalizer":
@@ -45,7 +46,12 @@ class Normalizer:
         s, o = self.params[key]
         if like.shape[-1] != s.shape[-1]:
             raise ValueError(f"{key!r}: last dim {like.shape[-1]} != normalizer dim {s.shape[-1]}")
-        return s.to(like.device, like.dtype), o.to(like.device, like.dtype)
+        if like.device.type == "cpu" and like.dtype == torch.float32:
+            return s, o
+        at = (key, like.device, like.dtype)
+        if at not in self._moved:  # one host-to-device copy per key and device, not one per call
+            self._moved[at] = (s.to(like.device, like.dtype), o.to(like.device, like.dtype))
+        return self._moved[at]
 
     def normalize(self, key: str, x: torch.Tensor) -> torch.Tensor:
         s, o = self._get(key, x)

@@ -238,7 +238,7 @@ class BlockRecorder:
 def similarity_and_change(outputs: list[torch.Tensor]) -> tuple[np.ndarray, float]:
     """Cosine similarity matrix (K, K) of one block's per-step outputs, and its mean
     adjacent L1 change (the Bubbling Union score)."""
-    B = torch.stack(outputs).double()
+    B = torch.stack(outputs).double().cpu()
     unit = B / (B.norm(dim=1, keepdim=True) + 1e-12)
     S = (unit @ unit.T).numpy()
     change = float((B[1:] - B[:-1]).abs().mean()) if len(B) > 1 else 0.0

@@ -1,0 +1,228 @@
+"""GPU deploy path: whole denoising runs captured as CUDA graphs.
+
+A chunk prediction for a fixed step list is the same sequence of kernels every time; only
+the values in a few tensors change. ``GraphDeploy`` records ``DiffusionPolicy._denoise``
+(all network calls, the sampler's updates, the guide and the block cache) once per run
+shape into a ``torch.cuda.CUDAGraph`` over static buffers, then replays it: one launch per
+chunk instead of hundreds of small kernels each paid in Python and launch overhead.
+
+A run's shape (its ``key``): batch, the (t, t_next) pairs, the network times, whether it is
+guided. The cold run (the configured sampler from pure noise) and the RTI run (the warm
+start's step list) are two keys; ``prepare()`` captures both before a control loop starts,
+any other shape is captured at its first use (logged). Changing the sampler, the warm
+start or the cache drops the captured runs (``clear()``), since they bake those in.
+
+Inputs of a run (static buffers, copied in before each replay): the start sample, the
+conditioning tokens, the per-step noise (DDPM's, the guide's), the guide's target and
+weights. The noise is drawn on the host from the policy's generator in the eager order,
+so a graph run and an eager run of one prediction see the same numbers, and the action
+difference between them is a measurement of the deploy path, not of the noise.
+
+Precision (of the network only; the sampler's arithmetic stays float32):
+- ``fp32``: the eager kernels, replayed; equal to eager up to float rounding;
+- ``tf32``: float32 matmuls on the tensor cores (10-bit mantissa inputs);
+- ``bf16``: the network under ``torch.autocast(bfloat16)``, outputs cast back to float32.
+``dpctl bench gpu`` reports each one's action error against eager float32.
+
+Host transfers go through pinned buffers (``upload``/``download``): observations in with a
+non-blocking copy, actions out with one, then a single stream synchronize.
+
+``compile=True`` also puts the network through ``torch.compile`` (inductor) before capture,
+so the graph replays fused kernels; the block cache's per-branch hook cannot be compiled, so
+a cached policy refuses it.
+
+``graph=False`` runs the identical static-buffer path without capture (any device): the
+CPU tests check the plumbing (buffers, noise order, guide, cache) against the eager path
+with it, and the GPU tests check the captured replay the same way.
+"""
+from __future__ import annotations
+
+import contextlib
+import gc
+import logging
+
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("fp32", "tf32", "bf16")
+
+
+class _Run:
+    """One captured (or, with ``graph=False``, merely buffered) run of ``fn`` over static inputs."""
+
+    def __init__(self, fn, inputs: dict[str, torch.Tensor], graph: bool, context):
+        self.fn, self.context, self.graph = fn, context, None
+        self.inputs = {k: v.clone() for k, v in inputs.items()}
+        if not graph:
+            return
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side), context():
+            for _ in range(2):  # warm-up outside the graph: cuBLAS handles, lazy inits
+                fn(**self.inputs)
+        torch.cuda.current_stream().wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        # No garbage collection while capturing: a collected CUDAGraph (say, of a deploy path
+        # dropped earlier and caught in a reference cycle) is destroyed with a CUDA call that
+        # is illegal during capture and invalidates it (seen on an H200).
+        was_enabled = gc.isenabled()
+        gc.collect()
+        gc.disable()
+        try:
+            with context(), torch.cuda.graph(self.graph):
+                self.out = fn(**self.inputs)
+        finally:
+            if was_enabled:
+                gc.enable()
+
+    def release(self) -> None:
+        """Free the captured graph now (not whenever the garbage collector gets to it)."""
+        if self.graph is not None:
+            self.graph.reset()
+            self.graph = None
+
+    def __call__(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        for k, v in inputs.items():
+            self.inputs[k].copy_(v, non_blocking=True)
+        if self.graph is None:
+            with self.context():
+                return self.fn(**self.inputs)
+        self.graph.replay()
+        return self.out.clone()  # the static output is overwritten by the next replay
+
+
+class GraphDeploy:
+    def __init__(self, policy, batch: int, precision: str = "fp32", graph: bool = True, compile: bool = False):
+        if precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {precision!r}; known: {PRECISIONS}")
+        self.device = next(policy.parameters()).device
+        if graph and self.device.type != "cuda":
+            raise ValueError(f"a CUDA graph needs the policy on a CUDA device (policy.to('cuda')); "
+                             f"it is on {self.device}")
+        if precision != "fp32" and self.device.type != "cuda":
+            raise ValueError(f"precision {precision!r} is a CUDA path; on {self.device} use 'fp32'")
+        if batch < 1:
+            raise ValueError(f"batch must be >= 1, got {batch}")
+        self.policy, self.batch, self.precision, self.graph = policy, batch, precision, graph
+        # torch.compile (inductor, default mode) of the network: fuses its small pointwise and
+        # normalization kernels; the graph then replays the fused kernels. Compiled at the
+        # first warm-up run of the first capture (tens of seconds), not per step.
+        self.compiled = torch.compile(policy.net, fullgraph=True, dynamic=False) if compile else None
+        self.runs: dict[tuple, _Run] = {}
+        self._pin = self.device.type == "cuda"
+        self._host_in: dict[str, torch.Tensor] = {}  # per key, allocated at first use (the obs dtype)
+        cfg = policy.cfg
+        self._host_out = torch.empty((batch, cfg.horizon, cfg.action_dim), dtype=torch.float32, pin_memory=self._pin)
+
+    # ---------------------------------------------------------------- runs
+    def clear(self) -> None:
+        for run in self.runs.values():
+            run.release()
+        self.runs.clear()
+
+    def _context(self):
+        if self.precision == "bf16":
+            return torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False)  # a cast cache breaks capture
+        if self.precision == "tf32":
+            return _tf32()
+        return contextlib.nullcontext()
+
+    def _check_cache(self) -> None:
+        from policy.accel.cache import BlockCache
+        cache = self.policy.cache
+        if cache is not None and (not isinstance(cache, BlockCache) or cache.gate is not None):
+            what = "a TeaCache-gated BlockCache" if isinstance(cache, BlockCache) else type(cache).__name__
+            raise ValueError(f"{what} decides on the host during a run and cannot be captured; only a "
+                             "scheduled BlockCache can (or call set_deploy(None) to run it eagerly)")
+
+    @torch.no_grad()
+    def run(self, x, cond, pairs, net_times, step_noise, guide_noise, guide) -> torch.Tensor:
+        """The final sample of one run (as ``DiffusionPolicy._denoise``), captured on first use."""
+        if x.shape[0] != self.batch:
+            raise ValueError(f"the {'CUDA graph' if self.graph else 'static'} deploy path was built for batch "
+                             f"{self.batch}, got {x.shape[0]}; set_deploy again with batch={x.shape[0]}")
+        self._check_cache()
+        if self.compiled is not None and self.policy.cache is not None:
+            raise ValueError("a compiled network has no per-block hook; block caching runs uncompiled "
+                             "(set_deploy(..., compile=False))")
+        inputs = {"x": x, "cond": cond}
+        if step_noise is not None:
+            inputs["step_noise"] = step_noise
+        if guide is not None:
+            inputs.update(guide_noise=guide_noise, target=guide[0], w=guide[1])
+        key = (tuple(pairs), tuple(float(t) for t in net_times), tuple(sorted(inputs)),
+               tuple(tuple(v.shape) for _, v in sorted(inputs.items())))
+        run = self.runs.get(key)
+        if run is None:
+            log.info("capturing a %s run of %d network calls (batch %d, %s)",
+                     "CUDA graph" if self.graph else "static", len(pairs), self.batch, self.precision)
+            run = self.runs[key] = _Run(self._fn(pairs, net_times), inputs, self.graph, self._context)
+        return run(inputs)
+
+    def _fn(self, pairs, net_times):
+        pol = self.policy
+        # one 0-dim tensor per step, each its own storage: views of one tensor would differ in
+        # storage offset, which a compiled network guards on (a recompile per step)
+        times = [torch.tensor(float(t), dtype=torch.float32, device=self.device) for t in net_times]
+        inner = self.compiled if self.compiled is not None else (pol._traced if pol._traced is not None else pol.net)
+
+        def net(x, t, cond):
+            return inner(x, t, cond).float()
+
+        def fn(x, cond, step_noise=None, guide_noise=None, target=None, w=None):
+            guide = None if target is None else (target, w)
+            return pol._denoise(x, cond, pairs, net_times, step_noise, guide_noise, guide, net=net, times=times)
+        return fn
+
+    @torch.no_grad()
+    def prepare(self) -> int:
+        """Capture the runs a control loop will make: the cold run and, with a warm start, the
+        RTI run, each unguided (guided runs are captured at first use). Returns how many."""
+        pol = self.policy
+        B, shape = self.batch, (self.batch, pol.cfg.horizon, pol.cfg.action_dim)
+        cond = torch.randn(B, pol.cfg.n_obs_steps, pol.cond_dim, device=self.device)
+        plans = [pol.sampler.steps(pol.cfg.num_inference_steps)]
+        plans_times = [[pol.sampler.model_time(t) for t, _ in plans[0]]]
+        if pol.warm is not None:
+            pairs, net_times = pol._rti_pairs()
+            plans.append(pairs)
+            plans_times.append(net_times)
+        gen = torch.Generator().manual_seed(0)  # not the policy's: preparing must not shift its noise
+        for pairs, net_times in zip(plans, plans_times):
+            step_noise = (torch.randn((len(pairs), *shape), generator=gen).to(self.device)
+                          if pol.sampler.name == "ddpm" else None)
+            self.run(torch.randn(shape, generator=gen).to(self.device), cond, pairs, net_times, step_noise, None, None)
+        return len(plans)
+
+    # ---------------------------------------------------------------- host transfers
+    def upload(self, obs: dict) -> dict[str, torch.Tensor]:
+        """Observations ``{key: (B, To, ...)}`` -> device tensors through pinned buffers."""
+        out = {}
+        for k in self.policy.expected_obs():
+            v = torch.as_tensor(np.asarray(obs[k]))
+            if v.shape[0] != self.batch:
+                raise ValueError(f"the deploy path was built for batch {self.batch}, got {v.shape[0]} rows of {k!r}")
+            buf = self._host_in.get(k)
+            if buf is None or buf.dtype != v.dtype or buf.shape != v.shape:
+                buf = self._host_in[k] = torch.empty(v.shape, dtype=v.dtype, pin_memory=self._pin)
+            buf.copy_(v)
+            out[k] = buf.to(self.device, non_blocking=True)
+        return out
+
+    def download(self, actions: torch.Tensor) -> np.ndarray:
+        self._host_out.copy_(actions, non_blocking=True)
+        if self.device.type == "cuda":
+            torch.cuda.current_stream().synchronize()
+        return self._host_out.numpy().copy()
+
+
+@contextlib.contextmanager
+def _tf32():
+    old = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = old
