@@ -160,7 +160,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from launch.results import check_block, machine, replace_block
     if args.update_readme:
         # fail before minutes of work, not after (`policy` writes the `bench` block: `policy` is the demo's)
-        check_block(Path(args.update_readme), "bench" if args.what == "policy" else args.what)
+        check_block(Path(args.update_readme), {"policy": "bench", "gpu": "gpu-compile" if args.compile else "gpu"}
+                    .get(args.what, args.what))
     if args.what == "loop":
         return _bench_loop(args, machine, replace_block)
     if args.what == "cache":
@@ -263,7 +264,7 @@ def _bench_gpu(args) -> int:
         print(text)
         if args.update_readme:
             from launch.results import replace_block
-            replace_block(Path(args.update_readme), "gpu", text)
+            replace_block(Path(args.update_readme), _gpu_block(saved["command"]), text)
         return 0
     from launch.bench_gpu import COMPILE_PATHS, DEFAULT_PATHS
     data = _bench_data(args)
@@ -279,7 +280,12 @@ def _bench_gpu(args) -> int:
                f" --reps {args.reps} --loop-cycles {args.loop_cycles}") + f" --rate-gpu {args.rate_gpu:g}"
                + (f" --precision {args.precision}" if args.precision != "fp32" else "")
                + (" --compile" if args.compile else ""))
-    return _publish(args, "gpu", command, note, markdown(rep), rep)
+    return _publish(args, _gpu_block(command), command, note, markdown(rep), rep)
+
+
+def _gpu_block(command: str) -> str:
+    """README block of a GPU report: the full run's, or the compile comparison's."""
+    return "gpu-compile" if "--compile" in command.split() else "gpu"
 
 
 def _publish(args, block: str, command: str, note: str, table: str, rep: dict) -> int:

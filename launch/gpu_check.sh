@@ -16,7 +16,7 @@ if compgen -G ".whl/*.whl" >/dev/null; then
 fi
 export PYTHONPATH=$PWD:${PYTHONPATH:-}
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/gpu.txt"
-python3 -m pytest tests/policy/test_graph.py -q -p no:cacheprovider >"$out/pytest_graph.log" 2>&1
+python3 -m pytest tests/policy/test_graph.py -q -p no:cacheprovider ${PYTEST_K:+-k "$PYTEST_K"} >"$out/pytest_graph.log" 2>&1
 echo "pytest exit $?"; tail -n 25 "$out/pytest_graph.log"
 python3 -c 'import sys; from launch.cli import main; sys.exit(main())' bench gpu --json "$out/bench_gpu.json" \
     --no-progress "$@" >"$out/bench_gpu.log" 2>&1

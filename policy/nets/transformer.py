@@ -54,6 +54,11 @@ def decay_groups(module: nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def _additive(allowed: torch.Tensor) -> torch.Tensor:
+    """A boolean attention mask (True: may attend) as the additive float mask SDPA applies."""
+    return torch.zeros(allowed.shape).masked_fill(~allowed, float("-inf"))
+
+
 class Attention(nn.Module):
     def __init__(self, n_emb: int, n_head: int, p_drop: float):
         super().__init__()
@@ -122,8 +127,10 @@ class Transformer(nn.Module):
         self.head = nn.Linear(d, cfg.action_dim)
         t_idx = torch.arange(T)[:, None]
         s_idx = torch.arange(1 + To)[None, :]
-        self.register_buffer("sa_mask", t_idx >= torch.arange(T)[None, :], persistent=False)
-        self.register_buffer("ca_mask", t_idx >= s_idx - 1, persistent=False)
+        # additive float masks (0 allowed, -inf not), built once: a boolean mask is converted to
+        # this form by scaled_dot_product_attention on every call (extra kernels per attention)
+        self.register_buffer("sa_mask", _additive(t_idx >= torch.arange(T)[None, :]), persistent=False)
+        self.register_buffer("ca_mask", _additive(t_idx >= s_idx - 1), persistent=False)
         self.branch_hook: BranchHook | None = None
         self.apply(self._init)
         nn.init.normal_(self.pos_emb, std=0.02)
