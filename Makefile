@@ -15,7 +15,7 @@ setup:
 	$(INSTALL) .
 
 setup-test:
-	$(INSTALL) ".[test,highway,lerobot,maze]"
+	$(INSTALL) ".[test,highway,lerobot,maze,metaworld]"
 
 demo: setup
 	dpctl demo

@@ -92,3 +92,47 @@ class GoalSegments:
         traj = np.where(inside[..., None], traj, rest)
         traj[:, -1] = rest[:, 0]  # the last point is the goal itself (what planning inpaints)
         return {"traj": torch.from_numpy(traj.astype(np.float32))}
+
+
+class FrameActionSamples:
+    """PAD's training samples over one or more image stores (one task id per store): at step
+    t of an episode, the state and frame at t, the actions t .. t+horizon-1 and the frames at
+    t + stride, ..., t + k * stride, both edge-clamped at the episode's end (the expert has
+    stopped there: success ends an episode). Loads the chosen episodes into memory."""
+
+    def __init__(self, buffers: Sequence[ReplayBuffer], image_key: str, horizon: int, k_future: int,
+                 frame_stride: int, episodes: Sequence[Sequence[int]] | None = None, state_key: str = "state"):
+        states, images, actions, tasks, ep_start, ep_end = [], [], [], [], [], []
+        offset = 0
+        for task, rb in enumerate(buffers):
+            missing = [k for k in (state_key, image_key, "action") if k not in rb.keys()]
+            if missing:
+                raise KeyError(f"{rb!r} has no {missing}; it has {rb.keys()}")
+            eps = range(rb.n_episodes) if episodes is None else episodes[task]
+            for i in eps:
+                ep = rb.episode(int(i), [state_key, image_key, "action"])
+                n = len(ep["action"])
+                states.append(ep[state_key].astype(np.float32))
+                images.append(ep[image_key])
+                actions.append(ep["action"].astype(np.float32))
+                tasks.append(np.full(n, task, np.int64))
+                ep_start.append(np.full(n, offset))
+                ep_end.append(np.full(n, offset + n - 1))
+                offset += n
+        if not offset:
+            raise ValueError("no episodes selected")
+        self.state, self.image, self.action = np.concatenate(states), np.concatenate(images), np.concatenate(actions)
+        self.task, self.start, self.end = np.concatenate(tasks), np.concatenate(ep_start), np.concatenate(ep_end)
+        self.horizon, self.k, self.stride = horizon, k_future, frame_stride
+
+    def __len__(self) -> int:
+        return len(self.action)
+
+    def get_batch(self, indices: np.ndarray) -> dict:
+        idx = np.asarray(indices)
+        end = self.end[idx, None]
+        act_idx = np.minimum(idx[:, None] + np.arange(self.horizon)[None], end)
+        fut_idx = np.minimum(idx[:, None] + self.stride * np.arange(1, self.k + 1)[None], end)
+        return {"state": torch.from_numpy(self.state[idx]), "image": torch.from_numpy(self.image[idx]),
+                "future": torch.from_numpy(self.image[fut_idx]), "action": torch.from_numpy(self.action[act_idx]),
+                "task": torch.from_numpy(self.task[idx])}

@@ -1,41 +1,71 @@
 """Simulated tasks with scripted experts: ``make(name, **kw)`` and ``expert(name)``.
 
-Names: ``lift`` and ``stack`` (robosuite, Panda). Later issues add MetaWorld, highway-env
-and PointMaze tasks to the same registry.
+Names: ``lift`` and ``stack`` (robosuite, Panda; also as ``robosuite:<task>``) and
+``metaworld:<task>`` (envs/metaworld_tasks.py: reach, push, drawer-open, pick-place).
+Driving (envs/highway.py) and PointMaze (envs/maze.py) have their own entry points.
 """
 from __future__ import annotations
 
-from typing import Any
+import os
 
-import gymnasium as gym
+os.environ.setdefault("MUJOCO_GL", "egl")  # headless; must be set before mujoco is first imported
+
+from typing import Any  # noqa: E402
+
+import gymnasium as gym  # noqa: E402
 
 ROBOSUITE_TASKS = ("lift", "stack")
 
 
 def _task(name: str) -> str:
     task = name.split(":", 1)[1] if name.startswith("robosuite:") else name
-    if task not in ROBOSUITE_TASKS:
-        raise ValueError(f"unknown env {name!r}; known: {list(ROBOSUITE_TASKS)}")
+    if task not in ROBOSUITE_TASKS and not name.startswith("metaworld:"):
+        raise ValueError(f"unknown env {name!r}; known: {names()}")
+    return task
+
+
+def _metaworld_task(name: str) -> str | None:
+    """The MetaWorld task of a ``metaworld:<task>`` name (validated), else None."""
+    if not name.startswith("metaworld:"):
+        return None
+    from envs.metaworld_tasks import TASKS
+    task = name.split(":", 1)[1]
+    if task not in TASKS:
+        raise ValueError(f"unknown env {name!r}; known: {names()}")
     return task
 
 
 def make(name: str, **kw: Any) -> gym.Env:
-    """A gymnasium env for ``name`` (see envs/robosuite_tasks.py for keys and units)."""
+    """A gymnasium env for ``name`` (see envs/robosuite_tasks.py and envs/metaworld_tasks.py
+    for keys and units)."""
+    mw = _metaworld_task(name)
+    if mw is not None:
+        from envs.metaworld_tasks import MetaWorldEnv
+        kw.pop("cameras", None)
+        return MetaWorldEnv(mw, **kw)
     from envs.robosuite_tasks import RobosuiteEnv
     return RobosuiteEnv(_task(name), **kw)
 
 
 def expert(name: str, **kw: Any):
     """A scripted expert for ``name``: ``reset(seed)``, then ``act(obs) -> action``."""
+    mw = _metaworld_task(name)
+    if mw is not None:
+        from envs.metaworld_tasks import MetaWorldExpert
+        return MetaWorldExpert(mw)
     from envs.experts import EXPERTS
     return EXPERTS[_task(name)](**kw)
 
 
 def discrete_action_dims(name: str) -> list[int]:
-    """Action dimensions that are binary in the demonstrations (the gripper, -1 / +1)."""
+    """Action dimensions that are binary in the demonstrations (the gripper, -1 / +1);
+    MetaWorld's gripper effort is continuous in its scripted policies, so none there."""
+    if _metaworld_task(name) is not None:
+        return []
     _task(name)
     return [6]
 
 
 def names() -> list[str]:
-    return list(ROBOSUITE_TASKS)
+    from envs.metaworld_tasks import TASKS
+    return list(ROBOSUITE_TASKS) + [f"metaworld:{t}" for t in TASKS]

@@ -3,7 +3,8 @@
 
 Ours (this process): the shipped Lift policy (1.2M) and the 9M DP-T of ``bench_policy``,
 DDPM-100, DDIM-10 and RTI, per-chunk wall-clock of ``predict_batch`` (robot-unit
-observations in, robot-unit actions out) over demo windows in episode order.
+observations in, robot-unit actions out) over demo windows in episode order, timed once
+before and once after the LeRobot side (p50 over both passes; each pass's p50 is kept).
 LeRobot (its side venv, ``launch/peer_lerobot_side.py``): ``DiffusionPolicy`` with Lift's
 sizes (state 9 = eef pos + quat + gripper, environment state 10 = object; action 7; 2
 observation steps, horizon 16, 8 executed) at its default U-Net (down_dims 512-1024-2048,
@@ -40,17 +41,19 @@ def bench_peer(checkpoint_name: str, data_path, python: Path, reps: int = 5, thr
     if cfg.image_keys or not state or not env:
         raise ValueError("the peer benchmark maps a low-dim policy's robot0_* keys to LeRobot's state and the "
                          "rest to its environment state; this checkpoint does not split that way")
-    rows = []
-    for model, pol in (("lift", lift), ("9M", big_policy(lift))):
-        seqs = episode_windows(pol, data_path, 1, max(2, reps // 2 + 1))
-        for name in OURS:
-            configure(pol, checkpoint_name, name, None)
-            ms = _timed(pol, seqs, reps)
-            rows.append({"impl": "dpctl", "arch": f"DP-T {pol.cfg.n_layer}x{pol.cfg.n_emb}", "size": model,
-                         "params": sum(p.numel() for p in pol.parameters()), "sampler": name, "nfe": pol.nfe_last,
-                         "batch": 1, "p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)),
-                         "timed_chunks": len(ms)})
-        pol.set_warm_start(None)
+    models = (("lift", lift), ("9M", big_policy(lift)))
+    ours = {}  # (model, variant) -> chunk times from both passes
+
+    def time_ours() -> None:
+        for model, pol in models:
+            seqs = episode_windows(pol, data_path, 1, max(2, reps // 2 + 1))
+            for name in OURS:
+                configure(pol, checkpoint_name, name, None)
+                ours.setdefault((model, name), []).append(_timed(pol, seqs, reps))
+                ours[(model, name, "nfe")] = pol.nfe_last
+            pol.set_warm_start(None)
+
+    time_ours()  # ours before and after the LeRobot side: the machine's drift shows in both halves
     spec = {"state_dim": state, "env_dim": env, "action_dim": cfg.action_dim, "n_obs_steps": cfg.n_obs_steps,
             "horizon": cfg.horizon, "n_action_steps": cfg.n_action_steps,
             "sizes": lerobot_sizes or LEROBOT_SIZES, "samplers": [["DDPM", 100], ["DDIM", 10]],
@@ -62,6 +65,18 @@ def bench_peer(checkpoint_name: str, data_path, python: Path, reps: int = 5, thr
     if res.returncode != 0:
         raise RuntimeError(f"the lerobot side failed:\n{res.stderr[-3000:]}")
     side = json.loads(res.stdout.strip().splitlines()[-1])
+    time_ours()
+    rows = []
+    for model, pol in models:
+        for name in OURS:
+            before, after = ours[(model, name)]
+            ms = before + after
+            rows.append({"impl": "dpctl", "arch": f"DP-T {pol.cfg.n_layer}x{pol.cfg.n_emb}", "size": model,
+                         "params": sum(p.numel() for p in pol.parameters()), "sampler": name,
+                         "nfe": ours[(model, name, "nfe")], "batch": 1, "p50_ms": float(np.percentile(ms, 50)),
+                         "p99_ms": float(np.percentile(ms, 99)), "timed_chunks": len(ms),
+                         "p50_before_ms": float(np.percentile(before, 50)),
+                         "p50_after_ms": float(np.percentile(after, 50))})
     rows += side["rows"]
     return {"checkpoint": str(checkpoint_name), "threads": threads, "reps": reps, "lerobot": side["lerobot"],
             "lerobot_torch": side["torch"], "torch": torch.__version__, "spec": spec, "rows": rows}
@@ -79,7 +94,7 @@ def markdown(rep: dict) -> str:
         near = "9M" if r["params"] > 4e6 else "lift"
         base = ours(r["sampler"], near)
         out.append([r["impl"], r["arch"], f"{r['params'] / 1e6:.1f}M", r["sampler"], r["nfe"], f"{r['p50_ms']:.1f}",
-                    f"{r['p99_ms']:.1f}", "-" if r["impl"] == "dpctl" or base is None else
-                    f"{r['p50_ms'] / base:.2f}x ours {near}"])
+                    f"{r['p99_ms']:.1f}", f"{r['p50_before_ms']:.1f} / {r['p50_after_ms']:.1f}"
+                    if r["impl"] == "dpctl" else "-" if base is None else f"{r['p50_ms'] / base:.2f}x ours {near}"])
     return markdown_table(["implementation", "network", "params", "sampler", "calls", "p50 (ms)", "p99 (ms)",
-                           "vs ours (same sampler)"], out)
+                           "vs ours (same sampler); ours: p50 before / after LeRobot's"], out)

@@ -61,9 +61,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     import torch
 
     from launch.evaluate import evaluate
-    from policy import checkpoint
     torch.set_num_threads(args.threads)
-    policy = checkpoint.load(args.checkpoint, seed=args.seed_start)
+    policy = _load_policy(args.checkpoint, seed=args.seed_start)
+    if args.env.startswith("metaworld:") and hasattr(policy, "set_task"):
+        policy.set_task(args.env.split(":", 1)[1])
     if args.sampler or args.steps:
         policy.set_sampler(args.sampler or policy.cfg.sampler, args.steps or policy.cfg.num_inference_steps)
     _apply_warm_start(policy, args)
@@ -124,6 +125,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     from launch.train import train_task
     torch.set_num_threads(args.threads)
+    if args.policy == "pad" or args.task.startswith("metaworld:"):
+        return _train_pad(args)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # started by torchrun: data parallel
         import torch.distributed as dist
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
@@ -136,6 +139,29 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"{args.task}: trained {args.steps} steps at {rec['samples_per_s']:.0f} samples/s; success "
           f"{ev['success_rate']:.3f} over {ev['episodes']} held-out episodes; checkpoint in {args.out}/checkpoint")
     return 0
+
+
+def _train_pad(args) -> int:
+    from launch.pad import train_pad
+    if args.policy != "pad" or not args.task.startswith("metaworld:"):
+        raise ValueError("the PAD policy trains on MetaWorld tasks: --task metaworld:<task>[,<task>...] --policy pad")
+    tasks = args.task.split(":", 1)[1].split(",")
+    rec = train_pad(tasks, args.steps, args.out, demos=args.demos or 50, image_loss=not args.no_image_loss,
+                    batch_size=args.batch_size or 64, lr=args.lr, seed=args.seed, progress=not args.no_progress)
+    print(f"PAD {'(w/o image loss) ' if args.no_image_loss else ''}on {tasks}: {args.steps} steps, "
+          f"{rec['ms_per_batch']:.0f} ms per batch of {args.batch_size or 64}, {rec['params'] / 1e6:.2f}M params; "
+          f"checkpoint in {args.out}/checkpoint")
+    return 0
+
+
+def _load_policy(name, seed: int = 0):
+    """A chunk policy checkpoint of any kind: the core's DiffusionPolicy or PAD."""
+    from policy import checkpoint
+    cfg = json.loads((checkpoint.resolve(name) / "config.json").read_text())
+    if cfg.get("format") == "dpctl-pad":
+        from policy.pad import PadPolicy
+        return PadPolicy.load(name, seed=seed)
+    return checkpoint.load(name, seed=seed)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -418,7 +444,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_eval)
 
     t = sub.add_parser("train", help="collect demos (or reuse), train, evaluate, save")
-    t.add_argument("--task", required=True, choices=["lift", "stack"])
+    t.add_argument("--task", required=True,
+                   help="lift | stack | metaworld:<task>[,<task>...] (the latter with --policy pad)")
+    t.add_argument("--policy", default="dpt", choices=["dpt", "pad"],
+                   help="dpt: the core's transformer policy; pad: joint image-action DiT (MetaWorld)")
+    t.add_argument("--no-image-loss", action="store_true", help="pad: the w/o-image ablation (same network)")
     t.add_argument("--steps", type=int, required=True)
     t.add_argument("--out", required=True)
     t.add_argument("--images", action="store_true")
@@ -532,11 +562,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     from launch.drive_cli import add_parser as add_drive_parser
     from launch.lerobot_roundtrip import add_parser as add_lerobot_parser
+    from launch.pad import add_parser as add_pad_parser
     from launch.plan_cli import add_parser as add_plan_parser
     from launch.remote import add_parsers as add_remote_parsers
     add_drive_parser(sub)
     add_lerobot_parser(sub)
     add_plan_parser(sub)
+    add_pad_parser(sub)
     add_remote_parsers(sub, _add_warm_start_args)
 
     d = sub.add_parser("demo", help="the main job: the shipped Lift policy closed loop, DDPM-100 vs DDIM-10")

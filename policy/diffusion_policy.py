@@ -77,7 +77,23 @@ def check_sampler(family: str, sampler: str) -> None:
         raise ValueError(f"a {family}-trained policy samples with {list(ok)}, not {sampler!r}")
 
 
-class DiffusionPolicy(nn.Module):
+class ChunkShape:
+    """The chunk geometry every chunk policy exposes to loops and evaluators, from ``self.cfg``."""
+
+    @property
+    def n_obs_steps(self) -> int:
+        return self.cfg.n_obs_steps
+
+    @property
+    def horizon(self) -> int:
+        return self.cfg.horizon
+
+    @property
+    def n_action_steps(self) -> int:
+        return self.cfg.n_action_steps
+
+
+class DiffusionPolicy(ChunkShape, nn.Module):
     def __init__(self, cfg: PolicyConfig, normalizer: Normalizer | None = None, seed: int = 0):
         super().__init__()
         self.cfg = cfg
@@ -100,18 +116,6 @@ class DiffusionPolicy(nn.Module):
         object.__setattr__(self, "_graphs", None)  # set_deploy("cuda_graph"): captured runs
 
     # ---------------------------------------------------------------- configuration
-    @property
-    def n_obs_steps(self) -> int:
-        return self.cfg.n_obs_steps
-
-    @property
-    def horizon(self) -> int:
-        return self.cfg.horizon
-
-    @property
-    def n_action_steps(self) -> int:
-        return self.cfg.n_action_steps
-
     def set_sampler(self, name: str, n_steps: int) -> None:
         check_sampler(self.cfg.family, name)
         kw = {} if name == "flow" else {"prediction_type": self.cfg.prediction_type,

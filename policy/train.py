@@ -99,7 +99,8 @@ class Trainer:
 
     def _groups(self) -> list[dict]:
         groups = self.policy.net.optim_groups(self.cfg.weight_decay)
-        enc = [p for p in self.policy.encoders.parameters()]
+        encoders = getattr(self.policy, "encoders", None)  # image encoders outside the denoiser, if any
+        enc = [p for p in encoders.parameters()] if encoders is not None else []
         if enc:
             groups.append({"params": enc, "weight_decay": self.cfg.weight_decay})
         return groups

@@ -1,0 +1,35 @@
+"""PAD end to end on a tiny budget: demos -> `dpctl train --policy pad` -> `dpctl eval` ->
+`dpctl pad frames` (an untrained policy: the pipeline is under test, not success)."""
+import json
+
+import pytest
+
+import envs  # noqa: E402,F401  (sets MUJOCO_GL=egl before metaworld imports mujoco)
+
+pytest.importorskip("metaworld")
+
+from launch.cli import main  # noqa: E402
+
+
+def test_train_eval_and_frame_report(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("DPCTL_DATA_DIR", str(tmp_path / "data"))
+    out = tmp_path / "run"
+    assert main(["train", "--task", "metaworld:reach", "--policy", "pad", "--steps", "3", "--demos", "2",
+                 "--batch-size", "4", "--out", str(out), "--no-progress"]) == 0
+    assert "ms per batch" in capsys.readouterr().out
+    ck = out / "checkpoint"
+    cfg = json.loads((ck / "config.json").read_text())
+    assert cfg["format"] == "dpctl-pad" and cfg["recipe"]["demos"] == 2 and cfg["pad"]["tasks"] == ["reach"]
+    ev = tmp_path / "eval.json"
+    assert main(["eval", "--checkpoint", str(ck), "--env", "metaworld:reach", "--episodes", "1", "--max-steps", "8",
+                 "--json", str(ev), "--no-progress"]) == 0
+    res = json.loads(ev.read_text())
+    assert res["episodes"] == 1 and res["per_episode"][0]["length"] <= 8 and res["nfe_per_chunk"] == 10
+    fr = tmp_path / "frames.json"
+    assert main(["pad", "frames", "--checkpoint", str(ck), "--task", "reach", "--episodes", "1",
+                 "--png", str(tmp_path / "f.png"), "--json", str(fr)]) == 0
+    rep = json.loads(fr.read_text())
+    assert rep["frames"] > 10 and rep["psnr_copy_last_db"] > 10 and (tmp_path / "f.png").exists()
+    with pytest.raises(SystemExit):
+        main(["train", "--task", "metaworld:reach", "--policy", "nope", "--steps", "1", "--out", str(out)])
+    assert main(["train", "--task", "lift", "--policy", "pad", "--steps", "1", "--out", str(out)]) == 2
