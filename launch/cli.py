@@ -90,10 +90,11 @@ def cmd_results(args: argparse.Namespace) -> int:
     import json as _json
 
     from launch.results import machine, markdown_table, replace_block
-    if args.what in ("drive", "plan"):
+    if args.what in ("drive", "plan", "pad"):
         from launch.drive_cli import drive_table
+        from launch.pad import pad_table
         from launch.plan_cli import plan_table
-        table = (drive_table if args.what == "drive" else plan_table)(args.files)
+        table = {"drive": drive_table, "plan": plan_table, "pad": pad_table}[args.what](args.files)
         print(table)
         if args.update_readme:
             replace_block(Path(args.update_readme), args.what, table)
@@ -465,7 +466,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_train)
 
     rs = sub.add_parser("results", help="tabulate eval JSON reports into the README")
-    rs.add_argument("what", choices=["evals", "drive", "plan"], help="dpctl eval, drive eval or plan eval reports")
+    rs.add_argument("what", choices=["evals", "drive", "plan", "pad"],
+                    help="dpctl eval, drive eval, plan eval reports, or PAD eval + `dpctl pad frames` reports")
     rs.add_argument("files", nargs="+")
     rs.add_argument("--update-readme", metavar="README")
     rs.set_defaults(func=cmd_results)

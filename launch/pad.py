@@ -107,12 +107,46 @@ def frame_report(policy, task: str, episodes: int = 10, png: str | Path | None =
     return rep
 
 
+def pad_table(files: list[str]) -> str:
+    """README table from `dpctl eval` reports of PAD checkpoints and `dpctl pad frames` reports:
+    one row per (task, checkpoint)."""
+    from launch.results import machine, markdown_table
+    rows: dict[tuple, dict] = {}
+    for f in files:
+        r = json.loads(Path(f).read_text())
+        if "psnr_pred_db" in r:
+            key = (r["task"], r["checkpoint"])
+            rows.setdefault(key, {}).update(frames=r, tasks=r["tasks"], w=r["image_loss_weight"])
+        elif r.get("env", "").startswith("metaworld:") and "image_loss_weight" in r.get("config", {}):
+            key = (r["env"].split(":", 1)[1], r["checkpoint"])
+            rows.setdefault(key, {}).update(eval=r, tasks=r["config"]["tasks"], w=r["config"]["image_loss_weight"])
+        else:
+            raise ValueError(f"{f} is neither a PAD `dpctl eval` report nor a `dpctl pad frames` report")
+    out = []
+    for (task, ck), d in sorted(rows.items()):
+        ev, fr = d.get("eval"), d.get("frames")
+        method = ("PAD" if d["w"] > 0 else "w/o image") + (f" (multi-task: {'+'.join(d['tasks'])})" if len(d["tasks"]) > 1 else "")
+        out.append([task, method, f"{ev['success_rate']:.2f}" if ev else "-", ev["episodes"] if ev else "-",
+                    f"{fr['psnr_pred_db']:.2f} / {fr['psnr_copy_last_db']:.2f}" if fr else "-",
+                    f"{ev['chunk_latency_ms']['p50']:.0f}" if ev else "-",
+                    "<br>".join(f"`{x['command']}`" for x in (ev, fr) if x and x.get("command"))])
+    return (f"Machine: {machine()}; eval seeds from 100000, frame PSNR on held-out expert episodes (seeds from "
+            f"100000; demonstrations use seeds from 0).\n\n" + markdown_table(
+                ["task", "method", "success", "episodes", "next-frame PSNR pred / copy-last (dB)",
+                 "chunk latency p50 (ms)", "commands"], out))
+
+
 def cmd_pad(args) -> int:
     from policy.pad import PadPolicy
     torch.set_num_threads(args.threads)
     policy = PadPolicy.load(args.checkpoint)
     rep = frame_report(policy, args.task, args.episodes, png=args.png)
-    print(json.dumps({k: v for k, v in rep.items()}, indent=1))
+    rep["checkpoint"] = str(args.checkpoint)
+    rep["image_loss_weight"] = policy.cfg.image_loss_weight
+    rep["tasks"] = list(policy.cfg.tasks)
+    rep["command"] = (f"dpctl pad frames --checkpoint {args.checkpoint} --task {args.task} --episodes {args.episodes}"
+                      + (f" --png {args.png}" if args.png else ""))
+    print(json.dumps(rep, indent=1))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(rep, indent=1) + "\n")

@@ -30,6 +30,11 @@ def test_train_eval_and_frame_report(tmp_path, monkeypatch, capsys):
                  "--png", str(tmp_path / "f.png"), "--json", str(fr)]) == 0
     rep = json.loads(fr.read_text())
     assert rep["frames"] > 10 and rep["psnr_copy_last_db"] > 10 and (tmp_path / "f.png").exists()
+    capsys.readouterr()
+    assert main(["results", "pad", str(ev), str(fr)]) == 0
+    table = capsys.readouterr().out
+    assert "| reach | PAD | 0.00 | 1 |" in table or "| reach | PAD | 1.00 | 1 |" in table
+    assert f"{rep['psnr_pred_db']:.2f} / {rep['psnr_copy_last_db']:.2f}" in table
     with pytest.raises(SystemExit):
         main(["train", "--task", "metaworld:reach", "--policy", "nope", "--steps", "1", "--out", str(out)])
     assert main(["train", "--task", "lift", "--policy", "pad", "--steps", "1", "--out", str(out)]) == 2
