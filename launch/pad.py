@@ -79,7 +79,8 @@ def psnr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def frame_report(policy, task: str, episodes: int = 10, png: str | Path | None = None) -> dict:
     """Predicted future frame vs the real one, and the copy-last-frame baseline, on held-out
-    expert episodes (every step that has a real frame ``frame_stride`` steps later)."""
+    expert episodes (every step that has a real frame ``frame_stride`` steps later), all at
+    the model's frame size."""
     policy.set_task(task)
     k, stride = policy.cfg.k_future, policy.cfg.frame_stride
     pred_db, copy_db, shown = [], [], []
@@ -88,13 +89,13 @@ def frame_report(policy, task: str, episodes: int = 10, png: str | Path | None =
         n = len(img) - k * stride
         if n <= 0:
             continue
-        pred = policy.predict_frames(img[:n], state[:n])[:, 0]  # the first future frame
-        real = img[stride: stride + n]
+        pred = policy.predict_frames(img[:n], state[:n])[:, 0]  # the first future frame, at the model size
+        cur, real = policy.pooled(img[:n]), policy.pooled(img[stride: stride + n])
         pred_db.append(psnr(pred, real))
-        copy_db.append(psnr(img[:n], real))
+        copy_db.append(psnr(cur, real))
         if len(shown) < 4:
             i = n // 2
-            shown.append(np.concatenate([img[i], real[i], pred[i]], axis=1))
+            shown.append(np.concatenate([cur[i], real[i], pred[i]], axis=1))
     pred_db, copy_db = np.concatenate(pred_db), np.concatenate(copy_db)
     rep = {"task": task, "episodes": episodes, "frames": int(len(pred_db)), "stride": stride,
            "psnr_pred_db": float(pred_db.mean()), "psnr_copy_last_db": float(copy_db.mean()),

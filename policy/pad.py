@@ -3,12 +3,16 @@
 
     policy = PadPolicy(PadConfig(...)); policy.set_stats(state_min, state_max, action_min, action_max)
     actions = policy.predict_chunk({"state": (1, D), "corner_image": (1, S, S, 3)})   # (T, A)
-    policy.last_frames                                   # the predicted future frames (k, S, S, 3)
+    policy.last_frames                                   # the predicted future frames (k, s, s, 3)
 
 Training sample: the current state and frame, the next ``horizon`` actions, and ``k_future``
 frames ``frame_stride`` steps apart after the current one (edge-clamped at an episode's end).
-One shared timestep noises the future frames (pixels scaled to [-1, 1]) and the actions
-(min-max normalized to [-1, 1]); the DiT (policy/nets/dit.py) predicts the noise of both.
+Frames are average-pooled from the observed size (64) to the model size (32) and scaled to
+[-1, 1]; with patches of 4 a token carries 4 x 4 x 6 = 96 numbers, no more than the width
+(a first try at 64 x 64 with 8 x 8 patches squeezed 384 into 96 and predicted only noise).
+One shared timestep noises the future frames and the actions (min-max normalized to
+[-1, 1]); the DiT (policy/nets/dit.py) predicts both clean targets (``prediction_type``
+"sample", as the core's policies; "epsilon" is available).
 Loss = image_loss_weight * L_image + lambda * L_action, lambda ramped linearly from
 ``lambda_start`` to ``lambda_end`` over the first ``lambda_steps`` training batches (the
 count lives in the weights, so a resumed run continues the ramp). ``image_loss_weight = 0``
@@ -41,13 +45,14 @@ class PadConfig:
     state_dim: int = 39
     action_dim: int = 4
     image_key: str = "corner_image"
-    image_size: int = 64
+    image_size: int = 64  # the observed frames
+    model_size: int = 32  # frames are average-pooled to this before the DiT (and predicted at it)
     tasks: list[str] = field(default_factory=lambda: ["reach"])
     k_future: int = 1
     frame_stride: int = 4
     horizon: int = 8
     n_action_steps: int = 4
-    patch: int = 8
+    patch: int = 4
     width: int = 96
     depth: int = 4
     heads: int = 4
@@ -60,8 +65,11 @@ class PadConfig:
     num_train_timesteps: int = 100
     sampler: str = "ddim"
     num_inference_steps: int = 10
+    prediction_type: str = "sample"  # what the DiT predicts for frames and actions (x0; or "epsilon")
 
     def __post_init__(self):
+        if self.image_size % self.model_size:
+            raise ValueError(f"model_size {self.model_size} must divide image_size {self.image_size}")
         if not 1 <= self.n_action_steps <= self.horizon:
             raise ValueError("need 1 <= n_action_steps <= horizon")
         if self.k_future < 1 or self.frame_stride < 1:
@@ -86,7 +94,7 @@ class PadPolicy(ChunkShape, ConfigCheckpoint, nn.Module):
     def __init__(self, cfg: PadConfig, seed: int = 0):
         super().__init__()
         self.cfg = cfg
-        self.net = DiT(DiTConfig(image_size=cfg.image_size, patch=cfg.patch, k_future=cfg.k_future,
+        self.net = DiT(DiTConfig(image_size=cfg.model_size, patch=cfg.patch, k_future=cfg.k_future,
                                  action_dim=cfg.action_dim, horizon=cfg.horizon, state_dim=cfg.state_dim,
                                  n_tasks=len(cfg.tasks), width=cfg.width, depth=cfg.depth, heads=cfg.heads,
                                  mask_image_to_action=cfg.mask_image_to_action))
@@ -105,7 +113,7 @@ class PadPolicy(ChunkShape, ConfigCheckpoint, nn.Module):
 
     # ---------------------------------------------------------------- core interface
     def set_sampler(self, name: str, n_steps: int) -> None:
-        self.sampler = make_sampler(name, self.schedule, prediction_type="epsilon", clip_sample=True)
+        self.sampler = make_sampler(name, self.schedule, prediction_type=self.cfg.prediction_type, clip_sample=True)
         self.sampler.grid(n_steps)
         self.cfg.sampler, self.cfg.num_inference_steps = name, n_steps
 
@@ -131,10 +139,19 @@ class PadPolicy(ChunkShape, ConfigCheckpoint, nn.Module):
         lo, hi = getattr(self, f"{name}_lo"), getattr(self, f"{name}_hi")
         return (x + 1) / 2 * (hi - lo) + lo
 
-    @staticmethod
-    def _img(x: torch.Tensor) -> torch.Tensor:
-        """(..., S, S, 3) uint8 -> (..., 3, S, S) in [-1, 1]."""
-        return x.float().movedim(-1, -3) / 127.5 - 1
+    def _img(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., S, S, 3) uint8 -> (..., 3, s, s) in [-1, 1], average-pooled to the model size s."""
+        x = x.float().movedim(-1, -3) / 127.5 - 1
+        f = self.cfg.image_size // self.cfg.model_size
+        if f == 1:
+            return x
+        lead = x.shape[:-3]
+        return F.avg_pool2d(x.reshape(-1, *x.shape[-3:]), f).view(*lead, 3, self.cfg.model_size, self.cfg.model_size)
+
+    def pooled(self, frames: np.ndarray) -> np.ndarray:
+        """Observed uint8 frames (..., S, S, 3) at the model's size, as uint8 (what PSNR compares)."""
+        x = self._img(torch.as_tensor(np.asarray(frames)))
+        return ((x + 1) * 127.5).round().clamp(0, 255).movedim(-3, -1).to(torch.uint8).numpy()
 
     def note_executed(self, n: int, ids=None) -> None:
         pass
@@ -189,7 +206,7 @@ class PadPolicy(ChunkShape, ConfigCheckpoint, nn.Module):
     @torch.no_grad()
     def sample(self, cur: torch.Tensor, state: torch.Tensor, task: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Normalized (future frames (B, 3k, S, S), actions (B, T, A)) from noise."""
-        B, S = cur.shape[0], self.cfg.image_size
+        B, S = cur.shape[0], self.cfg.model_size
         fut = torch.randn((B, 3 * self.cfg.k_future, S, S), generator=self.generator)
         act = torch.randn((B, self.cfg.horizon, self.cfg.action_dim), generator=self.generator)
         pairs = self.sampler.steps(self.cfg.num_inference_steps)
@@ -205,7 +222,7 @@ class PadPolicy(ChunkShape, ConfigCheckpoint, nn.Module):
     @torch.no_grad()
     def predict_batch(self, obs: Mapping, committed=None, ids=None) -> np.ndarray:
         """{state: (B, 1, D), image: (B, 1, S, S, 3)} -> actions (B, T, A) in MetaWorld units;
-        the predicted future frames of row 0 are kept in ``last_frames`` (k, S, S, 3) uint8."""
+        the predicted future frames of row 0 are kept in ``last_frames`` (k, s, s, 3) uint8 at the model size."""
         self.validate_obs(obs, batched=True)
         cur = self._img(torch.as_tensor(np.asarray(obs[self.cfg.image_key]))[:, 0])
         state = self._norm("state", torch.as_tensor(np.asarray(obs["state"]), dtype=torch.float32)[:, 0])
@@ -224,7 +241,7 @@ class PadPolicy(ChunkShape, ConfigCheckpoint, nn.Module):
 
     @torch.no_grad()
     def predict_frames(self, image: np.ndarray, state: np.ndarray, task: int | None = None) -> np.ndarray:
-        """Future frames (B, k, S, S, 3) uint8 predicted from current frames (B, S, S, 3) and states (B, D)."""
+        """Future frames (B, k, s, s, 3) uint8 at the model size, from current frames (B, S, S, 3) and states (B, D)."""
         cur = self._img(torch.as_tensor(image))
         st = self._norm("state", torch.as_tensor(state, dtype=torch.float32))
         tk = torch.full((cur.shape[0],), self.task_id if task is None else task, dtype=torch.long)

@@ -11,6 +11,7 @@ from policy.pad import PadConfig, PadPolicy
 
 SMALL = dict(image_size=16, patch=4, width=32, depth=2, heads=2, horizon=4, n_action_steps=2, state_dim=5,
              action_dim=3)
+PAD_SMALL = dict(SMALL, model_size=8)  # 16 x 16 frames pooled to 8 x 8 (2 x 2 patches of 4)
 
 
 def dit_inputs(cfg, B=2):
@@ -38,7 +39,7 @@ def test_dit_starts_at_zero_output_and_the_mask_hides_the_action_token_from_imag
     assert not torch.allclose(f1, f3)  # without the mask they do
 
 
-def pad_batch(B=8, S=16, k=1):
+def pad_batch(B=8, S=16, k=1):  # observed size 16
     g = torch.Generator().manual_seed(0)
     return {"state": torch.randn(B, 5, generator=g), "image": torch.randint(0, 255, (B, S, S, 3), generator=g, dtype=torch.uint8),
             "future": torch.randint(0, 255, (B, k, S, S, 3), generator=g, dtype=torch.uint8),
@@ -47,7 +48,7 @@ def pad_batch(B=8, S=16, k=1):
 
 def test_loss_learns_a_fixed_batch_and_lambda_ramps():
     torch.manual_seed(0)
-    pol = PadPolicy(PadConfig(**SMALL, lambda_start=0.1, lambda_end=1.0, lambda_steps=10))
+    pol = PadPolicy(PadConfig(**PAD_SMALL, lambda_start=0.1, lambda_end=1.0, lambda_steps=10))
     pol.set_stats(np.random.randn(50, 5), np.random.rand(50, 3) * 2 - 1)
     opt = torch.optim.AdamW(pol.parameters(), 3e-3)
     batch = pad_batch()
@@ -63,20 +64,21 @@ def test_loss_learns_a_fixed_batch_and_lambda_ramps():
     assert lams[0] == pytest.approx(0.1) and lams[-1] == pytest.approx(1.0) and lams[5] < lams[9]
     assert int(pol.loss_calls) == 60
     assert losses[-1] < 0.5 * losses[10]
-    ablation = PadPolicy(PadConfig(**SMALL, image_loss_weight=0.0))
+    ablation = PadPolicy(PadConfig(**PAD_SMALL, image_loss_weight=0.0))
     ablation.loss(batch)
     assert ablation.last_losses["image"] > 0  # computed and reported, not trained on
 
 
 def test_prediction_checkpoint_round_trip_and_bad_observations(tmp_path):
-    pol = PadPolicy(PadConfig(**SMALL, tasks=["reach", "push"]), seed=3)
+    pol = PadPolicy(PadConfig(**PAD_SMALL, tasks=["reach", "push"]), seed=3)
     for p in pol.net.parameters():
         torch.nn.init.normal_(p, std=0.05)
     pol.set_stats(np.random.randn(50, 5), np.random.rand(50, 3) * 4 - 2)
     obs = {"state": np.zeros((1, 5), np.float32), "corner_image": np.full((1, 16, 16, 3), 100, np.uint8)}
     pol.set_task("push")
     a = pol.predict_chunk(obs)
-    assert a.shape == (4, 3) and pol.nfe_last == 10 and pol.last_frames.shape == (1, 16, 16, 3)
+    assert a.shape == (4, 3) and pol.nfe_last == 10 and pol.last_frames.shape == (1, 8, 8, 3)
+    assert pol.pooled(obs["corner_image"]).shape == (1, 8, 8, 3) and (pol.pooled(obs["corner_image"]) == 100).all()
     pol.save(tmp_path / "ck")
     back = PadPolicy.load(tmp_path / "ck", seed=3)
     back.set_task("push")
