@@ -51,7 +51,9 @@ def train_pad(tasks: list[str], steps: int, out: str | Path, demos: int = 50, im
     torch.manual_seed(seed)
     model = PadPolicy(cfg, seed=seed)
     model.set_stats(ds.state, ds.action)
-    recipe = {"recipe": {"tasks": list(tasks), "demos": demos, "steps": steps, "batch_size": batch_size, "lr": lr,
+    import sys
+    command = "dpctl " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("dpctl") else None
+    recipe = {"command": command, "recipe": {"tasks": list(tasks), "demos": demos, "steps": steps, "batch_size": batch_size, "lr": lr,
                          "image_loss": image_loss, "data": [str(store_path(t)) for t in tasks]}}
     t0 = time.perf_counter()
     rec = train_config_model(model, ds, out, recipe, steps, batch_size, lr, seed=seed, progress=progress)
@@ -137,9 +139,44 @@ def pad_table(files: list[str]) -> str:
                  "chunk latency p50 (ms)", "commands"], out))
 
 
+def ship(run_checkpoint: str | Path, name: str, command: str, reports: list[str]) -> Path:
+    """Copy a trained PAD checkpoint to policy/checkpoints/<name>/ with the command that trained
+    it and the eval / frame reports measured on it (their commands included) in recipe.json."""
+    import shutil
+
+    from policy import checkpoint
+    from policy.pad import PadPolicy
+    src, dest = Path(run_checkpoint), checkpoint.SHIPPED_DIR / name
+    PadPolicy.load(src)  # refuse anything that is not a loadable PAD checkpoint
+    measured = []
+    for f in reports:
+        r = json.loads(Path(f).read_text())
+        if r.get("checkpoint") and Path(r["checkpoint"]).resolve() != src.resolve():
+            raise ValueError(f"{f} measured {r['checkpoint']}, not {src}")
+        keep = ("command", "env", "episodes", "success_rate", "chunk_latency_ms", "task", "frames", "psnr_pred_db",
+                "psnr_copy_last_db", "gain_db")
+        measured.append({k: r[k] for k in keep if k in r and k != "chunk_latency_ms"}
+                        | ({"chunk_latency_p50_ms": r["chunk_latency_ms"]["p50"]} if "chunk_latency_ms" in r else {}))
+    tmp = dest.with_name(dest.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src, tmp)
+    cfg = json.loads((tmp / "config.json").read_text())
+    cfg["command"] = command
+    (tmp / "config.json").write_text(json.dumps(cfg, indent=1) + "\n")
+    (tmp / "recipe.json").write_text(json.dumps({"command": command, "measured": measured}, indent=1) + "\n")
+    shutil.rmtree(dest, ignore_errors=True)
+    tmp.replace(dest)
+    return dest
+
+
 def cmd_pad(args) -> int:
     from policy.pad import PadPolicy
     torch.set_num_threads(args.threads)
+    if args.what == "ship":
+        if not (args.name and args.command):
+            raise ValueError("pad ship needs --name and --command (the command that trained the checkpoint)")
+        print(ship(args.checkpoint, args.name, args.command, args.reports))
+        return 0
     policy = PadPolicy.load(args.checkpoint)
     rep = frame_report(policy, args.task, args.episodes, png=args.png)
     rep["checkpoint"] = str(args.checkpoint)
@@ -155,8 +192,12 @@ def cmd_pad(args) -> int:
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("pad", help="PAD on MetaWorld: `frames` (predicted vs real future frames, PSNR)")
-    p.add_argument("what", choices=["frames"])
+    p = sub.add_parser("pad", help="PAD on MetaWorld: `frames` (predicted vs real future frames, PSNR), "
+                                    "`ship` (copy a checkpoint into policy/checkpoints with its reports)")
+    p.add_argument("what", choices=["frames", "ship"])
+    p.add_argument("--name", help="ship: the shipped name")
+    p.add_argument("--command", help="ship: the command that trained the checkpoint")
+    p.add_argument("--reports", nargs="*", default=[], help="ship: eval / frames JSON reports of this checkpoint")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--task", default="reach")
     p.add_argument("--episodes", type=int, default=10, help="held-out expert episodes")

@@ -52,3 +52,22 @@ def test_shipped_umaze_planners_solve_held_out_seeds():
         assert cfg["command"].startswith(f"dpctl plan train --maze umaze --planner {method}")
         res = evaluate("umaze", method, episodes=4, checkpoint=name, progress=False)
         assert res["success_rate"] >= 3 / 4 and res["plan_waypoints_in_walls"] <= 0.1, (name, res["success_rate"])
+
+
+def test_shipped_pad_reach_solves_held_out_seeds_in_the_control_loop():
+    import pytest
+    pytest.importorskip("metaworld")
+    from launch.run import run_loop
+    from policy.pad import PadPolicy
+    d = checkpoint.SHIPPED_DIR / "pad-reach"
+    assert (d / "model.safetensors").stat().st_size <= 5 * 1024 * 1024
+    recipe = json.loads((d / "recipe.json").read_text())
+    assert recipe["command"].startswith("dpctl train --task metaworld:reach --policy pad")
+    policy = PadPolicy.load("pad-reach")
+    policy.set_task("reach")
+    res = evaluate(policy, "metaworld:reach", episodes=4, seed_start=100_000, batch=4, progress=False)
+    assert res["success_rate"] >= 3 / 4
+    # the same checkpoint as a fixed-rate controller (simulated robot, async inference)
+    rep = run_loop(policy, "sim:metaworld:reach", rate_hz=20.0, async_inference=True, episodes=1, seed_start=100_000,
+                   status=False, images=True)
+    assert rep["episodes"] == 1 and rep["policy_errors"] == 0 and rep["cycles"] > 0
