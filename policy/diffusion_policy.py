@@ -126,9 +126,12 @@ class DiffusionPolicy(ChunkShape, nn.Module):
         self._drop_captured()
 
     def _drop_captured(self) -> None:
-        """Captured runs (set_deploy("cuda_graph")) bake in the sampler, warm start and cache."""
+        """Captured runs (set_deploy("cuda_graph")) bake in the sampler, warm start and cache:
+        drop them and capture the new configuration's cold and RTI runs now, so that a control
+        loop never captures mid-episode (and a configuration that cannot be captured fails here)."""
         if getattr(self, "_graphs", None) is not None:
             self._graphs.clear()
+            self._graphs.prepare()
 
     def set_warm_start(self, cfg: WarmStartConfig | None) -> None:
         """RTI warm starts on (a config) or off (None). Discrete dims default to the policy's."""
