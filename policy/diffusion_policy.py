@@ -346,17 +346,21 @@ class DiffusionPolicy(ChunkShape, nn.Module):
 
     def _denoise(self, x, cond, pairs, net_times, step_noise, guide_noise, guide, net=None, times=None):
         """The denoising loop proper: tensors in, the final sample out, no host reads and no
-        random draws (``net``/``times``: the network to call and its per-step time inputs,
-        default the policy's network and the Python floats ``net_times``)."""
+        random draws. ``net``: the denoiser (default: the trace if set, else the network);
+        ``times``: its per-step time inputs (default: the Python floats ``net_times``). A
+        denoiser with ``run_memory`` gets the run's cross-attention memory computed once for
+        all steps and is called as ``decode(x, memory[i])``; any other as ``net(x, t, cond)``."""
         if net is None:
             net = self._traced if self._traced is not None else self.net
+        times = net_times if times is None else times
+        memory = net.run_memory(times, cond) if hasattr(net, "run_memory") else None
         state = self.sampler.new_state()
         if self.cache is not None:
             self.cache.reset()  # cached block outputs never cross predictions
         for i, ((t, t_next), net_t) in enumerate(zip(pairs, net_times)):
             if self.cache is not None:
                 self.cache.begin_step(net_t)
-            out = net(x, net_t if times is None else times[i], cond)
+            out = net(x, times[i], cond) if memory is None else net.decode(x, memory[i])
             x = self.sampler.step(x, out, t, t_next, state, noise=None if step_noise is None else step_noise[i])
             if guide is not None:
                 target, w = guide

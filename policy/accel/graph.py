@@ -166,10 +166,7 @@ class GraphDeploy:
         # one 0-dim tensor per step, each its own storage: views of one tensor would differ in
         # storage offset, which a compiled network guards on (a recompile per step)
         times = [torch.tensor(float(t), dtype=torch.float32, device=self.device) for t in net_times]
-        inner = self.compiled if self.compiled is not None else (pol._traced if pol._traced is not None else pol.net)
-
-        def net(x, t, cond):
-            return inner(x, t, cond).float()
+        net = _Float(self.compiled) if self.compiled is not None else _Float(pol.net, decode=True)
 
         def fn(x, cond, step_noise=None, guide_noise=None, target=None, w=None):
             guide = None if target is None else (target, w)
@@ -216,6 +213,24 @@ class GraphDeploy:
         if self.device.type == "cuda":
             torch.cuda.current_stream().synchronize()
         return self._host_out.numpy().copy()
+
+
+class _Float:
+    """The network as a run calls it, outputs in float32 (under bf16 autocast they are bf16).
+    ``decode=True``: with the run's memory computed once (``Transformer.run_memory``) and the
+    per-step ``decode``; a compiled network is called whole per step instead, since the
+    per-step memory views differ in storage offset, which compiled code guards on."""
+
+    def __init__(self, net, decode: bool = False):
+        self.net = net
+        if decode:
+            self.run_memory = net.run_memory
+
+    def decode(self, x, kv):
+        return self.net.decode(x, kv).float()
+
+    def __call__(self, x, t, cond):
+        return self.net(x, t, cond).float()
 
 
 @contextlib.contextmanager

@@ -9,6 +9,12 @@ iff t >= s - 1 (the time token is always visible).
 Every residual branch goes through ``Transformer.branch(name, fn, *args)`` with names
 ``layer{i}.sa|ca|ffn``, so a cache (policy/accel) hooks in by setting ``branch_hook``
 without monkey-patching. With no hook, ``branch`` is a plain call.
+
+The memory, and so every layer's cross-attention keys and values, depends on the timestep
+and the observation only, not on the noisy sample. A sampler run therefore computes them
+for all its steps at once (``run_memory``, one batched encoder pass) and calls ``decode``
+per step: per network call that drops the encoder and one of the two projections of every
+cross-attention (7 of 37 linear layers of the shipped Lift model).
 """
 from __future__ import annotations
 
@@ -69,13 +75,20 @@ class Attention(nn.Module):
         self.kv = nn.Linear(n_emb, 2 * n_emb)
         self.proj = nn.Linear(n_emb, n_emb)
 
-    def forward(self, x: torch.Tensor, mem: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def keys_values(self, mem: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Memory tokens (N, M, C) -> keys and values, each (N, heads, M, C / heads)."""
+        N, M, C = mem.shape
+        k, v = self.kv(mem).view(N, M, 2, self.n_head, C // self.n_head).permute(2, 0, 3, 1, 4)
+        return k, v
+
+    def attend(self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         B, T, C = x.shape
-        h = self.n_head
-        q = self.q(x).view(B, T, h, C // h).transpose(1, 2)
-        k, v = self.kv(mem).view(B, mem.shape[1], 2, h, C // h).permute(2, 0, 3, 1, 4)
+        q = self.q(x).view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.p_drop if self.training else 0.0)
         return self.proj(y.transpose(1, 2).reshape(B, T, C))
+
+    def forward(self, x: torch.Tensor, mem: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.attend(x, *self.keys_values(mem), mask)
 
 
 class DecoderLayer(nn.Module):
@@ -91,15 +104,16 @@ class DecoderLayer(nn.Module):
         h = self.ln_sa(x)
         return self.sa(h, h, mask)
 
-    def _ca(self, x, mem, mask):
-        return self.ca(self.ln_ca(x), mem, mask)
+    def _ca(self, x, kv, mask):
+        return self.ca.attend(self.ln_ca(x), *kv, mask)
 
     def _ffn(self, x):
         return self.ffn(self.ln_ffn(x))
 
-    def forward(self, x, mem, sa_mask, ca_mask, branch, prefix: str):
+    def forward(self, x, kv, sa_mask, ca_mask, branch, prefix: str):
+        """``kv``: this layer's cross-attention keys and values (``Transformer.memory_kv``)."""
         x = x + branch(f"{prefix}.sa", self._sa, x, sa_mask)
-        x = x + branch(f"{prefix}.ca", self._ca, x, mem, ca_mask)
+        x = x + branch(f"{prefix}.ca", self._ca, x, kv, ca_mask)
         x = x + branch(f"{prefix}.ffn", self._ffn, x)
         return x
 
@@ -156,22 +170,57 @@ class Transformer(nn.Module):
         return self.branch_hook(name, fn, args)
 
     def encode(self, timestep: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        """Memory tokens (B, 1 + To, d). Depends on the timestep, so it is recomputed per call."""
+        """Memory tokens (B, 1 + To, d) of timesteps (B,) and observation tokens (B, To, cond_dim)."""
         t = sinusoidal_embedding(timestep, self.cfg.n_emb).unsqueeze(1)
         mem = torch.cat([t, self.cond_obs_emb(cond)], dim=1) + self.cond_pos_emb
         return self.encoder(self.drop(mem))
 
+    def memory_kv(self, timestep: torch.Tensor, cond: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Every layer's cross-attention keys and values, each (B, heads, 1 + To, d / heads).
+        They depend on the timestep and the observation only, never on the noisy sample."""
+        mem = self.encode(timestep, cond)
+        return [layer.ca.keys_values(mem) for layer in self.layers]
+
+    def run_memory(self, timesteps, cond: torch.Tensor) -> "RunMemory":
+        """The cross-attention keys and values of every step of one denoising run (the network
+        times ``timesteps``, one per step, floats or 0-dim tensors), in one batched pass of
+        the encoder instead of one per step: a run's per-step network call is then
+        ``decode(sample, memory[i])``, the same arithmetic as ``forward`` with the
+        step-invariant part taken out of the loop."""
+        S, B = len(timesteps), cond.shape[0]
+        t = torch.stack([torch.as_tensor(v, dtype=torch.float32, device=cond.device) for v in timesteps])
+        kv = self.memory_kv(t.repeat_interleave(B), cond.repeat(S, 1, 1))  # row s * B + b: step s, sample b
+        return RunMemory([(k.unflatten(0, (S, B)), v.unflatten(0, (S, B))) for k, v in kv])
+
+    def decode(self, sample: torch.Tensor, kv: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+        """The decoder on the noisy sample (B, T, A), given every layer's keys and values."""
+        T = sample.shape[1]
+        x = self.drop(self.input_emb(sample) + self.pos_emb[:, :T])
+        sa_mask, ca_mask = self.sa_mask[:T, :T], self.ca_mask[:T]
+        for i, (layer, layer_kv) in enumerate(zip(self.layers, kv)):
+            x = layer(x, layer_kv, sa_mask, ca_mask, self.branch, f"layer{i}")
+        return self.head(self.ln_f(x))
+
     def forward(self, sample: torch.Tensor, timestep: torch.Tensor | float, cond: torch.Tensor) -> torch.Tensor:
-        B, T, _ = sample.shape
+        B = sample.shape[0]
         timestep = torch.as_tensor(timestep, device=sample.device, dtype=torch.float32)
         if timestep.dim() == 0:
             timestep = timestep.expand(B)
-        mem = self.encode(timestep, cond)
-        x = self.drop(self.input_emb(sample) + self.pos_emb[:, :T])
-        sa_mask, ca_mask = self.sa_mask[:T, :T], self.ca_mask[:T]
-        for i, layer in enumerate(self.layers):
-            x = layer(x, mem, sa_mask, ca_mask, self.branch, f"layer{i}")
-        return self.head(self.ln_f(x))
+        return self.decode(sample, self.memory_kv(timestep, cond))
 
     def optim_groups(self, weight_decay: float) -> list[dict]:
         return decay_groups(self, weight_decay)
+
+
+class RunMemory:
+    """Per-layer cross-attention (keys, values) of a whole run, each (steps, B, heads, M, d/heads);
+    ``memory[i]`` is step i's list of (keys, values), views without copies."""
+
+    def __init__(self, kv: list[tuple[torch.Tensor, torch.Tensor]]):
+        self.kv = kv
+
+    def __len__(self) -> int:
+        return self.kv[0][0].shape[0]
+
+    def __getitem__(self, i: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        return [(k[i], v[i]) for k, v in self.kv]
