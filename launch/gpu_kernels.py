@@ -4,9 +4,14 @@ CUDA graph replays per denoising step. Two ways of calling the network:
   included (as training calls it);
 - ``decode``: a run's step after ``run_memory`` (the sampler's path): the memory, which
   depends on the timestep and observation only, computed once for all the run's steps.
-``python3 launch/gpu_kernels.py`` on a GPU machine (the checkpoint's sizes; random weights)."""
+``python3 launch/gpu_kernels.py [--compile MODE ...]`` on a GPU machine (the checkpoint's sizes;
+random weights); ``--compile`` also profiles ``decode`` through ``torch.compile`` in each
+inductor MODE (``default``, ``max-autotune-no-cudagraphs``, ...), in fp32 and bf16 autocast:
+how many kernels fusion leaves per step."""
 from __future__ import annotations
 
+import argparse
+import time
 from collections import Counter
 
 import torch
@@ -27,7 +32,21 @@ def kernels(fn) -> list:
     return [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
 
 
+def report(name: str, fn) -> None:
+    ks = kernels(fn)
+    busy = sum(getattr(e, "device_time", 0.0) for e in ks)
+    print(f"{name}: {len(ks)} kernels per network call, {busy:.0f} us of kernel time")
+    count, time_us = Counter(e.name[:90] for e in ks), Counter()
+    for e in ks:
+        time_us[e.name[:90]] += getattr(e, "device_time", 0.0)
+    for kname, us in time_us.most_common(8):
+        print(f"{count[kname]:4d} {us:6.0f} us  {kname}")
+
+
 def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--compile", nargs="*", default=[], metavar="MODE")
+    args = ap.parse_args()
     pol = big_policy(checkpoint.load("lift").eval()).cuda()
     net = pol.net
     x = torch.randn(1, pol.horizon, pol.cfg.action_dim, device="cuda")
@@ -35,12 +54,18 @@ def main() -> None:
     t = torch.tensor(50.0, device="cuda")
     with torch.no_grad():
         memory = net.run_memory([90.0, 50.0, 10.0], cond)
-    for name, fn in (("whole", lambda: net(x, t, cond)), ("decode", lambda: net.decode(x, memory[1]))):
-        ks = kernels(fn)
-        busy = sum(getattr(e, "device_time", 0.0) for e in ks)
-        print(f"{name}: {len(ks)} kernels per network call, {busy:.0f} us of kernel time")
-        for kname, n in Counter(e.name[:90] for e in ks).most_common(8):
-            print(f"{n:4d}  {kname}")
+    report("whole", lambda: net(x, t, cond))
+    report("decode", lambda: net.decode(x, memory[1]))
+    for mode in args.compile:
+        for precision in ("fp32", "bf16"):
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=precision == "bf16"):
+                kv = net.run_memory([90.0, 50.0, 10.0], cond)[1] if precision == "bf16" else memory[1]
+                compiled = torch.compile(net.decode, mode=mode, fullgraph=True, dynamic=False)
+                t0 = time.perf_counter()
+                with torch.no_grad():
+                    compiled(x, kv)
+                print(f"(compiled {mode} {precision} in {time.perf_counter() - t0:.0f} s)")
+                report(f"decode compiled {mode} {precision}", lambda: compiled(x, kv))
 
 
 if __name__ == "__main__":
