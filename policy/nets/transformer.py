@@ -187,10 +187,15 @@ class Transformer(nn.Module):
         the encoder instead of one per step: a run's per-step network call is then
         ``decode(sample, memory[i])``, the same arithmetic as ``forward`` with the
         step-invariant part taken out of the loop."""
-        S, B = len(timesteps), cond.shape[0]
         t = torch.stack([torch.as_tensor(v, dtype=torch.float32, device=cond.device) for v in timesteps])
+        return RunMemory(self.run_kv(t, cond))
+
+    def run_kv(self, t: torch.Tensor, cond: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """``run_memory``'s tensors: per layer (keys, values), each (S, B, heads, M, d / heads),
+        for network times ``t`` (S,) and observation tokens ``cond`` (B, To, cond_dim)."""
+        S, B = t.shape[0], cond.shape[0]
         kv = self.memory_kv(t.repeat_interleave(B), cond.repeat(S, 1, 1))  # row s * B + b: step s, sample b
-        return RunMemory([(k.unflatten(0, (S, B)), v.unflatten(0, (S, B))) for k, v in kv])
+        return [(k.unflatten(0, (S, B)), v.unflatten(0, (S, B))) for k, v in kv]
 
     def decode(self, sample: torch.Tensor, kv: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
         """The decoder on the noisy sample (B, T, A), given every layer's keys and values."""

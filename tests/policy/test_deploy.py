@@ -44,3 +44,18 @@ def test_traced_denoiser_refuses_caches_and_other_batch_sizes():
         pol.set_deploy("torchscript")
     with pytest.raises(ValueError, match="unknown deploy path"):
         pol.set_deploy("tensorrt")
+
+
+def test_traced_run_memory_equals_eager_for_any_run_length():
+    """The memory trace is made once (2 steps) and must stay right for other run lengths."""
+    import torch
+    pol = tiny_policy().eval()
+    pol.set_deploy("torchscript", batch=1)
+    cond = torch.randn(1, 2, pol.cond_dim)
+    for times in ([90.0], [20.0, 10.0, 0.0], [float(t) for t in range(99, -1, -1)]):
+        got, ref = pol._traced.run_memory(times, cond), pol.net.run_memory(times, cond)
+        assert len(got) == len(ref) == len(times)
+        for i in (0, len(times) - 1):
+            for (kg, vg), (kr, vr) in zip(got[i], ref[i]):
+                torch.testing.assert_close(kg, kr, atol=1e-6, rtol=0)
+                torch.testing.assert_close(vg, vr, atol=1e-6, rtol=0)
