@@ -9,6 +9,7 @@ truncated or corrupt safetensors file, or a config of another format all raise
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -24,6 +25,7 @@ from policy.normalizer import Normalizer
 FORMAT = "dpctl-policy"
 VERSION = 1
 WEIGHTS, CONFIG = "model.safetensors", "config.json"
+log = logging.getLogger(__name__)
 PICKLE_MAGIC = (b"\x80", b"PK\x03\x04")  # pickle protocol 2+, torch's zip-of-pickles
 
 
@@ -120,15 +122,22 @@ def read_tensors(path: Path) -> dict[str, torch.Tensor]:
 
 
 def write_dir(path: str | os.PathLike, tensors: dict[str, torch.Tensor], config: dict) -> Path:
-    """Write weights + config atomically (see ``write_atomic_dir``)."""
+    """Write weights + config atomically (see ``write_atomic_dir``). Replacing a checkpoint drops
+    the files next to its weights (``recipe.json``, calibrations such as ``rti.json`` and
+    ``cache_bac.json``: all about the old weights); a warning names them."""
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    path = Path(path)
+    dropped = sorted(f.name for f in path.iterdir() if f.name not in (WEIGHTS, CONFIG)) if path.is_dir() else []
 
     def write(tmp: Path) -> None:
         save_file(tensors, str(tmp / WEIGHTS), metadata={"format": str(config.get("format"))})
         (tmp / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
 
-    write_atomic_dir(Path(path), write)
-    return Path(path)
+    write_atomic_dir(path, write)
+    if dropped:
+        log.warning("%s: replaced the checkpoint; %s, made for the old weights, removed (calibrations: rerun "
+                    "`dpctl calibrate`)", path, ", ".join(dropped))
+    return path
 
 
 def load(path: str | os.PathLike, seed: int = 0) -> DiffusionPolicy:

@@ -67,3 +67,22 @@ def test_refuses_pickles_corruption_and_bad_configs(tmp_path):
         checkpoint.load(tmp_path / "ck")
     with pytest.raises(CheckpointError, match="no checkpoint 'nope'"):
         checkpoint.load("nope")
+
+
+def test_replacing_a_checkpoint_names_the_calibration_files_it_drops(tmp_path, caplog):
+    import logging
+
+    from helpers import tiny_policy
+    from policy import checkpoint
+    pol = tiny_policy()
+    ck = checkpoint.save(pol, tmp_path / "ck")
+    (ck / "rti.json").write_text("{}")
+    (ck / "recipe.json").write_text("{}")
+    with caplog.at_level(logging.WARNING, logger="policy.checkpoint"):
+        checkpoint.save(pol, ck)
+    assert "rti.json" in caplog.text and "recipe.json" in caplog.text
+    assert sorted(f.name for f in ck.iterdir()) == ["config.json", "model.safetensors"]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="policy.checkpoint"):
+        checkpoint.save(pol, ck)  # nothing left to drop: no warning
+    assert caplog.text == ""
