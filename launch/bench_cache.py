@@ -16,7 +16,9 @@ previous chunks, as in closed loop. Reported per variant:
 - ``block_exec``: block executions per steady-state prediction (the first chunk of a
   sequence, cold for RTI, excluded; 12 blocks x network calls when uncached).
 - ``p50_ms``/``p99_ms``: batch-1 chunk latency over ``timing_chunks`` windows, and
-  ``speedup`` against the same base uncached, measured in this run.
+  ``speedup`` against the same base uncached, the two timed in one interleaved loop (an
+  uncached twin of the policy alternates calls with the variant), so load on the shared
+  machine falls on both; the ``none`` row is the twin against itself (~1.00x).
 """
 from __future__ import annotations
 
@@ -72,20 +74,25 @@ def run_sequence(policy, windows: list[dict], seed: int = 0) -> tuple[np.ndarray
     return np.stack(outs), per_chunk
 
 
-def time_chunks(policy, windows: list[dict], n: int) -> np.ndarray:
-    """Batch-1 latency (ms) of ``n`` chunks of episode 0, in order (so RTI runs warm)."""
-    policy.reset()
+def time_chunks(policies: list, windows: list[dict], n: int) -> list[np.ndarray]:
+    """Batch-1 latency (ms) of ``n`` chunks of episode 0 for each policy, in order (so RTI
+    runs warm), the policies' calls interleaved chunk by chunk (the order alternating), so
+    that a variant and its uncached base see the same machine load."""
+    for p in policies:
+        p.reset()
     single = [{k: v[:1] for k, v in w.items()} for w in windows]
-    times = []
+    times = [[] for _ in policies]
     for i in range(n + 1):
         w = single[i % len(single)]
-        t0 = time.perf_counter()
-        policy.predict_batch(w)
-        dt = (time.perf_counter() - t0) * 1e3
-        policy.note_executed(policy.n_action_steps)
-        if i:  # the first chunk is cold (and warms caches/allocators)
-            times.append(dt)
-    return np.asarray(times)
+        order = range(len(policies)) if i % 2 == 0 else reversed(range(len(policies)))
+        for j in order:
+            t0 = time.perf_counter()
+            policies[j].predict_batch(w)
+            dt = (time.perf_counter() - t0) * 1e3
+            policies[j].note_executed(policies[j].n_action_steps)
+            if i:  # the first chunk is cold (and warms caches/allocators)
+                times[j].append(dt)
+    return [np.asarray(t) for t in times]
 
 
 BASES = {"DDPM-100": ("ddpm", 100, False), "DDIM-10": ("ddim", 10, False), "RTI": ("ddim", 10, True)}
@@ -124,18 +131,19 @@ def bench_cache(checkpoint_name: str, data_path, budget: int = 10, episodes: int
                 timing_chunks: int = 30, bases: tuple[str, ...] = tuple(BASES), progress: bool = True) -> dict:
     from policy import checkpoint
     policy = checkpoint.load(checkpoint_name)
+    twin = checkpoint.load(checkpoint_name)  # uncached twin, timed interleaved with each variant
     windows = episode_windows(policy, data_path, episodes, chunks)
     disc = list(policy.cfg.discrete_action_dims)
     cont = [d for d in range(policy.cfg.action_dim) if d not in disc]
     rows = []
     for base in bases:
         sampler, steps, warm = BASES[base]
-        policy.set_sampler(sampler, steps)
-        policy.set_warm_start(default_rti_config(checkpoint_name, policy) if warm else None)
+        for p in (policy, twin):
+            p.set_sampler(sampler, steps)
+            p.set_warm_start(default_rti_config(checkpoint_name, p) if warm else None)
         label = base if not warm else f"RTI (DDIM, K'={policy.warm.cfg.start_t})"
         policy.set_cache(None)
         full, _ = run_sequence(policy, windows)
-        base_ms = time_chunks(policy, windows, timing_chunks)
         # BAC's executions per prediction decide the matched uniform row
         policy.set_cache(make_cache("bac", checkpoint_name, policy))
         bac_exec = round(run_sequence(policy, windows)[1])
@@ -143,11 +151,11 @@ def bench_cache(checkpoint_name: str, data_path, budget: int = 10, episodes: int
                                 disable=not progress):
             policy.set_cache(cache)
             if cache is None:
-                acts, ms = full, base_ms
+                acts = full
                 n_blocks = len(policy.net.branch_names()) * policy.nfe_last
             else:
                 acts, n_blocks = run_sequence(policy, windows)
-                ms = time_chunks(policy, windows, timing_chunks)
+            base_ms, ms = time_chunks([twin, policy], windows, timing_chunks)
             err = np.abs(acts[..., cont] - full[..., cont])
             flips = float((np.sign(acts[..., disc]) != np.sign(full[..., disc])).mean()) if disc else 0.0
             rows.append({"base": label, "cache": name, "nfe": policy.nfe_last, "block_exec": float(n_blocks),

@@ -1,7 +1,8 @@
 """Which per-block schedule keeps the action closest to the uncached one? A study script for
 issue 6 (not a command): one recording of every block's output on calibration windows, then
-ACS schedules from different similarity matrices (cosine, as BAC; negative L2 distance and
-negative squared L2, an extension) with and without Bubbling Union, and uniform schedules,
+ACS schedules from different similarity matrices (cosine, as BAC's paper; negative L2 distance,
+an extension) and from the first-order action error of each stale segment (the ``action``
+objective, ``action_error_segments``), with and without Bubbling Union, and uniform schedules,
 each scored like ``dpctl bench cache``: mean |a - a_full| over continuous action dims on the
 demo episodes' chunk sequences, same noise, and block executions per chunk.
 
@@ -18,8 +19,8 @@ import torch
 from launch.bench_cache import episode_windows, run_sequence
 from launch.calibrate import dataset_windows
 from policy import checkpoint
-from policy.accel.cache import (BlockCache, BlockRecorder, acs_steps, bubbling_union, similarity_and_change,
-                                uniform_schedule)
+from policy.accel.cache import (BlockCache, BlockRecorder, acs_steps, action_error_segments, bubbling_union,
+                                similarity_and_change, uniform_schedule)
 
 
 def main() -> None:
@@ -37,6 +38,11 @@ def main() -> None:
     cal = dataset_windows(pol, args.data, args.windows)
     pol.sample(pol.encode_obs({k: torch.as_tensor(np.stack([w[k] for w in cal])) for k in pol.expected_obs()}))
     pol.set_cache(None)
+    import time
+    t0 = time.perf_counter()
+    cond = pol.encode_obs({k: torch.as_tensor(np.stack([w[k] for w in cal])) for k in pol.expected_obs()})
+    act_sims, _ = action_error_segments(pol, cond)
+    print(f"action-error matrices in {time.perf_counter() - t0:.1f} s", flush=True)
     ts, blocks = rec.timesteps, pol.net.branch_names()
     windows = episode_windows(pol, args.data, 8, 12)
     cont = [d for d in range(pol.cfg.action_dim) if d not in pol.cfg.discrete_action_dims]
@@ -53,10 +59,11 @@ def main() -> None:
     for b in blocks:
         S, change[b] = similarity_and_change(rec.outputs[b])
         D = torch.cdist(*(2 * [torch.stack(rec.outputs[b]).double()])).numpy()
-        sims[b] = {"cosine": S, "-L2": -D, "-L2^2": -D ** 2}
-    for kind in ("cosine", "-L2", "-L2^2"):
-        sched = {b: {ts[i] for i in acs_steps(sims[b][kind], args.budget, "cached")} for b in blocks}
-        first = [int(i) for i in acs_steps(sims[blocks[0]][kind], args.budget, "cached")]
+        sims[b] = {"cosine": S, "-L2": -D, "-L2^2": -D ** 2, "action": act_sims[b]}
+    for kind in ("action", "cosine", "-L2"):
+        obj = "action" if kind == "action" else "cached"
+        sched = {b: {ts[i] for i in acs_steps(sims[b][kind], args.budget, obj)} for b in blocks}
+        first = [int(i) for i in acs_steps(sims[blocks[0]][kind], args.budget, obj)]
         print(f"ACS ({kind}) update steps of {blocks[0]}: {first}")
         for top_n in (0, 3):
             score(f"ACS {kind}, BU top-{top_n}", bubbling_union(sched, change, top_n))

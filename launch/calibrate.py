@@ -125,22 +125,27 @@ CACHE_FILE = "cache_bac.json"
 @torch.no_grad()
 def calibrate_cache(policy, windows: list[dict], budget: int, objective: str = "adjacent", bu_top_n: int = 3) -> dict:
     """Record every block at every step of full runs on ``windows`` (batched), build the
-    per-block similarity matrices, schedule each block by ACS, apply Bubbling Union."""
-    from policy.accel.cache import BlockRecorder, acs_steps, bubbling_union, output_sensitivity, similarity_and_change
+    per-block similarity matrices, schedule each block by ACS, apply Bubbling Union. The
+    ``action`` objective schedules on first-order action errors instead of similarities
+    (``action_error_segments``: one more run with autograd on the same windows)."""
+    from policy.accel.cache import (BlockRecorder, acs_steps, action_error_segments, bubbling_union,
+                                    similarity_and_change)
     rec = BlockRecorder()
     policy.set_cache(rec)
     try:
         device = next(policy.parameters()).device
         batch = {k: torch.as_tensor(np.stack([w[k] for w in windows])).to(device) for k in policy.expected_obs()}
-        policy.sample(policy.encode_obs(batch))
+        cond = policy.encode_obs(batch)
+        policy.sample(cond)
     finally:
         policy.set_cache(None)
     timesteps = rec.timesteps
-    weights = output_sensitivity(policy.sampler, policy.sampler.steps(policy.cfg.num_inference_steps))
+    segments = action_error_segments(policy, cond)[0] if objective == "action" else None
     schedules, change = {}, {}
     for name in policy.net.branch_names():
         S, change[name] = similarity_and_change(rec.outputs[name])
-        schedules[name] = {timesteps[i] for i in acs_steps(S, budget, objective, weights)}
+        S = segments[name] if segments is not None else S
+        schedules[name] = {timesteps[i] for i in acs_steps(S, budget, objective)}
     final = bubbling_union(schedules, change, top_n=bu_top_n)
     return {"sampler": policy.cfg.sampler, "steps": policy.cfg.num_inference_steps, "timesteps": timesteps,
             "budget": budget, "objective": objective, "bu_top_n": bu_top_n,
@@ -178,15 +183,17 @@ def make_cache(kind: str, checkpoint_name, policy, budget: int | None = None, te
                calibration: dict | None = None):
     """A BlockCache for ``--cache bac|uniform|teacache`` on the policy's current step list.
     BAC schedules come from ``calibration`` (a ``calibrate_cache`` result) or else the
-    checkpoint's cache_bac.json, re-derived onto this list."""
+    checkpoint's cache_bac.json, re-derived onto this list. The cache's ``kind`` names it in
+    reports (``bac (<objective>)`` for BAC)."""
     from policy.accel.cache import BlockCache, TeaCacheGate, rederive, uniform_schedule
     steps = [policy.sampler.model_time(t) for t, _ in policy.sampler.steps(policy.cfg.num_inference_steps)]
     if kind == "teacache":
-        return BlockCache(gate=TeaCacheGate(teacache_threshold))
+        return _named(BlockCache(gate=TeaCacheGate(teacache_threshold)), kind)
     if kind == "uniform":
         if not budget:
             raise ValueError("--cache uniform needs --cache-budget (update steps per run)")
-        return BlockCache(uniform_schedule(policy.net.branch_names(), steps, max(1, len(steps) // budget)))
+        return _named(BlockCache(uniform_schedule(policy.net.branch_names(), steps, max(1, len(steps) // budget))),
+                      kind)
     if kind != "bac":
         raise ValueError(f"unknown cache {kind!r}")
     path = checkpoint.resolve(checkpoint_name) / CACHE_FILE if calibration is None else "the given calibration"
@@ -200,4 +207,9 @@ def make_cache(kind: str, checkpoint_name, policy, budget: int | None = None, te
         # keep the calibrated keys too: warm-started (RTI) runs use the fine-grid tail
         derived = rederive(sched, steps)
         sched = {k: sched[k] | derived[k] for k in sched}
-    return BlockCache(sched)
+    return _named(BlockCache(sched), f"bac ({cal.get('objective', '?')})")
+
+
+def _named(cache, kind: str):
+    cache.kind = kind
+    return cache

@@ -54,7 +54,6 @@ def _apply_warm_start(policy, args) -> None:
     if args.cache != "off":
         from launch.calibrate import make_cache
         policy.set_cache(make_cache(args.cache, args.checkpoint, policy, budget=args.cache_budget))
-        policy.cache.kind = args.cache
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -482,9 +481,9 @@ def build_parser() -> argparse.ArgumentParser:
     cal = sub.add_parser("calibrate", help="offline calibration: `rti` picks the warm-start level K'")
     cal.add_argument("what", choices=["rti", "cache"])
     cal.add_argument("--budget", type=int, default=10, help="cache: update steps per block")
-    cal.add_argument("--objective", choices=["adjacent", "cached", "weighted"], default="adjacent",
-                     help="cache: ACS objective (paper: adjacent; published code: cached; weighted: cached with "
-                          "each step weighted by its effect on the final sample)")
+    cal.add_argument("--objective", choices=["adjacent", "cached", "action"], default="adjacent",
+                     help="cache: ACS objective (paper: adjacent; published code: cached; action, an extension: "
+                          "the first-order action error of each stale segment, from autograd)")
     cal.add_argument("--bu-top-n", type=int, default=3, help="cache: Bubbling Union blocks (0: off)")
     cal.add_argument("--sampler", help="sampler to calibrate on (cache default: ddpm; rti: the checkpoint's)")
     cal.add_argument("--steps", type=int, help="its steps (cache default: 100; rti: the checkpoint's)")

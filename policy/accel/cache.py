@@ -10,7 +10,9 @@ Schedules: ``{block: set of timesteps at which it is recomputed}``.
 - ``acs_schedule``: the Adaptive Caching Scheduler, a dynamic program choosing M update
   steps (the first and the last always) that maximize total similarity, with the paper's
   objective (``adjacent``: sum of cos(b_k, b_{k-1}) inside each segment) or the published
-  code's (``cached``: sum of S[a, t] of the cached step a against every step t reusing it);
+  code's (``cached``: sum of S[a, t] of the cached step a against every step t reusing it),
+  or, an extension, the first-order action error of each stale segment (``action``,
+  ``action_error_segments``: how far reusing a block's output moves the sampled chunk);
 - ``bubbling_union``: the top-n blocks by mean adjacent L1 change get the update steps of
   every FFN block at the same or a later layer added to theirs;
 - ``uniform_schedule``: FORA-style, every N-th step (and the last);
@@ -26,47 +28,25 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-OBJECTIVES = ("adjacent", "cached", "weighted")
+OBJECTIVES = ("adjacent", "cached", "action")
 
 
 # ------------------------------------------------------------------ schedules
-def _segment_value(S: np.ndarray, a: int, b: int, objective: str, weights: np.ndarray | None = None) -> float:
+def _segment_value(S: np.ndarray, a: int, b: int, objective: str) -> float:
     if objective == "adjacent":
         return float(sum(S[k, k - 1] for k in range(a + 1, b + 1)))
-    if objective == "weighted":
-        return float((weights[a:b + 1] * S[a, a:b + 1]).sum())
+    if objective == "action":  # S holds segment values (action_error_segments)
+        return float(S[a, b])
     return float(S[a, a:b + 1].sum())
 
 
-def output_sensitivity(sampler, pairs: Sequence[tuple]) -> np.ndarray:
-    """How much an error in the network output at each step of ``pairs`` moves the final
-    sample, for a sampler step that is affine in (sample, output): w_k = A_k * prod_{j>k} B_j
-    with A = d x_next / d output and B = d x_next / d x (noise held at 0, measured on the
-    sampler's own ``step``). Late steps weigh most: their errors are not denoised away."""
-    A, B = [], []
-    for t, t_next in pairs:
-        z, h = torch.zeros(1, 1, 1, dtype=torch.float64), 0.1
-        kw = {"noise": torch.zeros_like(z)} if sampler.name == "ddpm" else {}
-        base = float(sampler.step(z, z, t, t_next, sampler.new_state(), **kw))
-        A.append((float(sampler.step(z, z + h, t, t_next, sampler.new_state(), **kw)) - base) / h)
-        B.append((float(sampler.step(z + h, z, t, t_next, sampler.new_state(), **kw)) - base) / h)
-    w = np.empty(len(pairs))
-    tail = 1.0
-    for k in range(len(pairs) - 1, -1, -1):
-        w[k] = abs(A[k]) * tail
-        tail *= abs(B[k])
-    return w
-
-
-def acs_steps(S: np.ndarray, budget: int, objective: str = "adjacent", weights: np.ndarray | None = None) -> list[int]:
+def acs_steps(S: np.ndarray, budget: int, objective: str = "adjacent") -> list[int]:
     """Update step indices (0 and K-1 always) for one block: DP over contiguous segments.
-    ``weighted`` (an extension, not in the paper or its code) is the ``cached`` objective with
-    every reusing step weighted by ``weights`` (``output_sensitivity``)."""
+    ``S``: the similarity matrix, or for ``action`` the segment values V[a, b] of
+    ``action_error_segments``."""
     K = S.shape[0]
     if objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {OBJECTIVES}")
-    if objective == "weighted" and (weights is None or len(weights) != K):
-        raise ValueError("the weighted objective needs one weight per step")
     if not 2 <= budget <= K:
         if K == 1 and budget >= 1:
             return [0]
@@ -82,7 +62,7 @@ def acs_steps(S: np.ndarray, budget: int, objective: str = "adjacent", weights: 
             for a in range(m - 1, j):  # last segment = [a, j-1]
                 if best[m - 1][a] == NEG:
                     continue
-                v = best[m - 1][a] + _segment_value(S, a, j - 1, objective, weights)
+                v = best[m - 1][a] + _segment_value(S, a, j - 1, objective)
                 if v > best[m][j]:
                     best[m][j], back[m][j] = v, a
     starts, j = [], n
@@ -93,23 +73,22 @@ def acs_steps(S: np.ndarray, budget: int, objective: str = "adjacent", weights: 
     return sorted(starts) + [K - 1]
 
 
-def acs_steps_brute_force(S: np.ndarray, budget: int, objective: str = "adjacent",
-                          weights: np.ndarray | None = None) -> tuple[list[int], float]:
+def acs_steps_brute_force(S: np.ndarray, budget: int, objective: str = "adjacent") -> tuple[list[int], float]:
     """Reference for tests: best update set by enumeration (small K)."""
     K = S.shape[0]
     best, arg = -np.inf, None
     for mid in itertools.combinations(range(1, K - 1), budget - 2):
         starts = [0, *mid]
         bounds = starts + [K - 1]
-        v = sum(_segment_value(S, bounds[i], bounds[i + 1] - 1, objective, weights) for i in range(len(starts)))
+        v = sum(_segment_value(S, bounds[i], bounds[i + 1] - 1, objective) for i in range(len(starts)))
         if v > best + 1e-12:
             best, arg = v, starts + [K - 1]
     return arg, best
 
 
-def schedule_value(S: np.ndarray, steps: Sequence[int], objective: str, weights: np.ndarray | None = None) -> float:
+def schedule_value(S: np.ndarray, steps: Sequence[int], objective: str) -> float:
     bounds = list(steps)
-    return sum(_segment_value(S, bounds[i], bounds[i + 1] - 1, objective, weights) for i in range(len(bounds) - 1))
+    return sum(_segment_value(S, bounds[i], bounds[i + 1] - 1, objective) for i in range(len(bounds) - 1))
 
 
 def block_layer(name: str) -> int:
@@ -233,6 +212,90 @@ class BlockRecorder:
         out = fn(*args)
         self.outputs.setdefault(name, []).append(out.detach().flatten().clone())
         return out
+
+
+class GradRecorder:
+    """Calibration hook for ``action_error_similarity``: runs every block and keeps its output
+    (B, T, d) in the autograd graph, with its gradient retained."""
+
+    def __init__(self):
+        self.outputs: dict[str, list[torch.Tensor]] = {}
+        self.timesteps: list[float] = []
+
+    def begin_step(self, t: float) -> None:
+        self.timesteps.append(float(t))
+
+    def reset(self) -> None:
+        pass
+
+    def __call__(self, name: str, fn: Callable, args: tuple) -> torch.Tensor:
+        out = fn(*args)
+        out.retain_grad()
+        self.outputs.setdefault(name, []).append(out)
+        return out
+
+
+def action_error_segments(policy, cond: torch.Tensor, n_probes: int = 8, seed: int = 0,
+                          probes: torch.Tensor | None = None) -> tuple[dict, list]:
+    """Per-block segment values V[a, b] = -E ||sum_{t=a..b} J_t (o_a - o_t)||^2 for the
+    ``action`` ACS objective (an extension, in neither the paper nor its code): the
+    first-order change of the sampled chunk's continuous dims when steps a+1..b reuse the
+    block output o_a of step a, J_t being the Jacobian of the final sample with respect to
+    the block's output at step t through the rest of the denoising run. The errors of one
+    stale segment are summed before the norm: they are alike step to step and add up, so a
+    long segment costs more than the sum of its steps' squared errors. Cosine similarity,
+    the paper's measure, says how alike two outputs are, not how much their difference
+    moves the action.
+
+    One full run of the policy's sampler on ``cond`` (B windows) with autograd, then
+    ``n_probes`` backward passes of random projections v (E (v.y)^2 = ||y||^2 for
+    v ~ N(0, I)); summed over the windows. ``probes`` (R, B, T, A), an orthonormal basis,
+    replaces the random ones: the sum of its squared projections is the exact norm (tests). The starting sample and the
+    DDPM noise are drawn from ``seed``. Returns ({block: V (K, K), upper triangle used},
+    network timesteps)."""
+    g = torch.Generator().manual_seed(seed)
+    shape = (cond.shape[0], policy.cfg.horizon, policy.cfg.action_dim)
+    pairs = policy.sampler.steps(policy.cfg.num_inference_steps)
+    net_times = [policy.sampler.model_time(t) for t, _ in pairs]
+    K = len(pairs)
+    if probes is not None:
+        n_probes = len(probes)
+    weight = 1.0 / n_probes if probes is None else 1.0  # a mean over random v; a sum over a basis
+    x = torch.randn(shape, generator=g).to(cond)
+    step_noise = (torch.randn((K, *shape), generator=g).to(cond)
+                  if policy.sampler.name == "ddpm" else None)
+    rec = GradRecorder()
+    params = [p for p in policy.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    policy.set_cache(rec)
+    try:
+        with torch.enable_grad():
+            final = policy._denoise(x.requires_grad_(True), cond.detach(), pairs, net_times, step_noise, None, None,
+                                    net=policy.net)
+        cont = torch.ones(policy.cfg.action_dim).to(cond)
+        cont[list(policy.cfg.discrete_action_dims)] = 0.0
+        names = policy.net.branch_names()
+        outs = {b: torch.stack([o.detach().flatten(1) for o in rec.outputs[b]]).double() for b in names}
+        later = torch.ones(K, K, dtype=torch.bool).tril()[:, :, None]  # [t, a]: t >= a
+        cost = {b: torch.zeros(K, K, dtype=torch.float64) for b in names}
+        for r in range(n_probes):
+            for b in names:
+                for o in rec.outputs[b]:
+                    o.grad = None
+            v = (torch.randn(shape, generator=g) if probes is None else probes[r]).to(cond) * cont
+            final.backward(v, retain_graph=r < n_probes - 1)
+            for b in names:
+                G = torch.stack([o.grad.flatten(1) for o in rec.outputs[b]]).double()  # (K, B, N)
+                P = torch.einsum("twn,awn->taw", G, outs[b])  # P[t, a] = g_t . o_a
+                err = (P - torch.diagonal(P, dim1=0, dim2=1).T[:, None, :]) * later  # g_t . (o_a - o_t), t >= a
+                seg = err.cumsum(0)  # seg[b, a] = sum_{t=a..b} g_t . (o_a - o_t)
+                cost[b] += weight * (seg ** 2).sum(-1).T.cpu()  # [a, b]
+    finally:
+        policy.set_cache(None)
+        for p in params:
+            p.requires_grad_(True)
+    return {b: -c.numpy() for b, c in cost.items()}, rec.timesteps
 
 
 def similarity_and_change(outputs: list[torch.Tensor]) -> tuple[np.ndarray, float]:

@@ -161,7 +161,8 @@ def test_calibrate_rti_and_cache_then_accelerated_eval(tiny_lift_run, tmp_path, 
     assert {r["base"].split(" ")[0] for r in rows} == {"DDPM-100", "DDIM-10", "RTI"}
     for r in rows:
         if r["cache"] == "none":
-            assert r["action_err"] == 0.0 and r["block_exec"] == 12 * r["nfe"] and r["speedup"] == 1.0
+            # the uncached twin timed against itself: a ratio near 1 (how noisy the timing is)
+            assert r["action_err"] == 0.0 and r["block_exec"] == 12 * r["nfe"] and r["speedup"] > 0
         else:
             assert 0 < r["block_exec"] <= 12 * r["nfe"] and r["action_err"] >= 0.0
         if r["cache"].startswith("uniform") and r["block_exec"] == 12 * r["nfe"]:
@@ -180,6 +181,17 @@ def test_calibrate_rti_and_cache_then_accelerated_eval(tiny_lift_run, tmp_path, 
     assert rows["RTI"]["nfe"] == rows["RTI+BAC"]["nfe"] == rti["recommended_k"] + 1
     assert rows["DDPM-100"]["vs_ddpm100"] == 1.0 and rows["floor: 1 call"]["vs_floor"] == 1.0
     assert png.stat().st_size > 0
+    # the action-error objective (autograd through the run) schedules every block too, and
+    # reports name the objective of the cache they ran with
+    assert main(["calibrate", "cache", "--checkpoint", str(ck), "--env", "lift", "--data", data, "--budget", "10",
+                 "--windows", "4", "--objective", "action"]) == 0
+    cal = json.loads((ck / "cache_bac.json").read_text())
+    assert cal["objective"] == "action" and len(cal["schedules"]) == 12
+    assert all(len(v) >= 10 and 99.0 in v and 0.0 in v for v in cal["schedules"].values())
+    js = tmp_path / "e2.json"
+    assert main(["eval", "--checkpoint", str(ck), "--env", "lift", "--episodes", "1", "--max-steps", "16",
+                 "--sampler", "ddpm", "--steps", "100", "--cache", "bac", "--no-progress", "--json", str(js)]) == 0
+    assert json.loads(js.read_text())["cache"] == "bac (action)"
 
 
 def test_calibrate_rti_within_a_call_budget_sets_the_eval_default(tiny_lift_run, tmp_path):

@@ -6,6 +6,7 @@ from hypothesis import strategies as st
 
 from helpers import obs_window, tiny_policy
 from policy.accel.cache import (BlockCache, BlockRecorder, TeaCacheGate, acs_steps, acs_steps_brute_force,
+                                action_error_segments,
                                 bubbling_union, rederive, schedule_value, similarity_and_change,
                                 uniform_schedule)
 
@@ -17,39 +18,71 @@ def random_similarity(K, seed):
     return unit @ unit.T
 
 
-@pytest.mark.parametrize("objective", ["adjacent", "cached", "weighted"])
+@pytest.mark.parametrize("objective", ["adjacent", "cached", "action"])
 @pytest.mark.parametrize("K", [3, 5, 8])
 def test_acs_equals_brute_force(objective, K):
     for seed in range(5):
         S = random_similarity(K, seed)
-        w = np.random.default_rng(seed).uniform(0.1, 2.0, K)
+        if objective == "action":  # segment values: minus a cost that grows with the segment
+            S = -np.triu(np.random.default_rng(seed).uniform(0, 1, (K, K))).cumsum(axis=1)
         for M in range(2, K + 1):
-            steps = acs_steps(S, M, objective, w)
-            ref_steps, ref_value = acs_steps_brute_force(S, M, objective, w)
+            steps = acs_steps(S, M, objective)
+            ref_steps, ref_value = acs_steps_brute_force(S, M, objective)
             assert steps[0] == 0 and steps[-1] == K - 1 and len(steps) == M
-            assert schedule_value(S, steps, objective, w) == pytest.approx(ref_value, abs=1e-9), (steps, ref_steps)
+            assert schedule_value(S, steps, objective) == pytest.approx(ref_value, abs=1e-9), (steps, ref_steps)
 
 
-def test_output_sensitivity_matches_a_finite_difference_through_the_sampler():
-    """Perturbing the network output at one step of a DDPM run by h moves the final sample
-    by w_k * h (the samplers are affine in the output for fixed noise)."""
-    from policy.samplers import make_sampler
-    from policy.schedule import NoiseSchedule
-    from policy.accel.cache import output_sensitivity
-    sampler = make_sampler("ddpm", NoiseSchedule("squaredcos_cap_v2", 100), prediction_type="sample",
-                           clip_sample=False)
-    pairs = sampler.steps(100)
-    w = output_sensitivity(sampler, pairs)
-    assert w[-1] == pytest.approx(1.0) and np.all(np.diff(w) >= 0)  # later steps matter more
+class _Inject:
+    """Branch hook adding eps * (o_a - o_t) to one block's output at the steps of a segment."""
 
-    def final(k, h):
-        x = torch.full((1, 1, 1), 0.3, dtype=torch.float64)
-        for i, (t, t_next) in enumerate(pairs):
-            out = torch.full_like(x, 0.5) + (h if i == k else 0.0)
-            x = sampler.step(x, out, t, t_next, {}, noise=torch.zeros_like(x))
-        return float(x)
-    for k in (0, 50, 90, 99):
-        assert (final(k, 1e-3) - final(k, 0.0)) / 1e-3 == pytest.approx(w[k], rel=1e-4, abs=1e-9)
+    def __init__(self, block, a, seg, eps, ref):
+        self.block, self.a, self.seg, self.eps, self.ref = block, a, seg, eps, ref
+
+    def reset(self):
+        self.i = -1
+
+    def begin_step(self, t):
+        self.i += 1
+
+    def __call__(self, name, fn, args):
+        out = fn(*args)
+        if name == self.block and self.i in self.seg:
+            out = out + self.eps * (self.ref[self.a] - self.ref[self.i])
+        return out
+
+
+@pytest.mark.parametrize("block,a,b", [("layer0.sa", 2, 5), ("layer1.ffn", 0, 3), ("layer1.ca", 3, 8)])
+def test_action_segments_equal_a_finite_difference_through_the_run(block, a, b):
+    """V[a, b] is minus the squared first-order change of the final sample's continuous dims
+    when steps a+1..b reuse step a's output of the block: injecting eps * (o_a - o_t) at
+    those steps of the same run (same start, same DDPM noise) moves it by eps * that."""
+    pol = tiny_policy(seed=3, discrete_action_dims=[1]).eval()
+    pol.set_sampler("ddpm", 10)
+    cond = pol.encode_obs({k: torch.as_tensor(v) for k, v in obs_window(batch=2).items()})
+    shape = (2, pol.horizon, 2)
+    basis = torch.eye(2 * pol.horizon * 2).view(-1, *shape)  # exact norm
+    V, ts = action_error_segments(pol, cond, seed=5, probes=basis)
+    assert ts == [float(t) for t in pol.sampler.grid(10)] and V[block].shape == (10, 10)
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(shape, generator=g)
+    noise = torch.randn((10, *shape), generator=g)
+    pairs = pol.sampler.steps(10)
+    times = [pol.sampler.model_time(t) for t, _ in pairs]
+    rec = BlockRecorder()
+    pol.set_cache(rec)
+    with torch.no_grad():
+        pol._denoise(x, cond, pairs, times, noise, None, None, net=pol.net)
+        ref = [o.view(2, pol.horizon, -1) for o in rec.outputs[block]]
+
+        def final(eps):
+            pol.set_cache(_Inject(block, a, range(a + 1, b + 1), eps, ref))
+            return pol._denoise(x, cond, pairs, times, noise, None, None, net=pol.net)[..., 0]
+        eps = 1e-1
+        delta = (final(eps) - final(-eps)) / (2 * eps)
+    pol.set_cache(None)
+    assert float((delta ** 2).sum()) > 0
+    assert -V[block][a, b] == pytest.approx(float((delta ** 2).sum()), rel=1e-2)
+    assert V[block][a, a] == 0.0  # the update step itself has no error
 
 
 BLOCKS = [f"layer{i}.{b}" for i in range(3) for b in ("sa", "ca", "ffn")]
