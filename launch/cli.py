@@ -125,7 +125,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     from launch.train import train_task
     torch.set_num_threads(args.threads)
-    if args.policy == "pad" or args.task.startswith("metaworld:"):
+    if args.policy == "pad":
         return _train_pad(args)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # started by torchrun: data parallel
         import torch.distributed as dist
@@ -445,7 +445,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="collect demos (or reuse), train, evaluate, save")
     t.add_argument("--task", required=True,
-                   help="lift | stack | metaworld:<task>[,<task>...] (the latter with --policy pad)")
+                   help="lift | stack | metaworld:<task>[,<task>...] (several tasks: --policy pad; the "
+                        "core's DP-T: one task, with --images)")
     t.add_argument("--policy", default="dpt", choices=["dpt", "pad"],
                    help="dpt: the core's transformer policy; pad: joint image-action DiT (MetaWorld)")
     t.add_argument("--no-image-loss", action="store_true", help="pad: the w/o-image ablation (same network)")

@@ -111,8 +111,9 @@ def frame_report(policy, task: str, episodes: int = 10, png: str | Path | None =
 
 
 def pad_table(files: list[str]) -> str:
-    """README table from `dpctl eval` reports of PAD checkpoints and `dpctl pad frames` reports:
-    one row per (task, checkpoint)."""
+    """README table from `dpctl eval` reports of PAD checkpoints (and of the core's DP-T image
+    policy on MetaWorld, the baseline) and `dpctl pad frames` reports: one row per (task,
+    checkpoint)."""
     from launch.results import machine, markdown_table
     rows: dict[tuple, dict] = {}
     for f in files:
@@ -123,12 +124,17 @@ def pad_table(files: list[str]) -> str:
         elif r.get("env", "").startswith("metaworld:") and "image_loss_weight" in r.get("config", {}):
             key = (r["env"].split(":", 1)[1], r["checkpoint"])
             rows.setdefault(key, {}).update(eval=r, tasks=r["config"]["tasks"], w=r["config"]["image_loss_weight"])
+        elif r.get("env", "").startswith("metaworld:") and r.get("config", {}).get("image_keys"):
+            key = (r["env"].split(":", 1)[1], r["checkpoint"])
+            rows.setdefault(key, {}).update(eval=r, tasks=[key[0]], w=None)
         else:
-            raise ValueError(f"{f} is neither a PAD `dpctl eval` report nor a `dpctl pad frames` report")
+            raise ValueError(f"{f} is neither a PAD or DP-T `dpctl eval` report on MetaWorld nor a `dpctl pad frames` "
+                             "report")
     out = []
     for (task, ck), d in sorted(rows.items()):
         ev, fr = d.get("eval"), d.get("frames")
-        method = ("PAD" if d["w"] > 0 else "w/o image") + (f" (multi-task: {'+'.join(d['tasks'])})" if len(d["tasks"]) > 1 else "")
+        method = ("DP-T (images)" if d["w"] is None else "PAD" if d["w"] > 0 else "w/o image") + (
+            f" (multi-task: {'+'.join(d['tasks'])})" if len(d["tasks"]) > 1 else "")
         out.append([task, method, f"{ev['success_rate']:.2f}" if ev else "-", ev["episodes"] if ev else "-",
                     f"{fr['psnr_pred_db']:.2f} / {fr['psnr_copy_last_db']:.2f}" if fr else "-",
                     f"{ev['chunk_latency_ms']['p50']:.0f}" if ev else "-",

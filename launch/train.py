@@ -37,6 +37,9 @@ EVAL_SEED_START = 100_000
 RECIPES = {
     "lift": {"demos": 200, "n_layer": 4, "n_emb": 128},
     "stack": {"demos": 300, "n_layer": 4, "n_emb": 128},
+    # PAD's DP-T baseline (issue 8): one task per model (the core's policy has no task input),
+    # the same inputs as PAD (MetaWorld's 39-d state + the 64x64 corner camera)
+    "metaworld": {"demos": 50, "n_layer": 4, "n_emb": 128},
 }
 # Image policies see the robot's proprioception and the agentview camera, never the object
 # state. The encoder is a quarter of the default width: 1.3 s vs 5.0 s per batch of 128 on one
@@ -54,10 +57,11 @@ def git_commit() -> str:
 
 def build_policy(ds: WindowDataset, n_layer: int, n_emb: int, image_keys: list[str], seed: int,
                  discrete_dims: list[int] | None = None, image_widths: list[int] | None = None,
-                 discrete_scale: float = 1.0) -> DiffusionPolicy:
+                 discrete_scale: float = 1.0, image_size: int = 84, image_crop: int = 76) -> DiffusionPolicy:
     torch.manual_seed(seed)
     dims = {k: int(ds._low[k].shape[1]) for k in ds.obs_keys}
     cfg = PolicyConfig(obs_dims=dims, action_dim=int(ds._low["action"].shape[1]), image_keys=image_keys,
+                       image_size=image_size, image_crop=image_crop,
                        n_layer=n_layer, n_emb=n_emb, image_widths=list(image_widths or [32, 64, 128]),
                        p_drop_attn=0.3 if image_keys else 0.01,
                        prediction_type="sample", discrete_action_dims=list(discrete_dims or []),
@@ -70,12 +74,23 @@ def train_task(task: str, steps: int, out: str | Path, images: bool = False, dem
                seed: int = 0, batch_size: int | None = None, lr: float = 3e-4, eval_episodes: int = 50,
                eval_every: int = 0, data_dir: str | Path = "runs/data", progress: bool = True,
                discrete_scale: float = 1.0) -> dict:
-    if task not in RECIPES:
+    metaworld = task.startswith("metaworld:")
+    if metaworld and ("," in task or not images):
+        raise ValueError("the core's DP-T trains on one MetaWorld task at a time, from images: "
+                         "--task metaworld:<task> --images (multi-task MetaWorld: --policy pad)")
+    if task.split(":")[0] not in RECIPES:
         raise ValueError(f"no training recipe for {task!r}; known: {sorted(RECIPES)}")
-    recipe = RECIPES[task]
+    recipe = RECIPES[task.split(":")[0]]
     demos = demos or recipe["demos"]
     out = Path(out)
-    data_path = Path(data_dir) / f"{task}{'_images' if images else ''}.zarr"
+    if metaworld:  # PAD's demonstration stores (64x64 frames), shared with its runs
+        from launch.pad import store_path
+        data_path = store_path(task.split(":", 1)[1])
+        obs_keys, image_keys, image_size, image_crop = ["state"], ["corner_image"], 64, 58
+    else:
+        data_path = Path(data_dir) / f"{task}{'_images' if images else ''}.zarr"
+        obs_keys, image_keys = (PROPRIO_KEYS if images else LOW_DIM_KEYS), (["agentview_image"] if images else [])
+        image_size, image_crop = 84, 76
     import torch.distributed as dist
     rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
     if rank == 0:  # under torchrun, one process collects while the others wait
@@ -83,13 +98,11 @@ def train_task(task: str, steps: int, out: str | Path, images: bool = False, dem
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
     rb = ReplayBuffer.open(data_path)
-    image_keys = ["agentview_image"] if images else []
     batch_size = batch_size or (IMAGE_RECIPE["batch_size"] if images else 128)
-    ds = WindowDataset(rb, obs_keys=PROPRIO_KEYS if images else LOW_DIM_KEYS, image_keys=image_keys,
-                       n_obs_steps=2, horizon=16,
+    ds = WindowDataset(rb, obs_keys=obs_keys, image_keys=image_keys, n_obs_steps=2, horizon=16,
                        n_action_steps=8, episodes=range(demos))
     policy = build_policy(ds, recipe["n_layer"], recipe["n_emb"], image_keys, seed, envs.discrete_action_dims(task),
-                          IMAGE_RECIPE["image_widths"] if images else None, discrete_scale)
+                          IMAGE_RECIPE["image_widths"] if images else None, discrete_scale, image_size, image_crop)
     tcfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed, warmup_steps=min(500, steps // 10),
                        eval_every=eval_every, save_every=max(100, min(1000, steps // 5)))
     periodic = (lambda pol, step: {k: v for k, v in evaluate(pol, task, 10, EVAL_SEED_START + 50_000,

@@ -35,6 +35,19 @@ def test_train_eval_and_frame_report(tmp_path, monkeypatch, capsys):
     table = capsys.readouterr().out
     assert "| reach | PAD | 0.00 | 1 |" in table or "| reach | PAD | 1.00 | 1 |" in table
     assert f"{rep['psnr_pred_db']:.2f} / {rep['psnr_copy_last_db']:.2f}" in table
+    # the baseline: the core's DP-T image policy on the same demonstrations, one task per model
+    dpt = tmp_path / "dpt"
+    assert main(["train", "--task", "metaworld:reach", "--images", "--steps", "3", "--demos", "2", "--batch-size", "4",
+                 "--eval-episodes", "1", "--out", str(dpt), "--no-progress"]) == 0
+    dcfg = json.loads((dpt / "checkpoint" / "config.json").read_text())["policy"]
+    assert dcfg["image_keys"] == ["corner_image"] and dcfg["image_size"] == 64 and list(dcfg["obs_dims"]) == ["state"]
+    ev2 = tmp_path / "eval_dpt.json"
+    assert main(["eval", "--checkpoint", str(dpt / "checkpoint"), "--env", "metaworld:reach", "--episodes", "1",
+                 "--max-steps", "8", "--json", str(ev2), "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["results", "pad", str(ev), str(ev2)]) == 0
+    assert "| reach | DP-T (images) |" in capsys.readouterr().out
+    assert main(["train", "--task", "metaworld:reach,push", "--images", "--steps", "1", "--out", str(dpt)]) == 2
     with pytest.raises(SystemExit):
         main(["train", "--task", "metaworld:reach", "--policy", "nope", "--steps", "1", "--out", str(out)])
     assert main(["train", "--task", "lift", "--policy", "pad", "--steps", "1", "--out", str(out)]) == 2
