@@ -215,7 +215,7 @@ class BlockRecorder:
 
 
 class GradRecorder:
-    """Calibration hook for ``action_error_similarity``: runs every block and keeps its output
+    """Calibration hook for ``action_error_segments``: runs every block and keeps its output
     (B, T, d) in the autograd graph, with its gradient retained."""
 
     def __init__(self):
@@ -250,8 +250,8 @@ def action_error_segments(policy, cond: torch.Tensor, n_probes: int = 8, seed: i
     One full run of the policy's sampler on ``cond`` (B windows) with autograd, then
     ``n_probes`` backward passes of random projections v (E (v.y)^2 = ||y||^2 for
     v ~ N(0, I)); summed over the windows. ``probes`` (R, B, T, A), an orthonormal basis,
-    replaces the random ones: the sum of its squared projections is the exact norm (tests). The starting sample and the
-    DDPM noise are drawn from ``seed``. Returns ({block: V (K, K), upper triangle used},
+    replaces the random ones: the sum of its squared projections is the exact norm (tests).
+    The starting sample and the DDPM noise are drawn from ``seed``. Returns ({block: V (K, K), upper triangle used},
     network timesteps)."""
     g = torch.Generator().manual_seed(seed)
     shape = (cond.shape[0], policy.cfg.horizon, policy.cfg.action_dim)
@@ -270,14 +270,14 @@ def action_error_segments(policy, cond: torch.Tensor, n_probes: int = 8, seed: i
         p.requires_grad_(False)
     policy.set_cache(rec)
     try:
-        with torch.enable_grad():
+        with torch.enable_grad():  # the weights are frozen: the graph hangs on the starting sample
             final = policy._denoise(x.requires_grad_(True), cond.detach(), pairs, net_times, step_noise, None, None,
                                     net=policy.net)
         cont = torch.ones(policy.cfg.action_dim).to(cond)
         cont[list(policy.cfg.discrete_action_dims)] = 0.0
         names = policy.net.branch_names()
         outs = {b: torch.stack([o.detach().flatten(1) for o in rec.outputs[b]]).double() for b in names}
-        later = torch.ones(K, K, dtype=torch.bool).tril()[:, :, None]  # [t, a]: t >= a
+        later = torch.ones(K, K, dtype=torch.bool, device=cond.device).tril()[:, :, None]  # [t, a]: t >= a
         cost = {b: torch.zeros(K, K, dtype=torch.float64) for b in names}
         for r in range(n_probes):
             for b in names:
