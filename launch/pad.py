@@ -58,7 +58,8 @@ def train_pad(tasks: list[str], steps: int, out: str | Path, demos: int = 50, im
     t0 = time.perf_counter()
     rec = train_config_model(model, ds, out, recipe, steps, batch_size, lr, seed=seed, progress=progress)
     rec["train_seconds"] = time.perf_counter() - t0
-    rec["ms_per_batch"] = rec["train_seconds"] / steps * 1000
+    ran = steps - (rec.get("resumed_from") or 0)  # a resumed run trains only the remaining steps
+    rec["ms_per_batch"] = rec["train_seconds"] / max(1, ran) * 1000
     rec["params"] = sum(p.numel() for p in model.parameters())
     return rec
 
