@@ -138,12 +138,12 @@ def pad_table(files: list[str]) -> str:
             f" (multi-task: {'+'.join(d['tasks'])})" if len(d["tasks"]) > 1 else "")
         out.append([task, method, f"{ev['success_rate']:.2f}" if ev else "-", ev["episodes"] if ev else "-",
                     f"{fr['psnr_pred_db']:.2f} / {fr['psnr_copy_last_db']:.2f}" if fr else "-",
-                    f"{ev['chunk_latency_ms']['p50']:.0f}" if ev else "-",
+                    f"{ev['chunk_latency_ms']['p50']:.0f}" if ev else "-", Path(ck).parent.name,
                     "<br>".join(f"`{x['command']}`" for x in (ev, fr) if x and x.get("command"))])
     return (f"Machine: {machine()}; eval seeds from 100000, frame PSNR on held-out expert episodes (seeds from "
             f"100000; demonstrations use seeds from 0).\n\n" + markdown_table(
                 ["task", "method", "success", "episodes", "next-frame PSNR pred / copy-last (dB)",
-                 "chunk latency p50 (ms)", "commands"], out))
+                 "chunk latency p50 (ms)", "run", "commands"], out))
 
 
 def ship(run_checkpoint: str | Path, name: str, command: str, reports: list[str]) -> Path:
