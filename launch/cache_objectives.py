@@ -12,6 +12,7 @@ demo episodes' chunk sequences, same noise, and block executions per chunk.
 from __future__ import annotations
 
 import argparse
+import time
 
 import numpy as np
 import torch
@@ -38,7 +39,6 @@ def main() -> None:
     cal = dataset_windows(pol, args.data, args.windows)
     pol.sample(pol.encode_obs({k: torch.as_tensor(np.stack([w[k] for w in cal])) for k in pol.expected_obs()}))
     pol.set_cache(None)
-    import time
     t0 = time.perf_counter()
     cond = pol.encode_obs({k: torch.as_tensor(np.stack([w[k] for w in cal])) for k in pol.expected_obs()})
     act_sims, _ = action_error_segments(pol, cond)
@@ -59,7 +59,7 @@ def main() -> None:
     for b in blocks:
         S, change[b] = similarity_and_change(rec.outputs[b])
         D = torch.cdist(*(2 * [torch.stack(rec.outputs[b]).double()])).numpy()
-        sims[b] = {"cosine": S, "-L2": -D, "-L2^2": -D ** 2, "action": act_sims[b]}
+        sims[b] = {"cosine": S, "-L2": -D, "action": act_sims[b]}
     for kind in ("action", "cosine", "-L2"):
         obj = "action" if kind == "action" else "cached"
         sched = {b: {ts[i] for i in acs_steps(sims[b][kind], args.budget, obj)} for b in blocks}
