@@ -2,15 +2,16 @@
 
 1. Chunks: per model (the shipped Lift policy and the 9M DP-T of ``bench_policy``) x batch
    x variant (DDIM-10, RTI, DDPM-100, BAC, RTI+BAC, the 1-call floor) x path (eager fp32,
-   then CUDA graph at fp32, tf32 and bf16): p50/p99 wall-clock per chunk end to end (host
+   then CUDA graph at fp32, tf32 and bf16, then CUDA graph with the fused decoder kernels of
+   policy/accel/fused.py at fp32 and tf32; no cached variant on those): p50/p99 wall-clock per chunk end to end (host
    observations in, host actions out), network calls, the speed-up of the graph against
    eager on the same GPU in the same run, and the action error of the path against eager
    fp32 on the same noise (mean and max |delta| in robot units over every chunk of the run;
    warm-started variants carry their error from chunk to chunk, as on a robot).
 2. Loop: the fixed-rate control loop (``--rate``, default 500 Hz) with async inference,
    driving the mock arm (the interface of a physical arm, which is absent here) with the
-   9M DP-T on the graph path, once with RTI and once with DDIM-10, for ``--loop-cycles``
-   cycles each: deadline misses, period jitter, chunk latency.
+   9M DP-T on the graph path (and on the fused graph path), once with RTI and once with
+   DDIM-10, for ``--loop-cycles`` cycles each: deadline misses, period jitter, chunk latency.
 
 Targets on an H100 (issue 11): 9M DDIM-10 chunk <= 2 ms, 9M RTI chunk <= 1 ms, 500 Hz loop
 with zero misses. ``targets`` in the report says which were met, with the numbers.
@@ -23,12 +24,14 @@ import torch
 from launch.bench_cache import episode_windows
 from launch.bench_policy import VARIANTS, _timed, big_policy, calibrate_big, configure
 
-# path -> (deploy kind, precision, torch.compile)
-PATHS = {"eager fp32": (None, "fp32", False), "graph fp32": ("cuda_graph", "fp32", False),
-         "graph tf32": ("cuda_graph", "tf32", False), "graph bf16": ("cuda_graph", "bf16", False),
-         "graph+compile fp32": ("cuda_graph", "fp32", True), "graph+compile bf16": ("cuda_graph", "bf16", True),
-         "static fp32": ("static", "fp32", False)}  # the graph path's buffers without capture: CPU tests only
-DEFAULT_PATHS = ("eager fp32", "graph fp32", "graph tf32", "graph bf16")
+# path -> set_deploy arguments (kind, precision, compile, fused)
+PATHS = {"eager fp32": (None, "fp32", False, False), "graph fp32": ("cuda_graph", "fp32", False, False),
+         "graph tf32": ("cuda_graph", "tf32", False, False), "graph bf16": ("cuda_graph", "bf16", False, False),
+         "graph+fused fp32": ("cuda_graph", "fp32", False, True), "graph+fused tf32": ("cuda_graph", "tf32", False, True),
+         "graph+compile fp32": ("cuda_graph", "fp32", True, False), "graph+compile bf16": ("cuda_graph", "bf16", True, False),
+         "static fp32": ("static", "fp32", False, False),  # the graph path's buffers without capture: CPU tests only
+         "static+fused fp32": ("static", "fp32", False, True)}
+DEFAULT_PATHS = ("eager fp32", "graph fp32", "graph tf32", "graph bf16", "graph+fused fp32", "graph+fused tf32")
 COMPILE_PATHS = ("graph+compile fp32", "graph+compile bf16")
 GPU_VARIANTS = ("DDIM-10", "RTI", "DDPM-100", "BAC (DDPM-100)", "RTI+BAC", "floor: 1 call")
 
@@ -53,12 +56,12 @@ def bench_gpu(checkpoint_name: str, data_path, batches=(1, 8), models=("lift", "
             for name in tqdm(variants, desc=f"{model} batch {B}", disable=not progress):
                 ref = None
                 for path in paths:
-                    kind, precision, compiled = PATHS[path]
-                    if compiled and VARIANTS[name][3]:
-                        continue  # a compiled network has no per-block cache hook
+                    kind, precision, compiled, fused = PATHS[path]
+                    if (compiled or fused) and VARIANTS[name][3]:
+                        continue  # a compiled or fused network has no per-block cache hook
                     pol.set_deploy(None)
                     configure(pol, checkpoint_name, name, cal)
-                    pol.set_deploy(kind, batch=B, precision=precision, compile=compiled)  # captures cold + RTI runs
+                    pol.set_deploy(kind, batch=B, precision=precision, compile=compiled, fused=fused)  # captures
                     pol.generator.manual_seed(0)  # every path sees the same noise
                     outs: list = []
                     ms = _timed(pol, seqs, reps, outs)
@@ -76,9 +79,10 @@ def bench_gpu(checkpoint_name: str, data_path, batches=(1, 8), models=("lift", "
         eager = next(x["p50_ms"] for x in rows if (x["model"], x["batch"], x["name"], x["path"])
                      == (r["model"], r["batch"], r["name"], "eager fp32"))
         r["vs_eager"] = eager / r["p50_ms"]
+    loop_fused = (False, True) if any(PATHS[p][3] for p in paths) else (False,)
     loops = [] if big is None or not loop_cycles else [
-        gpu_loop(big, checkpoint_name, v, rate_hz, loop_cycles, loop_precision, _graph_kind(device))
-        for v in ("RTI", "DDIM-10")]
+        gpu_loop(big, checkpoint_name, v, rate_hz, loop_cycles, loop_precision, _graph_kind(device), fused)
+        for fused in loop_fused for v in ("RTI", "DDIM-10")]
     rep = {"checkpoint": str(checkpoint_name), "device": device, "gpu": _gpu_name(device), "torch": torch.__version__,
            "reps": reps, "rows": rows, "loops": loops}
     rep["targets"] = targets(rep)
@@ -90,18 +94,20 @@ def _graph_kind(device: str) -> str:
 
 
 def gpu_loop(policy, checkpoint_name, variant: str, rate_hz: float, cycles: int, precision: str,
-             kind: str = "cuda_graph") -> dict:
+             kind: str = "cuda_graph", fused: bool = False) -> dict:
     """The control loop at ``rate_hz``, async inference, ``policy`` as ``variant`` on the
-    graph path (``kind``), driving the mock arm for ``cycles`` cycles."""
+    graph path (``kind``; ``fused``: with the fused decoder kernels), driving the mock arm for
+    ``cycles`` cycles."""
     from launch.run import run_loop
     policy.set_deploy(None)
     configure(policy, checkpoint_name, variant, None)
-    policy.set_deploy(kind, batch=1, precision=precision)
+    policy.set_deploy(kind, batch=1, precision=precision, fused=fused)
     shapes = {k: s[1:] for k, s in policy.expected_obs().items()}
     res = run_loop(policy, "mock", rate_hz, True, 1, 0, status=False, max_cycles=cycles, obs_shapes=shapes)
     policy.set_deploy(None)
     policy.set_warm_start(None)
-    return {"variant": variant, "precision": precision, "path": kind, "rate_hz": rate_hz, "nfe": policy.nfe_last,
+    return {"variant": variant, "precision": precision, "path": kind + ("+fused" if fused else ""),
+            "rate_hz": rate_hz, "nfe": policy.nfe_last,
             **{k: res[k] for k in ("cycles", "deadline_misses", "overruns", "period_jitter_ms", "chunk_latency_ms",
                                    "policy_errors", "stopped")}}
 
@@ -119,7 +125,7 @@ def targets(rep: dict) -> list[dict]:
         out.append({"target": f"9M {name} chunk <= {limit:g} ms", "met": bool(r and r["p50_ms"] <= limit),
                     "measured": None if r is None else f"{r['p50_ms']:.2f} ms p50 ({r['path']})"})
     for lp in rep["loops"]:
-        out.append({"target": f"{lp['rate_hz']:g} Hz loop, async, {lp['variant']}: zero misses",
+        out.append({"target": f"{lp['rate_hz']:g} Hz loop, async, {lp['variant']} ({lp['path']}): zero misses",
                     "met": lp["deadline_misses"] == 0,
                     "measured": f"{lp['deadline_misses']} misses in {lp['cycles']} cycles"})
     return out
@@ -144,9 +150,9 @@ def markdown(rep: dict) -> str:
     parts = [chunks]
     if rep["loops"]:
         parts.append(markdown_table(
-            ["loop", "precision", "calls/chunk", "cycles", "deadline misses", "overruns", "jitter p99 (ms)",
+            ["loop", "path", "precision", "calls/chunk", "cycles", "deadline misses", "overruns", "jitter p99 (ms)",
              "chunk latency p50 / p99 (ms)"],
-            [[f"{lp['rate_hz']:g} Hz async, 9M {lp['variant']}", lp["precision"], lp["nfe"], lp["cycles"],
+            [[f"{lp['rate_hz']:g} Hz async, 9M {lp['variant']}", lp["path"], lp["precision"], lp["nfe"], lp["cycles"],
               lp["deadline_misses"], lp["overruns"], f"{lp['period_jitter_ms']['p99']:.3f}",
               f"{lp['chunk_latency_ms']['p50']:.2f} / {lp['chunk_latency_ms']['p99']:.2f}"] for lp in rep["loops"]]))
     parts.append(markdown_table(["target", "met", "measured"],

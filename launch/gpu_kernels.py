@@ -7,7 +7,8 @@ CUDA graph replays per denoising step. Two ways of calling the network:
 ``python3 launch/gpu_kernels.py [--compile MODE ...]`` on a GPU machine (the checkpoint's sizes;
 random weights); ``--compile`` also profiles ``decode`` through ``torch.compile`` in each
 inductor MODE (``default``, ``max-autotune-no-cudagraphs``, ...), in fp32 and bf16 autocast:
-how many kernels fusion leaves per step."""
+how many kernels fusion leaves per step; ``--fused`` profiles the Triton decoder of
+policy/accel/fused.py (float32 and tf32 products) and checks it against eager ``decode``."""
 from __future__ import annotations
 
 import argparse
@@ -46,6 +47,7 @@ def report(name: str, fn) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--compile", nargs="*", default=[], metavar="MODE")
+    ap.add_argument("--fused", action="store_true", help="also the fused Triton decoder")
     args = ap.parse_args()
     pol = big_policy(checkpoint.load("lift").eval()).cuda()
     net = pol.net
@@ -56,6 +58,14 @@ def main() -> None:
         memory = net.run_memory([90.0, 50.0, 10.0], cond)
     report("whole", lambda: net(x, t, cond))
     report("decode", lambda: net.decode(x, memory[1]))
+    if args.fused:
+        from policy.accel.fused import FusedDecoder
+        for precision in ("ieee", "tf32"):
+            fused = FusedDecoder(net, precision)
+            with torch.no_grad():
+                err = (fused.decode(x, memory[1]) - net.decode(x, memory[1])).abs().max().item()
+            print(f"(fused {precision}: max |fused - eager| = {err:.2e} on one decode output)")
+            report(f"decode fused {precision}", lambda: fused.decode(x, memory[1]))
     for mode in args.compile:
         for precision in ("fp32", "bf16"):
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=precision == "bf16"):

@@ -152,7 +152,8 @@ class DiffusionPolicy(ChunkShape, nn.Module):
         self.net.branch_hook = cache
         self._drop_captured()
 
-    def set_deploy(self, kind: str | None, batch: int = 1, precision: str = "fp32", compile: bool = False) -> None:
+    def set_deploy(self, kind: str | None, batch: int = 1, precision: str = "fp32", compile: bool = False,
+                   fused: bool = False) -> None:
         """How the denoiser runs; weights and checkpoints are unaffected.
         - None: eager;
         - ``"torchscript"``: a frozen trace of the network for ``batch`` rows (CPU deploy path,
@@ -160,7 +161,9 @@ class DiffusionPolicy(ChunkShape, nn.Module):
         - ``"cuda_graph"``: whole denoising runs captured as CUDA graphs for ``batch`` rows at
           ``precision`` fp32 | tf32 | bf16 (GPU path, policy/accel/graph.py). Move the policy
           to its CUDA device first; the cold and RTI runs are captured here. ``compile``: the
-          network goes through torch.compile before capture (not with a block cache).
+          network goes through torch.compile before capture (not with a block cache); ``fused``:
+          each step's decoder runs as Triton kernels (policy/accel/fused.py; fp32 or tf32, not
+          with a block cache).
         - ``"static"``: the CUDA-graph path's static buffers without capture (any device; for
           checking that path where no GPU is present)."""
         if self._graphs is not None:
@@ -170,8 +173,8 @@ class DiffusionPolicy(ChunkShape, nn.Module):
         if kind is None:
             return
         if kind == "torchscript":
-            if precision != "fp32" or compile:
-                raise ValueError("the TorchScript deploy path is float32 and uncompiled only")
+            if precision != "fp32" or compile or fused:
+                raise ValueError("the TorchScript deploy path is float32, uncompiled and unfused only")
             from policy.accel.deploy import TracedDenoiser
             traced = TracedDenoiser(self.net, batch, self.cfg.horizon, self.cfg.action_dim,
                                     (self.cfg.n_obs_steps, self.cond_dim))
@@ -180,7 +183,7 @@ class DiffusionPolicy(ChunkShape, nn.Module):
         if kind not in ("cuda_graph", "static"):
             raise ValueError(f"unknown deploy path {kind!r}; known: torchscript, cuda_graph, static")
         from policy.accel.graph import GraphDeploy
-        graphs = GraphDeploy(self, batch, precision, graph=kind == "cuda_graph", compile=compile)
+        graphs = GraphDeploy(self, batch, precision, graph=kind == "cuda_graph", compile=compile, fused=fused)
         object.__setattr__(self, "_graphs", graphs)
         graphs.prepare()
 
@@ -190,7 +193,8 @@ class DiffusionPolicy(ChunkShape, nn.Module):
             return "torchscript"
         if self._graphs is not None:
             g = self._graphs
-            return f"{'cuda_graph' if g.graph else 'static'}-{g.precision}{'+compile' if g.compiled is not None else ''}"
+            return (f"{'cuda_graph' if g.graph else 'static'}-{g.precision}"
+                    f"{'+compile' if g.compiled is not None else ''}{'+fused' if g.fused is not None else ''}")
         return "eager"
 
     def note_executed(self, n: int, ids: list[int] | None = None) -> None:

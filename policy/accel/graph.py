@@ -31,6 +31,10 @@ non-blocking copy, actions out with one, then a single stream synchronize.
 so the graph replays fused kernels; the block cache's per-branch hook cannot be compiled, so
 a cached policy refuses it.
 
+``fused=True`` runs each step's decoder as the Triton kernels of policy/accel/fused.py
+(6 per layer instead of ~19) at fp32 (float32 products) or tf32; the run's memory stays
+eager. Like ``compile``, it has no per-branch hook, so a cached policy refuses it.
+
 ``graph=False`` runs the identical static-buffer path without capture (any device): the
 CPU tests check the plumbing (buffers, noise order, guide, cache) against the eager path
 with it, and the GPU tests check the captured replay the same way.
@@ -94,9 +98,13 @@ class _Run:
 
 
 class GraphDeploy:
-    def __init__(self, policy, batch: int, precision: str = "fp32", graph: bool = True, compile: bool = False):
+    def __init__(self, policy, batch: int, precision: str = "fp32", graph: bool = True, compile: bool = False,
+                 fused: bool = False):
         if precision not in PRECISIONS:
             raise ValueError(f"unknown precision {precision!r}; known: {PRECISIONS}")
+        if fused and (compile or precision == "bf16"):
+            raise ValueError("the fused kernels run fp32 or tf32, uncompiled; got "
+                             f"precision {precision!r}{' with compile' if compile else ''}")
         self.device = next(policy.parameters()).device
         if graph and self.device.type != "cuda":
             raise ValueError(f"a CUDA graph needs the policy on a CUDA device (policy.to('cuda')); "
@@ -110,6 +118,10 @@ class GraphDeploy:
         # normalization kernels; the graph then replays the fused kernels. Compiled at the
         # first warm-up run of the first capture (tens of seconds), not per step.
         self.compiled = torch.compile(policy.net, fullgraph=True, dynamic=False) if compile else None
+        self.fused = None
+        if fused:
+            from policy.accel.fused import FusedDecoder
+            self.fused = FusedDecoder(policy.net, "ieee" if precision == "fp32" else "tf32")
         self.runs: dict[tuple, _Run] = {}
         self._pin = self.device.type == "cuda"
         self._host_in: dict[str, torch.Tensor] = {}  # per key, allocated at first use (the obs dtype)
@@ -125,7 +137,7 @@ class GraphDeploy:
     def _context(self):
         if self.precision == "bf16":
             return torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False)  # a cast cache breaks capture
-        if self.precision == "tf32":
+        if self.precision == "tf32" and self.fused is None:  # fused: the kernels' own tf32 products
             return _tf32()
         return contextlib.nullcontext()
 
@@ -147,6 +159,9 @@ class GraphDeploy:
         if self.compiled is not None and self.policy.cache is not None:
             raise ValueError("a compiled network has no per-block hook; block caching runs uncompiled "
                              "(set_deploy(..., compile=False))")
+        if self.fused is not None and self.policy.cache is not None:
+            raise ValueError("the fused kernels have no per-block hook; block caching runs unfused "
+                             "(set_deploy(..., fused=False))")
         inputs = {"x": x, "cond": cond}
         if step_noise is not None:
             inputs["step_noise"] = step_noise
@@ -166,7 +181,10 @@ class GraphDeploy:
         # one 0-dim tensor per step, each its own storage: views of one tensor would differ in
         # storage offset, which a compiled network guards on (a recompile per step)
         times = [torch.tensor(float(t), dtype=torch.float32, device=self.device) for t in net_times]
-        net = _Float(self.compiled) if self.compiled is not None else _Float(pol.net, decode=True)
+        if self.compiled is not None:
+            net = _Float(self.compiled)
+        else:
+            net = _Float(self.fused if self.fused is not None else pol.net, decode=True)
 
         def fn(x, cond, step_noise=None, guide_noise=None, target=None, w=None):
             guide = None if target is None else (target, w)
