@@ -3,7 +3,7 @@
 
 Two kernels cover every layer of ``Transformer.decode``:
 - ``linear``: out = act(LN(x) @ W^T + b) + res, the layer norm, the bias, GELU and the
-  residual add fused around one matmul; ``res`` rows repeat every ``res_rows`` rows (the
+  residual add fused around one matmul (with a layer norm the row block is loaded once, whole); ``res`` rows repeat every ``res_rows`` rows (the
   positional embedding is one horizon's rows for every sample);
 - ``attend_project``: out = res + (softmax(q k^T / sqrt(D) + mask) v) @ Wo^T + bo, all heads of
   one sample's queries in one program, with the output projection and the residual add;
@@ -25,32 +25,29 @@ def linear(x_ptr, w_ptr, b_ptr, lnw_ptr, lnb_ptr, res_ptr, out_ptr, R, N, res_ro
     rows = tl.program_id(1) * BR + tl.arange(0, BR)
     cols = tl.program_id(0) * BN + tl.arange(0, BN)
     rmask, nmask = rows < R, cols < N
-    if HAS_LN:  # two passes over the row for the statistics (mean, then variance)
-        s1 = tl.zeros([BR], tl.float32)
-        for k0 in tl.static_range(0, K, BK):
-            ks = k0 + tl.arange(0, BK)
-            xk = tl.load(x_ptr + rows[:, None] * K + ks[None, :], mask=rmask[:, None] & (ks[None, :] < K), other=0.0)
-            s1 += tl.sum(xk, axis=1)
-        mean = s1 / K
-        s2 = tl.zeros([BR], tl.float32)
-        for k0 in tl.static_range(0, K, BK):
-            ks = k0 + tl.arange(0, BK)
-            m = rmask[:, None] & (ks[None, :] < K)
-            xk = tl.load(x_ptr + rows[:, None] * K + ks[None, :], mask=m, other=0.0)
-            d = tl.where(m, xk - mean[:, None], 0.0)
-            s2 += tl.sum(d * d, axis=1)
-        rstd = 1.0 / tl.sqrt(s2 / K + eps)
-    acc = tl.zeros([BR, BN], tl.float32)
-    for k0 in tl.static_range(0, K, BK):
-        ks = k0 + tl.arange(0, BK)
+    if HAS_LN:
+        # the whole row block in registers once (K <= 512 with a layer norm, checked by the
+        # caller): statistics, normalization and one matmul, no second trip to memory
+        ks = tl.arange(0, BK)
         kmask = ks < K
-        xk = tl.load(x_ptr + rows[:, None] * K + ks[None, :], mask=rmask[:, None] & kmask[None, :], other=0.0)
-        if HAS_LN:
-            g = tl.load(lnw_ptr + ks, mask=kmask, other=0.0)
-            beta = tl.load(lnb_ptr + ks, mask=kmask, other=0.0)
-            xk = (xk - mean[:, None]) * rstd[:, None] * g[None, :] + beta[None, :]
+        m = rmask[:, None] & kmask[None, :]
+        xk = tl.load(x_ptr + rows[:, None] * K + ks[None, :], mask=m, other=0.0)
+        mean = tl.sum(xk, axis=1) / K
+        d = tl.where(m, xk - mean[:, None], 0.0)
+        rstd = 1.0 / tl.sqrt(tl.sum(d * d, axis=1) / K + eps)
+        g = tl.load(lnw_ptr + ks, mask=kmask, other=0.0)
+        beta = tl.load(lnb_ptr + ks, mask=kmask, other=0.0)
+        xk = d * rstd[:, None] * g[None, :] + beta[None, :]
         wk = tl.load(w_ptr + cols[:, None] * K + ks[None, :], mask=nmask[:, None] & kmask[None, :], other=0.0)
-        acc += tl.dot(xk, tl.trans(wk), input_precision=PREC)
+        acc = tl.dot(xk, tl.trans(wk), input_precision=PREC)
+    else:
+        acc = tl.zeros([BR, BN], tl.float32)
+        for k0 in tl.static_range(0, K, BK):
+            ks = k0 + tl.arange(0, BK)
+            kmask = ks < K
+            xk = tl.load(x_ptr + rows[:, None] * K + ks[None, :], mask=rmask[:, None] & kmask[None, :], other=0.0)
+            wk = tl.load(w_ptr + cols[:, None] * K + ks[None, :], mask=nmask[:, None] & kmask[None, :], other=0.0)
+            acc += tl.dot(xk, tl.trans(wk), input_precision=PREC)
     acc += tl.load(b_ptr + cols, mask=nmask, other=0.0)[None, :]
     if GELU:  # exact (erf) GELU, as nn.GELU()
         acc = 0.5 * acc * (1.0 + tl.math.erf(acc * 0.7071067811865476))

@@ -67,7 +67,11 @@ class FusedDecoder:
     """``decode(sample, kv)`` and ``run_memory`` of a ``Transformer`` (the per-step interface
     ``DiffusionPolicy._denoise`` uses), with the decoder in Triton kernels."""
 
-    def __init__(self, net, precision: str = "ieee"):
+    def __init__(self, net, precision: str = "ieee", linear_block: int | None = None,
+                 attend_block: int | None = None):
+        """``linear_block`` / ``attend_block``: output columns per program of the linear and
+        attention kernels (tuning knobs; None: linear 16 for the long-K fc2, 32 for other wide
+        outputs; attention the largest of 64, 32, 16 that divides n_emb)."""
         if precision not in PRECISIONS:
             raise ValueError(f"unknown precision {precision!r}; known: {PRECISIONS}")
         if net.training:
@@ -77,14 +81,20 @@ class FusedDecoder:
                              "(detach the cache, or run it without fused kernels)")
         cfg = net.cfg
         D = cfg.n_emb // cfg.n_head
-        if D < 16 or D & (D - 1) or cfg.n_emb % 16:
+        if D < 16 or D & (D - 1) or cfg.n_emb % 16 or cfg.n_emb > 512:
             raise ValueError(f"the fused kernels need a power-of-two head size >= 16 and n_emb a multiple "
-                             f"of 16; got n_emb {cfg.n_emb}, {cfg.n_head} heads (head size {D})")
+                             f"of 16, at most 512 (a layer norm's row block is held whole); got n_emb "
+                             f"{cfg.n_emb}, {cfg.n_head} heads (head size {D})")
         self.device = net.pos_emb.device
         if self.device.type != "cuda" and not interpreting():
             raise ValueError(f"the fused kernels are Triton GPU kernels; the network is on {self.device} "
                              "(TRITON_INTERPRET=1, set before Triton is first imported, runs them in "
                              "Triton's interpreter on the CPU: slow, for tests)")
+        for name, blk in (("linear_block", linear_block), ("attend_block", attend_block)):
+            if blk is not None and (blk < 16 or blk & (blk - 1) or cfg.n_emb % blk):
+                raise ValueError(f"{name} must be a power of two >= 16 dividing n_emb {cfg.n_emb}, got {blk}")
+        self.linear_block = linear_block
+        self.attend_block = attend_block or next(b for b in (64, 32, 16) if cfg.n_emb % b == 0)
         self.net, self.cfg, self.precision, self.D = net, cfg, precision, D
         self.k = _kernels()
         self.run_memory = net.run_memory  # once per run, eager
@@ -119,8 +129,9 @@ class FusedDecoder:
         out = torch.empty((R, N), dtype=torch.float32, device=x.device)
         # batch 1 is 16 rows: parallelism comes from the output columns (narrower blocks for
         # the long-K fc2, so more programs stream its weights)
-        BR, BN = min(_pow2(R), 64), (16 if K >= 512 else 32) if N >= 256 else _pow2(N)
-        BK = min(_pow2(K), 128)
+        BN = self.linear_block or (16 if K >= 512 else 32)
+        BR, BN = min(_pow2(R), 64), BN if N >= 256 else _pow2(N)
+        BK = _pow2(K) if ln is not None else min(_pow2(K), 256)
         grid = (-(-N // BN), -(-R // BR))
         lnw, lnb = ln if ln is not None else (b, b)  # unused pointers when HAS_LN is off
         self.k.linear[grid](x, w, b, lnw, lnb, res if res is not None else b, out, R, N,
@@ -133,7 +144,7 @@ class FusedDecoder:
         """res + proj(attention): q, k, v pointers with (batch, [head,] token) strides."""
         C = self.cfg.n_emb
         out = torch.empty_like(res)
-        BN = 64 if C % 64 == 0 else 16
+        BN = self.attend_block
         self.k.attend_project[(C // BN, B)](q, k, v, proj[0], proj[1], res, out, T, S, self.D ** -0.5,
                                             *sq, *sk, *sv, C=C, H=self.cfg.n_head, D=self.D, OFFSET=offset,
                                             BT=_pow2(T), BS=_pow2(S), BN=BN, PREC=self.precision, num_warps=4)

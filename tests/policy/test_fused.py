@@ -36,7 +36,7 @@ def net_and_memory(B, T, n_emb=64, n_head=4, n_obs=2, seed=0, device=DEVICE):
                                                      (20, 16, 64, 4, 1)])
 def test_fused_decode_equals_the_eager_decoder(B, T, n_emb, n_head, n_obs):
     net, x, memory = net_and_memory(B, T, n_emb, n_head, n_obs)
-    fused = FusedDecoder(net)
+    fused = FusedDecoder(net, linear_block=16 if B == 3 else None, attend_block=16 if B == 3 else 32)
     with torch.no_grad():
         for step in range(len(memory)):
             ref = net.decode(x, memory[step])
@@ -77,6 +77,8 @@ def test_fused_decoder_refuses_what_it_cannot_run(monkeypatch):
     odd, _, _ = net_and_memory(1, 16, n_emb=48, n_head=2)  # head size 24: not a power of two
     with pytest.raises(ValueError, match="head size"):
         FusedDecoder(odd)
+    with pytest.raises(ValueError, match="attend_block"):
+        FusedDecoder(net, attend_block=24)
     monkeypatch.setenv("TRITON_INTERPRET", "0")
     with pytest.raises(ValueError, match="GPU kernels"):
         FusedDecoder(net.cpu())
@@ -123,7 +125,10 @@ def test_fused_decode_equals_eager_on_the_gpu_at_the_9m_size():
     net, x, memory = net_and_memory(8, 16, n_emb=256, n_head=4, device="cuda")
     fused = FusedDecoder(net)
     with torch.no_grad():
-        torch.testing.assert_close(fused.decode(x, memory[1]), net.decode(x, memory[1]), atol=1e-4, rtol=1e-4)
+        ref = net.decode(x, memory[1])
+        # float32 in another summation order, on activations of a few units (weights N(0, 0.3)):
+        # seen 1.7e-4 at most on an H200; an error in the arithmetic is of the outputs' size
+        torch.testing.assert_close(fused.decode(x, memory[1]), ref, atol=1e-4 * float(ref.abs().max()), rtol=1e-4)
 
 
 def compare_fused(pol, kind, mode, precision="fp32"):
