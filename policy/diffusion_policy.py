@@ -225,14 +225,22 @@ class DiffusionPolicy(ChunkShape, nn.Module):
             return fine, [float(t) for t in coarse]
         return fine, [self.sampler.model_time(t) for t, _ in fine]
 
-    def _rti_run(self, guess: torch.Tensor) -> tuple[torch.Tensor, list, list]:
-        """(start sample, (t, t_next) pairs, network times) of a warm-started run."""
+    def _rti_start(self) -> tuple[list, list, object]:
+        """((t, t_next) pairs, network times, the level a stored guess is noised to or None) of
+        a warm-started run."""
         w = self.warm.cfg
         pairs, net_times = self._rti_pairs()
+        level = None
         if w.noise:
             level = w.start_t / self.cfg.num_train_timesteps if self.cfg.family == "flow" else w.start_t
-            return self._noised(guess, level), pairs, net_times
-        return guess, pairs, net_times
+            if level == self.sampler.clean:
+                level = None  # a clean level: the guess as it is, no noise drawn
+        return pairs, net_times, level
+
+    def _rti_run(self, guess: torch.Tensor) -> tuple[torch.Tensor, list, list]:
+        """(start sample, (t, t_next) pairs, network times) of a warm-started run."""
+        pairs, net_times, level = self._rti_start()
+        return (guess if level is None else self._noised(guess, level)), pairs, net_times
 
     # ---------------------------------------------------------------- observations
     def expected_obs(self) -> dict[str, tuple[int, ...]]:
@@ -265,10 +273,31 @@ class DiffusionPolicy(ChunkShape, nn.Module):
             parts.append(self.encoders[k.replace(".", "_")](img.flatten(0, 1)).view(B, To, -1))
         return torch.cat(parts, dim=-1)
 
+    def _per_device(self, name: str, like: torch.Tensor, build) -> torch.Tensor:
+        """A small constant tensor built once per device and dtype: indexing with a host list
+        copies the index to the device on every call (a synchronizing copy, and one a CUDA
+        graph cannot capture)."""
+        cache = self.__dict__.setdefault("_consts", {})
+        key = (name, like.device, like.dtype)
+        if key not in cache:
+            cache[key] = build().to(like.device)
+        return cache[key]
+
     def _discrete_factor(self, x: torch.Tensor) -> torch.Tensor:
-        f = torch.ones(x.shape[-1], dtype=x.dtype, device=x.device)
-        f[self.cfg.discrete_action_dims] = 1.0 / self.cfg.discrete_scale
-        return f
+        def build():
+            f = torch.ones(x.shape[-1], dtype=x.dtype)
+            f[self.cfg.discrete_action_dims] = 1.0 / self.cfg.discrete_scale
+            return f
+        return self._per_device("discrete_factor", x, build)
+
+    def _binarize(self, actions: torch.Tensor) -> torch.Tensor:
+        """Discrete dimensions of actions in robot units to +-1 by their sign (warm starts)."""
+        def build():
+            m = torch.zeros(actions.shape[-1], dtype=torch.bool)
+            m[self.warm.cfg.discrete_dims] = True
+            return m
+        mask = self._per_device("binarize_mask", actions, build)
+        return torch.where(mask, torch.where(actions >= 0, 1.0, -1.0).to(actions.dtype), actions)
 
     def normalize_actions(self, a: torch.Tensor) -> torch.Tensor:
         """Robot units -> the diffusion space: min-max to [-1, 1], discrete dims times 1/f."""
@@ -422,24 +451,52 @@ class DiffusionPolicy(ChunkShape, nn.Module):
         if committed is not None and len(committed):
             target, w = self.guide_from_actions(committed)
             guide = (target.to(device), w.to(device))
-        cond = self.encode_obs(tobs)
-        ids = list(range(cond.shape[0])) if ids is None else list(ids)
+        B = next(iter(tobs.values())).shape[0]
+        shape = (B, self.cfg.horizon, self.cfg.action_dim)
+        ids = list(range(B)) if ids is None else list(ids)
         guess = self.warm.guess(ids, self.cfg.n_action_steps) if self.warm is not None else None
+        # every random draw on the host from self.generator, in the order of ``sample``
+        level = start_noise = None
         if guess is None:
-            x = self.sample(cond, guide=guide)
+            x = torch.randn(shape, generator=self.generator).to(device)
+            pairs = self.sampler.steps(self.cfg.num_inference_steps)
+            net_times = [self.sampler.model_time(t) for t, _ in pairs]
         else:
-            x0, pairs, net_times = self._rti_run(guess.to(cond.device))
-            x = self.sample(cond, x=x0, guide=guide, pairs=pairs, net_times=net_times)
+            x = guess.to(device)
+            pairs, net_times, level = self._rti_start()
+            if level is not None:
+                start_noise = torch.randn(x.shape, generator=self.generator).to(device)
+        step_noise, guide_noise = self._draw_noise(shape, pairs, guide)
+        step_noise = None if step_noise is None else step_noise.to(device)
+        guide_noise = None if guide_noise is None else guide_noise.to(device)
+        if self._graphs is not None:
+            x, actions = self._graphs.chunk(tobs, x, pairs, net_times, step_noise, guide_noise, guide,
+                                            start_noise, level)
+        else:
+            x, actions = self._chunk(tobs, x, pairs, net_times, step_noise, guide_noise, guide, start_noise, level)
+        self.nfe_last = len(pairs)
         if self.warm is not None:
             self.warm.store(ids, x)
-        actions = self.unnormalize_actions(x)
-        if self.warm is not None and self.warm.cfg.binarize and self.warm.cfg.discrete_dims:
-            d = self.warm.cfg.discrete_dims
-            actions[..., d] = torch.where(actions[..., d] >= 0, 1.0, -1.0)
         actions = self._graphs.download(actions) if self._graphs is not None else actions.cpu().numpy()
         if not np.isfinite(actions).all():  # never hand a NaN to a robot
             raise FloatingPointError("policy produced non-finite actions")
         return actions
+
+    def _chunk(self, obs, x, pairs, net_times, step_noise, guide_noise, guide, start_noise=None, level=None,
+               net=None, times=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """One chunk from device tensors to device tensors, no host reads and no random draws
+        (what the GPU path captures whole): observations in robot units -> conditioning; a
+        warm start's guess noised to ``level`` with ``start_noise``; the denoising run
+        (``_denoise``); the actions in robot units (discrete dimensions binarized with a warm
+        start that asks for it). Returns (normalized sample, actions)."""
+        cond = self.encode_obs(obs)
+        if start_noise is not None:
+            x = self._diffuse(x, start_noise, level)
+        x = self._denoise(x, cond, pairs, net_times, step_noise, guide_noise, guide, net=net, times=times)
+        actions = self.unnormalize_actions(x)
+        if self.warm is not None and self.warm.cfg.binarize and self.warm.cfg.discrete_dims:
+            actions = self._binarize(actions)
+        return x, actions
 
     def predict_chunk(self, obs_window: Mapping[str, np.ndarray], committed: np.ndarray | None = None) -> np.ndarray:
         """{key: (To, ...)} -> actions (T, A) in robot units (see ``predict_batch``)."""

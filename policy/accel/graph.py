@@ -94,7 +94,8 @@ class _Run:
             with self.context():
                 return self.fn(**self.inputs)
         self.graph.replay()
-        return self.out.clone()  # the static output is overwritten by the next replay
+        # the static outputs are overwritten by the next replay
+        return tuple(o.clone() for o in self.out) if isinstance(self.out, tuple) else self.out.clone()
 
 
 class GraphDeploy:
@@ -151,64 +152,95 @@ class GraphDeploy:
 
     @torch.no_grad()
     def run(self, x, cond, pairs, net_times, step_noise, guide_noise, guide) -> torch.Tensor:
-        """The final sample of one run (as ``DiffusionPolicy._denoise``), captured on first use."""
-        if x.shape[0] != self.batch:
-            raise ValueError(f"the {'CUDA graph' if self.graph else 'static'} deploy path was built for batch "
-                             f"{self.batch}, got {x.shape[0]}; set_deploy again with batch={x.shape[0]}")
-        self._check_cache()
-        if self.compiled is not None and self.policy.cache is not None:
-            raise ValueError("a compiled network has no per-block hook; block caching runs uncompiled "
-                             "(set_deploy(..., compile=False))")
-        if self.fused is not None and self.policy.cache is not None:
-            raise ValueError("the fused kernels have no per-block hook; block caching runs unfused "
-                             "(set_deploy(..., fused=False))")
-        inputs = {"x": x, "cond": cond}
-        if step_noise is not None:
-            inputs["step_noise"] = step_noise
-        if guide is not None:
-            inputs.update(guide_noise=guide_noise, target=guide[0], w=guide[1])
-        key = (tuple(pairs), tuple(float(t) for t in net_times), tuple(sorted(inputs)),
-               tuple(tuple(v.shape) for _, v in sorted(inputs.items())))
-        run = self.runs.get(key)
-        if run is None:
-            log.info("capturing a %s run of %d network calls (batch %d, %s)",
-                     "CUDA graph" if self.graph else "static", len(pairs), self.batch, self.precision)
-            run = self.runs[key] = _Run(self._fn(pairs, net_times), inputs, self.graph, self._context)
-        return run(inputs)
-
-    def _fn(self, pairs, net_times):
-        pol = self.policy
-        # one 0-dim tensor per step, each its own storage: views of one tensor would differ in
-        # storage offset, which a compiled network guards on (a recompile per step)
-        times = [torch.tensor(float(t), dtype=torch.float32, device=self.device) for t in net_times]
-        if self.compiled is not None:
-            net = _Float(self.compiled)
-        else:
-            net = _Float(self.fused if self.fused is not None else pol.net, decode=True)
+        """The final sample of one run (as ``DiffusionPolicy._denoise``; ``DiffusionPolicy.sample``
+        calls it), captured on first use."""
+        inputs = {"x": x, "cond": cond, **self._noise_inputs(step_noise, guide_noise, guide)}
+        pol, (net, times) = self.policy, self._net(net_times)
 
         def fn(x, cond, step_noise=None, guide_noise=None, target=None, w=None):
             guide = None if target is None else (target, w)
             return pol._denoise(x, cond, pairs, net_times, step_noise, guide_noise, guide, net=net, times=times)
-        return fn
+        return self._replay(("run",), pairs, net_times, inputs, fn)
+
+    @torch.no_grad()
+    def chunk(self, obs, x, pairs, net_times, step_noise, guide_noise, guide, start_noise=None,
+              level=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """A whole chunk (as ``DiffusionPolicy._chunk``: observations in robot units to the
+        normalized sample and the actions; ``predict_batch`` calls it), captured on first use:
+        the observation normalization, a warm start's noising and the action scaling replay
+        inside the graph too, so a chunk is one launch between the copies in and out."""
+        inputs = {"x": x, **{f"obs:{k}": v for k, v in obs.items()},
+                  **self._noise_inputs(step_noise, guide_noise, guide)}
+        if start_noise is not None:
+            inputs["start_noise"] = start_noise
+        pol, (net, times) = self.policy, self._net(net_times)
+
+        def fn(x, step_noise=None, guide_noise=None, target=None, w=None, start_noise=None, **obs):
+            guide = None if target is None else (target, w)
+            return pol._chunk({k[4:]: v for k, v in obs.items()}, x, pairs, net_times, step_noise, guide_noise,
+                              guide, start_noise, level, net=net, times=times)
+        return self._replay(("chunk", level), pairs, net_times, inputs, fn)
+
+    @staticmethod
+    def _noise_inputs(step_noise, guide_noise, guide) -> dict[str, torch.Tensor]:
+        out = {} if step_noise is None else {"step_noise": step_noise}
+        if guide is not None:
+            out.update(guide_noise=guide_noise, target=guide[0], w=guide[1])
+        return out
+
+    def _replay(self, kind: tuple, pairs, net_times, inputs: dict, fn):
+        """Replay the captured run of this shape (``kind``, steps, inputs' names, shapes and
+        dtypes), capturing it first if new."""
+        if inputs["x"].shape[0] != self.batch:
+            raise ValueError(f"the {'CUDA graph' if self.graph else 'static'} deploy path was built for batch "
+                             f"{self.batch}, got {inputs['x'].shape[0]}; set_deploy again with "
+                             f"batch={inputs['x'].shape[0]}")
+        self._check_cache()
+        for what, on in (("a compiled network", self.compiled), ("the fused kernels", self.fused)):
+            if on is not None and self.policy.cache is not None:
+                raise ValueError(f"{what} has no per-block hook; block caching runs without "
+                                 f"(set_deploy(..., compile=False, fused=False))")
+        key = (*kind, tuple(pairs), tuple(float(t) for t in net_times),
+               tuple((k, tuple(v.shape), v.dtype) for k, v in sorted(inputs.items())))
+        run = self.runs.get(key)
+        if run is None:
+            log.info("capturing a %s %s of %d network calls (batch %d, %s)", "CUDA graph" if self.graph else "static",
+                     kind[0], len(pairs), self.batch, self.precision)
+            run = self.runs[key] = _Run(fn, inputs, self.graph, self._context)
+        return run(inputs)
+
+    def _net(self, net_times) -> tuple:
+        """The denoiser a run calls (eager, compiled or fused; float32 outputs) and its time inputs."""
+        # one 0-dim tensor per step, each its own storage: views of one tensor would differ in
+        # storage offset, which a compiled network guards on (a recompile per step)
+        times = [torch.tensor(float(t), dtype=torch.float32, device=self.device) for t in net_times]
+        if self.compiled is not None:
+            return _Float(self.compiled), times
+        return _Float(self.fused if self.fused is not None else self.policy.net, decode=True), times
 
     @torch.no_grad()
     def prepare(self) -> int:
-        """Capture the runs a control loop will make: the cold run and, with a warm start, the
-        RTI run, each unguided (guided runs are captured at first use). Returns how many."""
+        """Capture the chunks a control loop will make: the cold one and, with a warm start, the
+        RTI one, each unguided (guided chunks are captured at first use), for observations of
+        the policy's shapes (float32; images uint8). Returns how many."""
         pol = self.policy
         B, shape = self.batch, (self.batch, pol.cfg.horizon, pol.cfg.action_dim)
-        cond = torch.randn(B, pol.cfg.n_obs_steps, pol.cond_dim, device=self.device)
-        plans = [pol.sampler.steps(pol.cfg.num_inference_steps)]
-        plans_times = [[pol.sampler.model_time(t) for t, _ in plans[0]]]
-        if pol.warm is not None:
-            pairs, net_times = pol._rti_pairs()
-            plans.append(pairs)
-            plans_times.append(net_times)
         gen = torch.Generator().manual_seed(0)  # not the policy's: preparing must not shift its noise
-        for pairs, net_times in zip(plans, plans_times):
+        obs = {}
+        for k, s in pol.expected_obs().items():
+            v = torch.rand((B, *s), generator=gen)
+            obs[k] = (v * 255).to(torch.uint8) if k in pol.cfg.image_keys else v
+            obs[k] = obs[k].to(self.device)
+        pairs = pol.sampler.steps(pol.cfg.num_inference_steps)
+        plans = [(pairs, [pol.sampler.model_time(t) for t, _ in pairs], None)]
+        if pol.warm is not None:
+            plans.append(pol._rti_start())
+        for pairs, net_times, level in plans:
             step_noise = (torch.randn((len(pairs), *shape), generator=gen).to(self.device)
                           if pol.sampler.name == "ddpm" else None)
-            self.run(torch.randn(shape, generator=gen).to(self.device), cond, pairs, net_times, step_noise, None, None)
+            start_noise = None if level is None else torch.randn(shape, generator=gen).to(self.device)
+            self.chunk(obs, torch.randn(shape, generator=gen).to(self.device), pairs, net_times, step_noise, None,
+                       None, start_noise, level)
         return len(plans)
 
     # ---------------------------------------------------------------- host transfers

@@ -73,6 +73,7 @@ class WarmStart:
         self.cfg = cfg
         self.prev: dict[int, torch.Tensor] = {}  # id -> (T, A) normalized
         self.executed: dict[int, int] = {}
+        self._masks: dict[torch.device, torch.Tensor] = {}  # discrete dimensions, per device
 
     def reset(self, ids: list[int] | None = None) -> None:
         for i in list(self.prev) if ids is None else ids:
@@ -96,8 +97,12 @@ class WarmStart:
     def store(self, ids: list[int], x: torch.Tensor) -> None:
         x = x.detach().clone()
         if self.cfg.discrete_mode == "clip" and self.cfg.discrete_dims:
-            d = self.cfg.discrete_dims
-            x[..., d] = torch.sign(x[..., d]) / self.cfg.clip_factor
+            mask = self._masks.get(x.device)
+            if mask is None:  # built once per device: a host index list would be copied every call
+                mask = torch.zeros(x.shape[-1], dtype=torch.bool)
+                mask[self.cfg.discrete_dims] = True
+                mask = self._masks[x.device] = mask.to(x.device)
+            x = torch.where(mask, torch.sign(x) / self.cfg.clip_factor, x)
         for row, i in enumerate(ids):
             self.prev[i] = x[row]
             self.executed.pop(i, None)

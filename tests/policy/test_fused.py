@@ -36,7 +36,7 @@ def net_and_memory(B, T, n_emb=64, n_head=4, n_obs=2, seed=0, device=DEVICE):
                                                      (20, 16, 64, 4, 1)])
 def test_fused_decode_equals_the_eager_decoder(B, T, n_emb, n_head, n_obs):
     net, x, memory = net_and_memory(B, T, n_emb, n_head, n_obs)
-    fused = FusedDecoder(net, linear_block=16 if B == 3 else None, attend_block=16 if B == 3 else 32)
+    fused = FusedDecoder(net, linear_block=32 if B == 3 else 16, attend_block=32 if B == 3 else 16)
     with torch.no_grad():
         for step in range(len(memory)):
             ref = net.decode(x, memory[step])
