@@ -186,8 +186,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from launch.results import check_block, machine, replace_block
     if args.update_readme:
         # fail before minutes of work, not after (`policy` writes the `bench` block: `policy` is the demo's)
-        check_block(Path(args.update_readme), {"policy": "bench", "gpu": "gpu-compile" if args.compile else "gpu"}
-                    .get(args.what, args.what))
+        gpu = _gpu_block(" ".join(["--compile"] * args.compile + ["--quick"] * args.quick))
+        check_block(Path(args.update_readme), {"policy": "bench", "gpu": gpu}.get(args.what, args.what))
     if args.what == "loop":
         return _bench_loop(args, machine, replace_block)
     if args.what == "cache":
@@ -310,8 +310,9 @@ def _bench_gpu(args) -> int:
 
 
 def _gpu_block(command: str) -> str:
-    """README block of a GPU report: the full run's, or the compile comparison's."""
-    return "gpu-compile" if "--compile" in command.split() else "gpu"
+    """README block of a GPU report: the full run's, the compile comparison's or a quick run's."""
+    words = command.split()
+    return "gpu-compile" if "--compile" in words else "gpu-quick" if "--quick" in words else "gpu"
 
 
 def _publish(args, block: str, command: str, note: str, table: str, rep: dict) -> int:

@@ -382,19 +382,26 @@ class DiffusionPolicy(ChunkShape, nn.Module):
         random draws. ``net``: the denoiser (default: the trace if set, else the network);
         ``times``: its per-step time inputs (default: the Python floats ``net_times``). A
         denoiser with ``run_memory`` gets the run's cross-attention memory computed once for
-        all steps and is called as ``decode(x, memory[i])``; any other as ``net(x, t, cond)``."""
+        all steps and is called as ``decode(x, memory[i])``; any other as ``net(x, t, cond)``.
+        A denoiser with ``decode_step`` (the fused kernels) also takes the sampler's step when
+        the sampler has an ``affine`` form (DDIM)."""
         if net is None:
             net = self._traced if self._traced is not None else self.net
         times = net_times if times is None else times
         memory = net.run_memory(times, cond) if hasattr(net, "run_memory") else None
+        fused_step = memory is not None and hasattr(net, "decode_step") and step_noise is None
         state = self.sampler.new_state()
         if self.cache is not None:
             self.cache.reset()  # cached block outputs never cross predictions
         for i, ((t, t_next), net_t) in enumerate(zip(pairs, net_times)):
             if self.cache is not None:
                 self.cache.begin_step(net_t)
-            out = net(x, times[i], cond) if memory is None else net.decode(x, memory[i])
-            x = self.sampler.step(x, out, t, t_next, state, noise=None if step_noise is None else step_noise[i])
+            affine = fused_step and self.sampler.affine(t, t_next)
+            if affine:  # the sampler's step in the network's last kernel (policy/accel/fused.py)
+                x = net.decode_step(x, memory[i], affine)
+            else:
+                out = net(x, times[i], cond) if memory is None else net.decode(x, memory[i])
+                x = self.sampler.step(x, out, t, t_next, state, noise=None if step_noise is None else step_noise[i])
             if guide is not None:
                 target, w = guide
                 level = self._diffuse(target, guide_noise[i], t_next)

@@ -87,6 +87,22 @@ class Sampler:
     def step(self, x, out, t, t_next, state: dict, noise: torch.Tensor | None = None) -> torch.Tensor:
         raise NotImplementedError
 
+    def affine(self, t, t_next) -> dict | None:
+        """The step as scalars a kernel can apply to (x, out) in its epilogue, or None where the
+        step needs more (noise, multistep state): x0 = clip(p x + q out), eps = u x + v out,
+        x_next = a x0 + b eps, ``clip`` the x0 range or None. Only DDIM has one."""
+        return None
+
+    def _x0_eps_coeffs(self, t) -> dict:
+        """(p, q, u, v) of ``x0_eps`` at level ``t`` as host floats (eps is always the
+        unclipped one, as there)."""
+        sa, sb = (float(c) for c in self._coeffs(t))
+        if self.prediction_type == "epsilon":
+            return {"p": 1 / sa, "q": -sb / sa, "u": 0.0, "v": 1.0}
+        if self.prediction_type == "sample":
+            return {"p": 0.0, "q": 1.0, "u": 1 / sb, "v": -sa / sb}
+        return {"p": sa, "q": -sb, "u": sb, "v": sa}
+
     # ---------------------------------------------------------------- training
     def train_timesteps(self, batch: int, generator: torch.Generator | None = None,
                         device: torch.device | str = "cpu") -> torch.Tensor:
@@ -136,6 +152,11 @@ class DDIM(Sampler):
         a_prev = self.schedule.abar(t_next)
         x0, eps = self.x0_eps(x, out, t)
         return a_prev ** 0.5 * x0 + (1 - a_prev) ** 0.5 * eps
+
+    def affine(self, t, t_next) -> dict:
+        a_prev = float(self.schedule.abar(t_next))
+        return {**self._x0_eps_coeffs(t), "a": a_prev ** 0.5, "b": (1 - a_prev) ** 0.5,
+                "clip": self.clip_range if self.clip_sample else None}
 
 
 class DPMSolverPP(Sampler):

@@ -3,7 +3,9 @@
 
 Two kernels cover every layer of ``Transformer.decode``:
 - ``linear``: out = act(LN(x) @ W^T + b) + res, the layer norm, the bias, GELU and the
-  residual add fused around one matmul (with a layer norm the row block is loaded once, whole); ``res`` rows repeat every ``res_rows`` rows (the
+  residual add fused around one matmul (with a layer norm the row block is loaded once, whole);
+  with ``STEP`` (the output head) a DDIM step follows in the epilogue (``Sampler.affine``):
+  x0 = clip(p xs + q out), x_next = ca x0 + cb (u xs + v out) from the noisy sample xs; ``res`` rows repeat every ``res_rows`` rows (the
   positional embedding is one horizon's rows for every sample);
 - ``attend_project``: out = res + (softmax(q k^T / sqrt(D) + mask) v) @ Wo^T + bo, all heads of
   one sample's queries in one program, with the output projection and the residual add;
@@ -20,7 +22,9 @@ import triton.language as tl
 
 @triton.jit
 def linear(x_ptr, w_ptr, b_ptr, lnw_ptr, lnb_ptr, res_ptr, out_ptr, R, N, res_rows, eps,
+           xs_ptr, p, q, u, v, ca, cb, clip,
            K: tl.constexpr, HAS_LN: tl.constexpr, GELU: tl.constexpr, HAS_RES: tl.constexpr,
+           STEP: tl.constexpr, CLIP: tl.constexpr,
            BR: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, PREC: tl.constexpr):
     rows = tl.program_id(1) * BR + tl.arange(0, BR)
     cols = tl.program_id(0) * BN + tl.arange(0, BN)
@@ -54,6 +58,12 @@ def linear(x_ptr, w_ptr, b_ptr, lnw_ptr, lnb_ptr, res_ptr, out_ptr, R, N, res_ro
     omask = rmask[:, None] & nmask[None, :]
     if HAS_RES:
         acc += tl.load(res_ptr + (rows % res_rows)[:, None] * N + cols[None, :], mask=omask, other=0.0)
+    if STEP:  # a sampler step on the network output (Sampler.affine): x_next from the sample xs
+        xs = tl.load(xs_ptr + rows[:, None] * N + cols[None, :], mask=omask, other=0.0)
+        x0 = p * xs + q * acc
+        if CLIP:
+            x0 = tl.minimum(tl.maximum(x0, -clip), clip)
+        acc = ca * x0 + cb * (u * xs + v * acc)
     tl.store(out_ptr + rows[:, None] * N + cols[None, :], acc, mask=omask)
 
 

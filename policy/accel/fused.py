@@ -14,7 +14,7 @@ DDIM-10 chunk cannot get under ~5 ms however it is launched. Here a step is
       x   = x + proj(attention(q, memory k, v, t>=s-1))   attend_project (the run's memory)
       h   = GELU(fc1(LN_ffn(x)))                          linear with LN and GELU
       x   = x + fc2(h)                                    linear with residual
-    out = head(LN_f(x))                                   linear with LN
+    out = head(LN_f(x))                                   linear with LN [+ a DDIM step]
 
 The cross-attention memory (keys and values of every step of a run) stays the eager
 ``Transformer.run_memory``, once per run. Weights are read from the network when the decoder
@@ -121,8 +121,9 @@ class FusedDecoder:
         self.eps = net.ln_f.eps
 
     # ------------------------------------------------------------ kernels
-    def _linear(self, x, wb, ln=None, gelu=False, res=None, res_rows=None):
-        """act(LN(x) @ W^T + b) + res for x (R, K) contiguous."""
+    def _linear(self, x, wb, ln=None, gelu=False, res=None, res_rows=None, step=None, xs=None):
+        """act(LN(x) @ W^T + b) + res for x (R, K) contiguous; ``step``: a sampler step's scalars
+        (``Sampler.affine``) applied with the sample ``xs`` (R, N) in the epilogue."""
         w, b = wb
         R, K = x.shape
         N = w.shape[0]
@@ -132,9 +133,14 @@ class FusedDecoder:
         BK = _pow2(K) if ln is not None else min(_pow2(K), 256)
         grid = (-(-N // BN), -(-R // BR))
         lnw, lnb = ln if ln is not None else (b, b)  # unused pointers when HAS_LN is off
+        st = step or {}
+        clip = st.get("clip")
         self.k.linear[grid](x, w, b, lnw, lnb, res if res is not None else b, out, R, N,
                             res_rows if res_rows is not None else R, self.eps,
+                            xs if xs is not None else b, *(float(st.get(k, 0.0)) for k in "pquvab"),
+                            float(clip or 0.0),
                             K=K, HAS_LN=ln is not None, GELU=gelu, HAS_RES=res is not None,
+                            STEP=step is not None, CLIP=clip is not None,
                             BR=BR, BN=BN, BK=BK, PREC=self.precision, num_warps=4)
         return out
 
@@ -151,12 +157,20 @@ class FusedDecoder:
     def decode(self, sample: torch.Tensor, kv) -> torch.Tensor:
         """The decoder on the noisy sample (B, T, A) given every layer's memory (keys, values),
         each (B, heads, M, head size): as ``Transformer.decode``."""
+        return self._decode(sample, kv, None)
+
+    def decode_step(self, sample: torch.Tensor, kv, step: dict) -> torch.Tensor:
+        """``decode`` then the sampler step ``step`` (``Sampler.affine``) in the output head's
+        epilogue: the next sample, with no separate sampler kernels."""
+        return self._decode(sample, kv, step)
+
+    def _decode(self, sample: torch.Tensor, kv, step: dict | None) -> torch.Tensor:
         B, T, A = sample.shape
         C, D = self.cfg.n_emb, self.D
         if T > self.pos_emb.shape[0]:
             raise ValueError(f"horizon {T} > the network's {self.pos_emb.shape[0]}")
-        x = self._linear(sample.reshape(B * T, A).float().contiguous(), self.input_emb,
-                         res=self.pos_emb[:T], res_rows=T)
+        xs = sample.reshape(B * T, A).float().contiguous()
+        x = self._linear(xs, self.input_emb, res=self.pos_emb[:T], res_rows=T)
         for p, (k_mem, v_mem) in zip(self.layers, kv):
             qkv = self._linear(x, p["qkv"], ln=p["ln_sa"])  # (B*T, 3C): q | k | v, head h at h*D
             x = self._attend(qkv, (T * 3 * C, 3 * C), qkv[:, C:], (T * 3 * C, D, 3 * C),
@@ -168,7 +182,7 @@ class FusedDecoder:
                              p["ca_proj"], x, B, T, k_mem.shape[2], 1)
             h = self._linear(x, p["fc1"], ln=p["ln_ffn"], gelu=True)
             x = self._linear(h, p["fc2"], res=x)
-        return self._linear(x, self.head, ln=self.ln_f).view(B, T, -1)
+        return self._linear(x, self.head, ln=self.ln_f, step=step, xs=xs).view(B, T, -1)
 
     def branch_names(self) -> list[str]:
         return self.net.branch_names()

@@ -275,6 +275,8 @@ class _Float:
         self.net = net
         if decode:
             self.run_memory = net.run_memory
+            if hasattr(net, "decode_step"):  # the fused kernels: float32 already, sampler step included
+                self.decode_step = net.decode_step
 
     def decode(self, x, kv):
         return self.net.decode(x, kv).float()

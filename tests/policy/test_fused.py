@@ -45,6 +45,25 @@ def test_fused_decode_equals_the_eager_decoder(B, T, n_emb, n_head, n_obs):
             torch.testing.assert_close(out, ref, atol=ATOL, rtol=1e-5)
 
 
+@pytest.mark.parametrize("prediction,clip", [("epsilon", True), ("v_prediction", False)])
+def test_fused_decode_step_is_decode_then_the_ddim_step(prediction, clip):
+    from policy.samplers import make_sampler
+    from policy.schedule import NoiseSchedule
+    ddim = make_sampler("ddim", NoiseSchedule("squaredcos_cap_v2", 100), prediction_type=prediction,
+                        clip_sample=clip, clip_range=0.5)
+    net, x, memory = net_and_memory(2, 16)
+    fused = FusedDecoder(net)
+    (t, t_next), (t_last, clean) = ddim.steps(10)[3], ddim.steps(10)[-1]
+    with torch.no_grad():
+        for step, (a, b) in enumerate([(t, t_next), (t_last, clean)]):
+            ref = ddim.step(x, net.decode(x, memory[step]), a, b, {})
+            torch.testing.assert_close(fused.decode_step(x, memory[step], ddim.affine(a, b)), ref,
+                                       atol=ATOL, rtol=1e-5)
+        if clip:  # the clip is live: some x0 entries hit it
+            x0, _ = ddim.x0_eps(x, net.decode(x, memory[0]), t)
+            assert (x0.abs() == 0.5).any()
+
+
 def test_fused_decode_sees_a_change_in_every_input():
     """Not equal by accident: a change in the sample, in the memory, or in any layer's weights
     changes the fused output as it changes the eager one."""

@@ -156,3 +156,25 @@ def test_training_targets_consistent_with_x0_eps():
         for i in range(5):
             rx0, reps = s.x0_eps(xt[i], tgt[i], int(t[i]))
             assert torch.allclose(rx0, x0[i], atol=1e-4) and torch.allclose(reps, noise[i], atol=1e-3), pred
+
+
+@pytest.mark.parametrize("prediction", ["epsilon", "sample", "v_prediction"])
+@pytest.mark.parametrize("clip", [True, False])
+def test_ddim_affine_form_is_its_step(prediction, clip):
+    """The scalars a fused kernel applies (``Sampler.affine``) give DDIM's step at every pair of
+    a run, the clean last step included; samplers with noise or state have none."""
+    from policy.samplers import make_sampler
+    from policy.schedule import NoiseSchedule
+    sched = NoiseSchedule("squaredcos_cap_v2", 100)
+    ddim = make_sampler("ddim", sched, prediction_type=prediction, clip_sample=clip)
+    g = torch.Generator().manual_seed(0)
+    for t, t_next in ddim.steps(10):
+        x, out = torch.randn(4, 16, 3, generator=g) * 2, torch.randn(4, 16, 3, generator=g) * 2
+        c = ddim.affine(t, t_next)
+        x0 = c["p"] * x + c["q"] * out
+        if c["clip"] is not None:
+            x0 = x0.clamp(-c["clip"], c["clip"])
+        fused = c["a"] * x0 + c["b"] * (c["u"] * x + c["v"] * out)
+        torch.testing.assert_close(fused, ddim.step(x, out, t, t_next, {}), atol=2e-5, rtol=1e-5)
+    for name in ("ddpm", "dpmpp"):
+        assert make_sampler(name, sched, prediction_type=prediction).affine(50, 40) is None
