@@ -245,15 +245,19 @@ class GraphDeploy:
 
     # ---------------------------------------------------------------- host transfers
     def upload(self, obs: dict) -> dict[str, torch.Tensor]:
-        """Observations ``{key: (B, To, ...)}`` -> device tensors through pinned buffers."""
+        """Observations ``{key: (B, To, ...)}`` -> device tensors through pinned buffers, as
+        float32 (uint8 images stay uint8): the dtypes the network reads them in anyway, and the
+        ones ``prepare`` captured, so float64 arrays from a simulator replay the same graph."""
         out = {}
+        images = self.policy.cfg.image_keys
         for k in self.policy.expected_obs():
             v = torch.as_tensor(np.asarray(obs[k]))
             if v.shape[0] != self.batch:
                 raise ValueError(f"the deploy path was built for batch {self.batch}, got {v.shape[0]} rows of {k!r}")
+            dtype = torch.uint8 if k in images and v.dtype == torch.uint8 else torch.float32
             buf = self._host_in.get(k)
-            if buf is None or buf.dtype != v.dtype or buf.shape != v.shape:
-                buf = self._host_in[k] = torch.empty(v.shape, dtype=v.dtype, pin_memory=self._pin)
+            if buf is None or buf.dtype != dtype or buf.shape != v.shape:
+                buf = self._host_in[k] = torch.empty(v.shape, dtype=dtype, pin_memory=self._pin)
             buf.copy_(v)
             out[k] = buf.to(self.device, non_blocking=True)
         return out

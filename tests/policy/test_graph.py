@@ -26,14 +26,14 @@ def make_policy(family="diffusion", sampler="ddim", steps=10, device="cpu"):
     return DiffusionPolicy(cfg, norm).eval().to(device)
 
 
-def episode(pol, mode: str, seed=3) -> np.ndarray:
+def episode(pol, mode: str, seed=3, dtype=np.float32) -> np.ndarray:
     """Three chunks of one episode (the 2nd and 3rd warm in the warm modes)."""
     rng = np.random.default_rng(0)
     pol.generator.manual_seed(seed)
     pol.reset()
     out = []
     for _ in range(3):
-        obs = {"s": rng.normal(size=(2, 2, 5)).astype(np.float32)}
+        obs = {"s": rng.normal(size=(2, 2, 5)).astype(np.float32).astype(dtype)}
         kw = {"committed": rng.uniform(-1, 1, size=(4, 3)).astype(np.float32)} if mode == "guide" else {}
         out.append(pol.predict_batch(obs, **kw))
         pol.note_executed(4)
@@ -83,6 +83,10 @@ def test_prepare_captures_cold_and_rti_runs_without_shifting_the_noise():
     assert len(pol._graphs.runs) == 2 and pol.deploy == "static-fp32"
     np.testing.assert_array_equal(episode(pol, "warm"), ref)
     assert len(pol._graphs.runs) == 2  # nothing captured mid-episode
+    # float64 observations (as simulators hand them out) go in as float32, the dtype the network
+    # reads anyway: the same chunks, and still no capture mid-episode
+    np.testing.assert_array_equal(episode(pol, "warm", dtype=np.float64), ref)
+    assert len(pol._graphs.runs) == 2
     keys = set(pol._graphs.runs)
     pol.set_sampler("ddim", 5)  # a new step list: the old runs are dropped, the new ones captured at once
     assert len(pol._graphs.runs) == 2 and not keys & set(pol._graphs.runs)
