@@ -379,9 +379,27 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def _configure_run(policy, args) -> None:
+    """``dpctl run``'s policy set-up: warm start, device, deploy path (checked before loading)."""
     _apply_warm_start(policy, args)
-    if args.deploy != "eager":
+    if args.device != "cpu":
+        policy.to(args.device)
+    if args.deploy == "cuda_graph":
+        policy.set_deploy("cuda_graph", batch=1, precision=args.precision, fused=args.fused)
+    elif args.deploy != "eager":
         policy.set_deploy(args.deploy, batch=1)
+
+
+def _check_run_device(args) -> None:
+    """Refuse a device/deploy combination that cannot run, before a simulator starts."""
+    import torch
+    gpu = args.deploy == "cuda_graph" or args.fused or args.precision != "fp32"
+    if gpu and (args.device != "cuda" or args.deploy != "cuda_graph"):
+        raise ValueError("--precision tf32|bf16 and --fused are options of the GPU path: "
+                         "--device cuda --deploy cuda_graph")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: torch sees no CUDA device here")
+    if args.deploy == "torchscript" and args.device != "cpu":
+        raise ValueError("--deploy torchscript is the CPU deploy path; on a GPU use --deploy cuda_graph")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -389,6 +407,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from launch.run import run
     torch.set_num_threads(args.threads)
+    _check_run_device(args)
     res = run(args.checkpoint, args.robot, args.rate, args.async_inference, args.episodes, args.seed_start,
               record=args.record, overlap=args.overlap, status=not args.no_progress,
               configure=lambda policy: _configure_run(policy, args), action_steps=args.action_steps,
@@ -514,8 +533,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--action-steps", type=int, help="actions per chunk before the next one is due (default Ta)")
     r.add_argument("--compare-eval", metavar="JSON",
                    help="a `dpctl eval` report: print its success on this run's seeds next to this run's")
-    r.add_argument("--deploy", choices=["eager", "torchscript"], default="eager",
-                   help="denoiser path: eager, or a frozen TorchScript trace (not with --cache)")
+    r.add_argument("--deploy", choices=["eager", "torchscript", "cuda_graph"], default="eager",
+                   help="denoiser path: eager, a frozen TorchScript trace (CPU), or whole chunks as CUDA "
+                        "graphs (--device cuda)")
+    r.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where the policy runs")
+    r.add_argument("--precision", choices=["fp32", "tf32", "bf16"], default="fp32",
+                   help="cuda_graph: the network's precision")
+    r.add_argument("--fused", action="store_true",
+                   help="cuda_graph: the decoder as fused Triton kernels (fp32 or tf32; not with a block cache)")
     r.add_argument("--replan-at", type=int,
                    help="async: request the next chunk when this many actions are left (default: half the chunk)")
     _add_warm_start_args(r)

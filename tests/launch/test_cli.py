@@ -1,6 +1,7 @@
 import json
 
 import pytest
+import torch
 
 from launch.cli import main
 from launch.results import replace_block
@@ -217,3 +218,19 @@ def test_calibrate_rti_within_a_call_budget_sets_the_eval_default(tiny_lift_run,
         res = json.loads(js.read_text())
         assert res["nfe_per_chunk"] == calls[rti["recommended_k"]]
         assert res["warm_start"]["tail"] == "coarse" and res["warm_start"]["noise"] is noise
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--fused"], "options of the GPU path"),
+    (["--device", "cuda", "--deploy", "eager", "--precision", "tf32"], "options of the GPU path"),
+    (["--device", "cuda", "--deploy", "torchscript"], "CPU deploy path" if torch.cuda.is_available() else "no CUDA"),
+    (["--device", "cuda", "--deploy", "cuda_graph", "--fused"], None if torch.cuda.is_available() else "no CUDA"),
+])
+def test_run_refuses_gpu_options_it_cannot_honour_before_starting(flags, message, capsys):
+    """``dpctl run``'s GPU flags: a combination that cannot run fails at once with a message
+    naming what to pass, before a checkpoint is loaded or a simulator started."""
+    if message is None:
+        pytest.skip("runs on a CUDA machine (the real loop; covered by `dpctl bench gpu`)")
+    from launch.cli import main
+    rc = main(["run", "--checkpoint", "does-not-exist", "--robot", "sim:lift", "--episodes", "1", *flags])
+    assert rc == 2 and message in capsys.readouterr().err
