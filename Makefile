@@ -14,8 +14,12 @@ INSTALL = $(PYTHON) -m pip install -q --disable-pip-version-check torch==2.13.0 
 setup:
 	$(INSTALL) .
 
+# Triton only for the fused-kernel tests, in a private directory: it cannot share a process
+# with the simulators' software EGL renderer (tests/policy/test_fused.py says why)
 setup-test:
 	$(INSTALL) ".[test,highway,lerobot,maze,metaworld]"
+	test -d .triton/triton || $(PYTHON) -m pip install -q --disable-pip-version-check --no-deps \
+		--target .triton triton==3.7.0 || { rm -rf .triton; exit 1; }
 
 demo: setup
 	dpctl demo
