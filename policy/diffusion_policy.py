@@ -158,9 +158,9 @@ class DiffusionPolicy(ChunkShape, nn.Module):
         - None: eager;
         - ``"torchscript"``: a frozen trace of the network for ``batch`` rows (CPU deploy path,
           policy/accel/deploy.py);
-        - ``"cuda_graph"``: whole denoising runs captured as CUDA graphs for ``batch`` rows at
+        - ``"cuda_graph"``: whole chunks captured as CUDA graphs for ``batch`` rows at
           ``precision`` fp32 | tf32 | bf16 (GPU path, policy/accel/graph.py). Move the policy
-          to its CUDA device first; the cold and RTI runs are captured here. ``compile``: the
+          to its CUDA device first; the cold and RTI chunks are captured here. ``compile``: the
           network goes through torch.compile before capture (not with a block cache); ``fused``:
           each step's decoder runs as Triton kernels (policy/accel/fused.py; fp32 or tf32, not
           with a block cache).

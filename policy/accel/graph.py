@@ -1,22 +1,27 @@
-"""GPU deploy path: whole denoising runs captured as CUDA graphs.
+"""GPU deploy path: whole chunks captured as CUDA graphs.
 
 A chunk prediction for a fixed step list is the same sequence of kernels every time; only
-the values in a few tensors change. ``GraphDeploy`` records ``DiffusionPolicy._denoise``
-(all network calls, the sampler's updates, the guide and the block cache) once per run
-shape into a ``torch.cuda.CUDAGraph`` over static buffers, then replays it: one launch per
-chunk instead of hundreds of small kernels each paid in Python and launch overhead.
+the values in a few tensors change. ``GraphDeploy`` records ``DiffusionPolicy._chunk`` (the
+observations' normalization, a warm start's noising, all network calls, the sampler's
+updates, the guide, the block cache and the actions' scaling) once per chunk shape into a
+``torch.cuda.CUDAGraph`` over static buffers, then replays it: one launch per chunk instead
+of hundreds of small kernels each paid in Python and launch overhead. ``run`` does the same
+for a bare denoising run (``DiffusionPolicy._denoise``, what ``sample`` calls).
 
-A run's shape (its ``key``): batch, the (t, t_next) pairs, the network times, whether it is
-guided. The cold run (the configured sampler from pure noise) and the RTI run (the warm
-start's step list) are two keys; ``prepare()`` captures both before a control loop starts,
-any other shape is captured at its first use (logged). Changing the sampler, the warm
-start or the cache drops the captured runs (``clear()``), since they bake those in.
+A chunk's shape (its ``key``): batch, the (t, t_next) pairs, the network times, the warm
+start's noise level, the inputs' names, shapes and dtypes (observations go in as float32,
+uint8 images as uint8). The cold chunk (the configured sampler from pure noise) and the RTI
+chunk (the warm start's step list) are two keys; ``prepare()`` captures both before a
+control loop starts, any other shape is captured at its first use (logged). Changing the
+sampler, the warm start or the cache drops the captured runs (``clear()``), since they bake
+those in.
 
-Inputs of a run (static buffers, copied in before each replay): the start sample, the
-conditioning tokens, the per-step noise (DDPM's, the guide's), the guide's target and
-weights. The noise is drawn on the host from the policy's generator in the eager order,
-so a graph run and an eager run of one prediction see the same numbers, and the action
-difference between them is a measurement of the deploy path, not of the noise.
+Inputs of a chunk (static buffers, copied in before each replay): the observations, the
+start sample (noise, or the shifted previous chunk), the warm start's noise, the per-step
+noise (DDPM's, the guide's), the guide's target and weights. The noise is drawn on the host
+from the policy's generator in the eager order, so a graph chunk and an eager chunk of one
+prediction see the same numbers, and the action difference between them is a measurement of
+the deploy path, not of the noise.
 
 Precision (of the network only; the sampler's arithmetic stays float32):
 - ``fp32``: the eager kernels, replayed; equal to eager up to float rounding;
