@@ -15,6 +15,26 @@ from typing import Any  # noqa: E402
 import gymnasium as gym  # noqa: E402
 
 ROBOSUITE_TASKS = ("lift", "stack")
+DEFAULT_CAMERAS = ("agentview",)
+
+
+def cameras_of(image_keys) -> tuple[str, ...]:
+    """The cameras an image policy was trained on, from its ``<camera>_image`` keys
+    (``DEFAULT_CAMERAS`` when it has none)."""
+    bad = [k for k in image_keys if not k.endswith("_image")]
+    if bad:
+        raise ValueError(f"image keys must be named <camera>_image; got {bad}")
+    return tuple(k[: -len("_image")] for k in image_keys) or DEFAULT_CAMERAS
+
+
+def parse_cameras(text: str | None) -> tuple[str, ...]:
+    """``"agentview,robot0_eye_in_hand"`` -> a camera tuple (None -> ``DEFAULT_CAMERAS``)."""
+    if text is None:
+        return DEFAULT_CAMERAS
+    cams = tuple(c.strip() for c in text.split(",") if c.strip())
+    if not cams or len(set(cams)) != len(cams):
+        raise ValueError(f"--cameras takes distinct comma-separated robosuite camera names; got {text!r}")
+    return cams
 
 
 def _task(name: str) -> str:

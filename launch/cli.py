@@ -23,8 +23,10 @@ def label_pairs(values: list[str] | None, usage: str) -> dict[str, str]:
 
 def cmd_collect(args: argparse.Namespace) -> int:
     from launch.collect import collect
-    rep = collect(args.env, args.episodes, args.out, images=args.images, seed=args.seed,
-                  progress=not args.no_progress)
+    import envs
+    cams = envs.parse_cameras(args.cameras)
+    rep = collect(args.env, args.episodes, args.out, images=args.images or args.cameras is not None, seed=args.seed,
+                  progress=not args.no_progress, cameras=cams)
     print(f"{rep.env}: {rep.episodes} episodes in {rep.out} (+{rep.added} this run); expert success "
           f"{rep.successes}/{rep.attempts} = {rep.success_rate:.1%}; {rep.steps_added} steps in "
           f"{rep.seconds:.1f} s = {rep.steps_per_s:.1f} steps/s")
@@ -130,7 +132,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # started by torchrun: data parallel
         import torch.distributed as dist
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    rec = train_task(args.task, args.steps, args.out, images=args.images, demos=args.demos, seed=args.seed,
+    import envs
+    cams = envs.parse_cameras(args.cameras)
+    rec = train_task(args.task, args.steps, args.out, images=args.images or args.cameras is not None,
+                     cameras=cams, demos=args.demos, seed=args.seed,
                      batch_size=args.batch_size, lr=args.lr, eval_episodes=args.eval_episodes,
                      eval_every=args.eval_every, progress=not args.no_progress, discrete_scale=args.discrete_scale)
     if "rank" in rec:  # a torchrun worker other than rank 0: it reports nothing
@@ -439,7 +444,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--env", required=True, help="task name, e.g. lift or stack")
     c.add_argument("--episodes", type=int, required=True, help="episodes the store should hold (resumes)")
     c.add_argument("--out", required=True, help="zarr directory to create or append to")
-    c.add_argument("--images", action="store_true", help="also store 84x84 agentview images")
+    c.add_argument("--images", action="store_true", help="also store 84x84 camera images (--cameras)")
+    c.add_argument("--cameras", help="comma-separated robosuite cameras (implies --images; default: agentview), "
+                                     "e.g. agentview,robot0_eye_in_hand")
     c.add_argument("--seed", type=int, default=0, help="first episode seed")
     c.add_argument("--json", help="write a machine-readable report here")
     c.add_argument("--no-progress", action="store_true")
@@ -472,7 +479,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-image-loss", action="store_true", help="pad: the w/o-image ablation (same network)")
     t.add_argument("--steps", type=int, required=True)
     t.add_argument("--out", required=True)
-    t.add_argument("--images", action="store_true")
+    t.add_argument("--images", action="store_true", help="image policy: proprioception + 84x84 camera images")
+    t.add_argument("--cameras", help="comma-separated robosuite cameras for --images (implies it; default: "
+                                     "agentview), e.g. agentview,robot0_eye_in_hand")
     t.add_argument("--demos", type=int, help="demonstrations (default: the recipe's)")
     t.add_argument("--batch-size", type=int, default=None, help="default: 128 (low-dim), 64 (images)")
     t.add_argument("--lr", type=float, default=3e-4)

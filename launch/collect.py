@@ -43,7 +43,9 @@ class CollectReport:
 def open_store(out: Path, attrs: dict) -> ReplayBuffer:
     """Open (or create) the store, refusing one that holds another env's episodes."""
     rb = ReplayBuffer.open_or_create(out)
-    stored = rb.attrs
+    stored = dict(rb.attrs)
+    if stored.get("images") and "cameras" not in stored:  # image stores from before cameras were recorded
+        stored["cameras"] = list(envs.DEFAULT_CAMERAS)
     if stored.get("env") is not None and {k: stored.get(k) for k in attrs} != attrs:
         raise ValueError(f"{out} holds {({k: stored.get(k) for k in attrs})}, not {attrs}; use another --out")
     rb.set_attrs({**attrs, "collector": "scripted expert"})
@@ -51,14 +53,20 @@ def open_store(out: Path, attrs: dict) -> ReplayBuffer:
 
 
 def collect(env_name: str, n_episodes: int, out: str | Path, images: bool = False, seed: int = 0,
-            max_attempts: int | None = None, progress: bool = True) -> CollectReport:
+            max_attempts: int | None = None, progress: bool = True,
+            cameras: tuple[str, ...] = envs.DEFAULT_CAMERAS) -> CollectReport:
+    """Store ``n_episodes`` successful expert episodes in ``out`` (resumes a partial store);
+    with ``images``, one ``<camera>_image`` key per camera in ``cameras`` (robosuite)."""
     if n_episodes < 1:
         raise ValueError(f"--episodes must be >= 1, got {n_episodes}")
     out = Path(out)
-    env = envs.make(env_name, images=images)  # validates the name before anything is written
+    env = envs.make(env_name, images=images, cameras=tuple(cameras))  # validates before anything is written
     expert = envs.expert(env_name)
+    attrs = {"env": env_name, "images": bool(images)}
+    if images and not env_name.startswith("metaworld:"):
+        attrs["cameras"] = list(cameras)
     try:
-        rb = open_store(out, {"env": env_name, "images": bool(images)})
+        rb = open_store(out, attrs)
         next_seed = seed
         if rb.n_episodes:
             next_seed = max(seed, int(rb.meta_column("seed").max()) + 1, int(rb.attrs.get("next_seed", 0)))

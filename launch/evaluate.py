@@ -95,7 +95,8 @@ def record_video(policy: DiffusionPolicy, env_name: str, seed: int, path, size: 
     import cv2
     if policy.cfg.image_keys:  # an image policy must see the images it was trained on
         size = policy.cfg.image_size
-    env = envs.make(env_name, images=True, image_size=size, max_steps=max_steps)
+    env = envs.make(env_name, images=True, image_size=size, max_steps=max_steps,
+                    cameras=envs.cameras_of(policy.cfg.image_keys))
     frames: list = []
     try:
         (result,) = rollout_group(policy, [env], [seed], frames=frames)
@@ -118,7 +119,8 @@ def evaluate(policy: DiffusionPolicy, env_name: str, episodes: int, seed_start: 
     policy.eval()
     seeds = list(range(seed_start, seed_start + episodes))
     group = min(batch, episodes)
-    env_list = [envs.make(env_name, images=bool(policy.cfg.image_keys), max_steps=max_steps) for _ in range(group)]
+    env_list = [envs.make(env_name, images=bool(policy.cfg.image_keys), max_steps=max_steps,
+                          cameras=envs.cameras_of(policy.cfg.image_keys)) for _ in range(group)]
     per_episode, recorded, nfe = [], [], []
     t0 = time.perf_counter()
     try:

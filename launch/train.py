@@ -70,7 +70,8 @@ def build_policy(ds: WindowDataset, n_layer: int, n_emb: int, image_keys: list[s
     return DiffusionPolicy(cfg, Normalizer.from_stats(ds.stats()), seed=seed)
 
 
-def train_task(task: str, steps: int, out: str | Path, images: bool = False, demos: int | None = None,
+def train_task(task: str, steps: int, out: str | Path, images: bool = False,
+               cameras: tuple[str, ...] = envs.DEFAULT_CAMERAS, demos: int | None = None,
                seed: int = 0, batch_size: int | None = None, lr: float = 3e-4, eval_episodes: int = 50,
                eval_every: int = 0, data_dir: str | Path = "runs/data", progress: bool = True,
                discrete_scale: float = 1.0) -> dict:
@@ -88,13 +89,17 @@ def train_task(task: str, steps: int, out: str | Path, images: bool = False, dem
         data_path = store_path(task.split(":", 1)[1])
         obs_keys, image_keys, image_size, image_crop = ["state"], ["corner_image"], 64, 58
     else:
-        data_path = Path(data_dir) / f"{task}{'_images' if images else ''}.zarr"
-        obs_keys, image_keys = (PROPRIO_KEYS if images else LOW_DIM_KEYS), (["agentview_image"] if images else [])
+        cams = tuple(cameras)
+        data_path = Path(data_dir) / (f"{task}_images.zarr" if images and cams == envs.DEFAULT_CAMERAS else
+                                      f"{task}_images_{'+'.join(cams)}.zarr" if images else f"{task}.zarr")
+        obs_keys = PROPRIO_KEYS if images else LOW_DIM_KEYS
+        image_keys = [f"{c}_image" for c in cams] if images else []
         image_size, image_crop = 84, 76
     import torch.distributed as dist
     rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
     if rank == 0:  # under torchrun, one process collects while the others wait
-        collect(task, demos, data_path, images=images, progress=progress)
+        collect(task, demos, data_path, images=images, progress=progress,
+                cameras=envs.DEFAULT_CAMERAS if metaworld else cams)
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
     rb = ReplayBuffer.open(data_path)
@@ -115,7 +120,7 @@ def train_task(task: str, steps: int, out: str | Path, images: bool = False, dem
     final = evaluate(trainer.ema, task, eval_episodes, EVAL_SEED_START, progress=progress)
     recipe_out = {
         "command": "dpctl " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[0].endswith("dpctl")
-        else f"train_task({task!r}, steps={steps}, images={images}, demos={demos}, seed={seed})",
+        else f"train_task({task!r}, steps={steps}, images={images}, cameras={cameras}, demos={demos}, seed={seed})",
         "commit": git_commit(),
         "data": {"path": str(data_path), "episodes": demos, "demo_seeds": "0.. (successful expert episodes)",
                  "steps": int(ds._lengths.sum())},

@@ -59,16 +59,20 @@ class ImageEncoder(nn.Module):
         self.out_dim = out_dim
 
     def _crop(self, x: torch.Tensor) -> torch.Tensor:
-        H, W = x.shape[-2:]
+        """(B, C, H, W) -> (B, C, c, c): in training a random window per image (each sample
+        its own shift), in eval the center."""
+        B, _, H, W = x.shape
         c = self.crop
         if c >= min(H, W):
             return x
-        if self.training:
-            i = int(torch.randint(0, H - c + 1, ()))
-            j = int(torch.randint(0, W - c + 1, ()))
-        else:
+        if not self.training:
             i, j = (H - c) // 2, (W - c) // 2
-        return x[..., i:i + c, j:j + c]
+            return x[..., i:i + c, j:j + c]
+        offs = torch.arange(c, device=x.device)
+        rows = torch.randint(0, H - c + 1, (B, 1), device=x.device) + offs  # (B, c)
+        cols = torch.randint(0, W - c + 1, (B, 1), device=x.device) + offs
+        b = torch.arange(B, device=x.device)[:, None, None]
+        return x.permute(0, 2, 3, 1)[b, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
 
     def forward(self, img: torch.Tensor) -> torch.Tensor:
         x = img.permute(0, 3, 1, 2).float()

@@ -32,6 +32,41 @@ def test_collect_images(tmp_path):
     assert ep["agentview_image"].dtype == np.uint8
 
 
+def test_collect_two_cameras_and_refuse_mixing(tmp_path):
+    out = tmp_path / "cams.zarr"
+    assert main(["collect", "--env", "lift", "--episodes", "1", "--out", str(out), "--no-progress",
+                 "--cameras", "agentview,robot0_eye_in_hand"]) == 0  # --cameras implies --images
+    rb = ReplayBuffer.open(out)
+    ep = rb.episode(0)
+    assert ep["agentview_image"].shape == ep["robot0_eye_in_hand_image"].shape == (len(ep["action"]), 84, 84, 3)
+    assert not np.array_equal(ep["agentview_image"], ep["robot0_eye_in_hand_image"])
+    assert rb.attrs["cameras"] == ["agentview", "robot0_eye_in_hand"]
+    with pytest.raises(ValueError, match="cameras"):  # one camera's episodes never join a two-camera store
+        collect("lift", 2, out, images=True, progress=False)
+    assert ReplayBuffer.open(out).n_episodes == 1
+
+
+def test_image_store_from_before_cameras_were_recorded_counts_as_agentview(tmp_path):
+    out = tmp_path / "old.zarr"
+    rb = ReplayBuffer.open_or_create(out)
+    rb.set_attrs({"env": "lift", "images": True})
+    assert collect("lift", 1, out, images=True, progress=False).added == 1
+    with pytest.raises(ValueError, match="cameras"):
+        collect("lift", 2, out, images=True, cameras=("robot0_eye_in_hand",), progress=False)
+
+
+def test_camera_names():
+    import envs
+    assert envs.cameras_of(["agentview_image", "robot0_eye_in_hand_image"]) == ("agentview", "robot0_eye_in_hand")
+    assert envs.cameras_of([]) == envs.DEFAULT_CAMERAS
+    assert envs.parse_cameras(" agentview , robot0_eye_in_hand") == ("agentview", "robot0_eye_in_hand")
+    with pytest.raises(ValueError, match="<camera>_image"):
+        envs.cameras_of(["agentview"])
+    for bad in ("", "a,a", " , "):
+        with pytest.raises(ValueError, match="--cameras"):
+            envs.parse_cameras(bad)
+
+
 def test_cli_collect_json_and_errors(tmp_path, capsys):
     js = tmp_path / "r.json"
     assert main(["collect", "--env", "lift", "--episodes", "1", "--out", str(tmp_path / "a.zarr"),
@@ -42,3 +77,18 @@ def test_cli_collect_json_and_errors(tmp_path, capsys):
     assert main(["collect", "--env", "nope", "--episodes", "1", "--out", str(tmp_path / "b.zarr")]) == 2
     assert "unknown env 'nope'" in capsys.readouterr().err
     assert not (tmp_path / "b.zarr").exists()
+
+
+def test_two_camera_image_policy_trains_and_evaluates(tmp_path):
+    """--cameras reaches the data store, the policy's image keys, and the evaluation envs."""
+    from launch.train import train_task
+    rec = train_task("lift", 2, tmp_path / "run", cameras=("agentview", "robot0_eye_in_hand"), images=True, demos=1,
+                     eval_episodes=1, data_dir=tmp_path, progress=False, batch_size=4)
+    assert (tmp_path / "lift_images_agentview+robot0_eye_in_hand.zarr").is_dir()
+    cfg = json.loads((tmp_path / "run" / "checkpoint" / "config.json").read_text())["policy"]
+    assert cfg["image_keys"] == ["agentview_image", "robot0_eye_in_hand_image"]
+    assert rec["final_eval"]["episodes"] == 1
+    js = tmp_path / "eval.json"
+    assert main(["eval", "--checkpoint", str(tmp_path / "run" / "checkpoint"), "--env", "lift", "--episodes", "1",
+                 "--max-steps", "10", "--threads", "1", "--no-progress", "--json", str(js)]) == 0
+    assert json.loads(js.read_text())["per_episode"][0]["length"] == 10
