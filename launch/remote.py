@@ -38,7 +38,6 @@ def serve(checkpoint_name: str, host: str, port: int, token: str | None, allow_r
 def robot(server: str, token: str | None, robot_name: str, rate_hz: float, episodes: int, seed_start: int,
           timeout_s: float = 1.0, max_hold_s: float = 10.0, async_inference: bool = True,
           replan_at: int | None = None, max_cycles: int | None = None, status: bool = True) -> dict:
-    import envs
     from control.client import RemotePolicy
     from launch.run import _pct, run_loop
     remote = RemotePolicy(server, token=token, timeout_s=timeout_s, name=robot_name)
@@ -47,7 +46,7 @@ def robot(server: str, token: str | None, robot_name: str, rate_hz: float, episo
         shapes = {k: tuple(s[1:]) for k, s in meta["obs"].items()}
         res = run_loop(remote, robot_name, rate_hz, async_inference, episodes, seed_start, status=status,
                        replan_at=replan_at, images=bool(meta["image_keys"]), obs_shapes=shapes,
-                       cameras=envs.cameras_of(meta["image_keys"]),
+                       image_keys=meta["image_keys"],
                        max_hold_cycles=max(1, int(max_hold_s * rate_hz)), max_cycles=max_cycles)
     finally:
         remote.close()

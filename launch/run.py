@@ -67,7 +67,7 @@ def run(checkpoint_name: str, robot: str, rate_hz: float | None, async_inference
         configure(policy)
     res = run_loop(policy, robot, rate_hz, async_inference, episodes, seed_start, record=record, overlap=overlap,
                    status=status, max_steps=max_steps, action_steps=action_steps, replan_at=replan_at,
-                   images=bool(policy.cfg.image_keys), cameras=envs.cameras_of(policy.cfg.image_keys))
+                   images=bool(policy.cfg.image_keys), image_keys=policy.cfg.image_keys)
     return {"checkpoint": str(checkpoint_name), "sampler": policy.cfg.sampler,
             "num_inference_steps": policy.cfg.num_inference_steps,
             "warm_start": None if policy.warm is None else vars(policy.warm.cfg),
@@ -83,21 +83,23 @@ def _sim_task(robot: str) -> str:
 
 
 def make_robot(robot: str, images: bool = False, max_steps: int | None = None, obs_shapes: dict | None = None,
-               cameras: tuple[str, ...] = envs.DEFAULT_CAMERAS):
-    """``sim:<env>`` -> a SimRobot over ``envs.make``; ``mock`` -> a MockArm observing ``obs_shapes``."""
+               image_keys=()):
+    """``sim:<env>`` -> a SimRobot over ``envs.make`` rendering the cameras of ``image_keys``
+    (``<camera>_image``; none: the default camera); ``mock`` -> a MockArm observing ``obs_shapes``."""
     if robot == "mock":
         return MockArm(obs_shapes=obs_shapes)
-    return SimRobot(envs.make(_sim_task(robot), images=images, max_steps=max_steps, cameras=tuple(cameras)))
+    return SimRobot(envs.make(_sim_task(robot), images=images, max_steps=max_steps,
+                              cameras=envs.cameras_of(image_keys)))
 
 
 def run_loop(policy, robot: str, rate_hz: float | None, async_inference: bool, episodes: int, seed_start: int,
              record: str | None = None, overlap: str = "replace", status: bool = True, max_steps: int | None = None,
              action_steps: int | None = None, replan_at: int | None = None, images: bool = False,
              max_hold_cycles: int = 50, max_cycles: int | None = None, obs_shapes: dict | None = None,
-             cameras: tuple[str, ...] = envs.DEFAULT_CAMERAS) -> dict:
+             image_keys=()) -> dict:
     """Episodes of ``policy`` (anything with ``predict_chunk``, ``note_executed``, ``reset``,
     ``n_obs_steps``, ``n_action_steps``, ``horizon``: a local policy or a ``RemotePolicy``)."""
-    sim = make_robot(robot, images=images, max_steps=max_steps, obs_shapes=obs_shapes, cameras=cameras)
+    sim = make_robot(robot, images=images, max_steps=max_steps, obs_shapes=obs_shapes, image_keys=image_keys)
     rate_hz = rate_hz or getattr(sim, "control_rate_hz", 20.0)
     space = sim.action_space
     safety = SafetyFilter(low=space.low, high=space.high, safe_action=np.zeros(space.shape, np.float32),
