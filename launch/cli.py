@@ -110,7 +110,8 @@ def cmd_results(args: argparse.Namespace) -> int:
                 + (" +noise" if w.get("noise") else "")) if w else ""
         cache = r.get("cache") or ""
         variant = " + ".join(x for x in (f"{r['sampler']}-{r['num_inference_steps']}", warm, cache) if x)
-        env = r["env"] + (" (images)" if r.get("config", {}).get("image_keys") else "")
+        image_keys = r.get("config", {}).get("image_keys")
+        env = r["env"] + (f" (images: {' + '.join(k.removesuffix('_image') for k in image_keys)})" if image_keys else "")
         rows.append([env, variant, f"{r['success_rate']:.3f}", r["episodes"], r["nfe_per_chunk"],
                      f"{r['chunk_latency_ms']['p50']:.1f}", f"`{r.get('command') or '?'}`"])
     table = (f"Machine: {machine()}; seeds from 100000 (demonstrations use seeds from 0).\n\n"
@@ -133,7 +134,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         import torch.distributed as dist
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     import envs
-    cams = envs.parse_cameras(args.cameras)
+    cams = envs.parse_cameras(args.cameras) if args.cameras is not None else None  # None: the recipe's
     rec = train_task(args.task, args.steps, args.out, images=args.images or args.cameras is not None,
                      cameras=cams, demos=args.demos, seed=args.seed,
                      batch_size=args.batch_size, lr=args.lr, eval_episodes=args.eval_episodes,
@@ -481,7 +482,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True)
     t.add_argument("--images", action="store_true", help="image policy: proprioception + 84x84 camera images")
     t.add_argument("--cameras", help="comma-separated robosuite cameras for --images (implies it; default: "
-                                     "agentview), e.g. agentview,robot0_eye_in_hand")
+                                     "agentview,robot0_eye_in_hand), e.g. agentview")
     t.add_argument("--demos", type=int, help="demonstrations (default: the recipe's)")
     t.add_argument("--batch-size", type=int, default=None, help="default: 128 (low-dim), 64 (images)")
     t.add_argument("--lr", type=float, default=3e-4)

@@ -60,6 +60,8 @@ def collect(env_name: str, n_episodes: int, out: str | Path, images: bool = Fals
     if n_episodes < 1:
         raise ValueError(f"--episodes must be >= 1, got {n_episodes}")
     out = Path(out)
+    if env_name.startswith("metaworld:") and tuple(cameras) != envs.DEFAULT_CAMERAS:
+        raise ValueError("--cameras is for robosuite tasks; MetaWorld stores its corner camera")
     env = envs.make(env_name, images=images, cameras=tuple(cameras))  # validates before anything is written
     expert = envs.expert(env_name)
     attrs = {"env": env_name, "images": bool(images)}

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -65,6 +66,12 @@ def test_camera_names():
     for bad in ("", "a,a", " , "):
         with pytest.raises(ValueError, match="--cameras"):
             envs.parse_cameras(bad)
+    from launch.train import train_task
+    with pytest.raises(ValueError, match="--cameras is for robosuite"):
+        train_task("metaworld:reach", 1, "unused", images=True, cameras=("agentview",))
+    with pytest.raises(ValueError, match="--cameras is for robosuite"):
+        collect("metaworld:reach", 1, "unused.zarr", images=True, cameras=("robot0_eye_in_hand",))
+    assert not Path("unused").exists() and not Path("unused.zarr").exists()
 
 
 def test_cli_collect_json_and_errors(tmp_path, capsys):
