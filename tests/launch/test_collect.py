@@ -87,9 +87,10 @@ def test_cli_collect_json_and_errors(tmp_path, capsys):
 
 
 def test_two_camera_image_policy_trains_and_evaluates(tmp_path):
-    """--cameras reaches the data store, the policy's image keys, and the evaluation envs."""
+    """The image recipe's cameras (agentview + wrist, the default) reach the data store, the
+    policy's image keys, and the evaluation envs."""
     from launch.train import train_task
-    rec = train_task("lift", 2, tmp_path / "run", cameras=("agentview", "robot0_eye_in_hand"), images=True, demos=1,
+    rec = train_task("lift", 2, tmp_path / "run", images=True, demos=1,
                      eval_episodes=1, data_dir=tmp_path, progress=False, batch_size=4)
     assert (tmp_path / "lift_images_agentview+robot0_eye_in_hand.zarr").is_dir()
     cfg = json.loads((tmp_path / "run" / "checkpoint" / "config.json").read_text())["policy"]
