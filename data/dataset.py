@@ -45,21 +45,29 @@ class WindowDataset(Dataset):
 
     def __init__(self, buffer: ReplayBuffer, obs_keys: Sequence[str], action_key: str = "action",
                  n_obs_steps: int = 2, horizon: int = 16, n_action_steps: int = 8,
-                 image_keys: Sequence[str] = (), episodes: Sequence[int] | None = None):
+                 image_keys: Sequence[str] = (), episodes: Sequence[int] | None = None,
+                 extra: Sequence[tuple[ReplayBuffer, Sequence[int]]] = ()):
+        """``episodes`` of ``buffer`` (default: all), then the episodes of each ``(buffer,
+        episodes)`` in ``extra`` (e.g. recovery episodes kept in a store of their own)."""
         if not 1 <= n_obs_steps <= horizon:
             raise ValueError(f"need 1 <= n_obs_steps ({n_obs_steps}) <= horizon ({horizon})")
         if not 1 <= n_action_steps <= horizon - n_obs_steps + 1:
             raise ValueError(f"need 1 <= n_action_steps ({n_action_steps}) <= horizon - n_obs_steps + 1")
-        missing = [k for k in [*obs_keys, action_key, *image_keys] if k not in buffer.keys()]
-        if missing:
-            raise ValueError(f"keys {missing} not in buffer (has {buffer.keys()})")
+        sources = [(buffer, episodes), *extra]
+        for buf, _ in sources:
+            missing = [k for k in [*obs_keys, action_key, *image_keys] if k not in buf.keys()]
+            if missing:
+                raise ValueError(f"keys {missing} not in buffer {buf.path} (has {buf.keys()})")
         self.obs_keys, self.image_keys, self.action_key = list(obs_keys), list(image_keys), action_key
         self.n_obs_steps, self.horizon, self.n_action_steps = n_obs_steps, horizon, n_action_steps
         self.episodes = np.arange(buffer.n_episodes) if episodes is None else np.asarray(episodes, dtype=np.int64)
         # Episodes are loaded into memory once: low-dim data is small, and images of the
         # task sizes used here (a few hundred episodes of 84x84) fit as uint8.
         # Selected episodes are concatenated so that a batch is one fancy-indexing gather.
-        eps = [buffer.episode(int(i), keys=[*self.obs_keys, action_key, *self.image_keys]) for i in self.episodes]
+        keys = [*self.obs_keys, action_key, *self.image_keys]
+        eps = [buffer.episode(int(i), keys=keys) for i in self.episodes]
+        for buf, idx in extra:
+            eps += [buf.episode(int(i), keys=keys) for i in idx]
         self._low = {k: np.concatenate([e[k] for e in eps]).astype(np.float32) for k in [*self.obs_keys, action_key]}
         self._img = {k: np.concatenate([e[k] for e in eps]) for k in self.image_keys}
         lengths = np.asarray([len(e[action_key]) for e in eps])

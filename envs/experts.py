@@ -5,6 +5,15 @@ task's object-state vector) and emits the env's 7-D action. Variation between ep
 as in human demonstrations: per-episode randomized waypoints (hover height, grasp depth and
 offset, lift height), speed, and a small smoothed Gaussian noise on the motion dimensions.
 The gripper stays a binary-ish dimension (-1 open, +1 close), as in the real datasets.
+
+Recoveries (``LiftExpert(miss=True)``): the experts never miss a grasp, so their data shows
+no way back from one, and a policy that closes beside the cube rises empty-handed and drifts
+out of the demonstrated states. A missing expert aims its first grasp 3.5-5 cm beside the
+cube along the gripper's x axis (perpendicular to the fingers' closing direction, so they
+close on air without touching it), starts to lift, notices 2-4 cm up that the cube stayed on
+the table, and regrasps: open, hover, descend, close, lift. ``recovery_start`` is the step
+from which such an episode shows the miss and the recovery (a few steps into the close), so
+a dataset can keep that part and not teach the off-centre approach itself.
 """
 from __future__ import annotations
 
@@ -43,6 +52,7 @@ class _Expert:
         self.gain = self.rng.uniform(0.7, 1.1)  # fraction of the error closed per step
         self.max_speed = self.rng.uniform(0.6, 1.0)  # action-units cap on translation
         self._noise = np.zeros(6)
+        self._steps = 0  # act() calls since reset
         self._phase = 0
         self._held = 0
         self._grasp: np.ndarray | None = None
@@ -81,6 +91,7 @@ class _Expert:
     def act(self, obs: dict) -> np.ndarray:
         """One action ``(7,)`` for the current observation."""
         wps = self.waypoints(obs)
+        self._steps += 1
         if self._phase < len(wps) - 1 and self._advance(obs, wps[self._phase]):
             self._phase += 1
         return self._motion(obs, wps[self._phase])
@@ -95,7 +106,13 @@ def _grasp_yaw(cube_quat: np.ndarray, eef_quat: np.ndarray) -> float:
 
 
 class LiftExpert(_Expert):
-    """Hover over the cube, descend, close, lift."""
+    """Hover over the cube, descend, close, lift; regrasp when the cube stays behind.
+
+    ``miss``: aim the first grasp beside the cube (module docstring, Recoveries)."""
+
+    def __init__(self, noise_std: float = 0.05, miss: bool = False):
+        self.miss = miss
+        super().__init__(noise_std)
 
     def reset(self, seed: int | None = None) -> None:
         super().reset(seed)
@@ -103,13 +120,27 @@ class LiftExpert(_Expert):
         self._plan = dict(hover=r.uniform(0.06, 0.12), depth=r.uniform(-0.005, 0.005),
                           dx=r.uniform(-0.008, 0.008), dy=r.uniform(-0.008, 0.008), lift=r.uniform(0.12, 0.2),
                           close_steps=int(r.integers(6, 12)))
+        # a stream of its own, so that a seed's regular demonstration is what it was before recoveries
+        m = np.random.default_rng(None if seed is None else [seed, 1])
+        self._plan.update(notice=m.uniform(0.02, 0.04), miss=m.choice([-1.0, 1.0]) * m.uniform(0.035, 0.05))
         self._yaw: float | None = None
+        self._aim = np.zeros(3)  # the first grasp's deliberate offset (miss=True)
+        self.regrasps = 0
+        self.recovery_start: int | None = None
 
     def waypoints(self, obs: dict) -> list[Waypoint]:
         p = self._plan
         if self._yaw is None:
             self._yaw = _grasp_yaw(obs["object"][3:7], obs["robot0_eef_quat"])
-        grasp = self._grasp_point(obs["object"][:3])
+            if self.miss:
+                self._aim = rot_z(self._yaw) @ np.array([p["miss"], 0.0, 0.0])
+        cube = obs["object"][:3]
+        if self._phase == 2 and self.recovery_start is None and self._aim.any():
+            self.recovery_start = self._steps + 3
+        if self._phase == 3 and obs["robot0_eef_pos"][2] - cube[2] > p["depth"] + p["notice"]:
+            self._phase, self._grasp, self._held, self._aim = 0, None, 0, np.zeros(3)  # missed: regrasp
+            self.regrasps += 1
+        grasp = self._grasp_point(cube + self._aim)
         return [
             Waypoint(grasp + [0, 0, p["hover"]], self._yaw, OPEN, tol=0.015),
             Waypoint(grasp, self._yaw, OPEN, tol=0.008),

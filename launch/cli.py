@@ -26,8 +26,8 @@ def cmd_collect(args: argparse.Namespace) -> int:
     import envs
     cams = envs.parse_cameras(args.cameras)
     rep = collect(args.env, args.episodes, args.out, images=args.images or args.cameras is not None, seed=args.seed,
-                  progress=not args.no_progress, cameras=cams)
-    print(f"{rep.env}: {rep.episodes} episodes in {rep.out} (+{rep.added} this run); expert success "
+                  progress=not args.no_progress, cameras=cams, recoveries=args.recoveries)
+    print(f"{rep.env}: {rep.episodes} {'recovery ' if args.recoveries else ''}episodes in {rep.out} (+{rep.added} this run); expert success "
           f"{rep.successes}/{rep.attempts} = {rep.success_rate:.1%}; {rep.steps_added} steps in "
           f"{rep.seconds:.1f} s = {rep.steps_per_s:.1f} steps/s")
     _write_json(args.json, rep.as_dict())
@@ -136,7 +136,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     import envs
     cams = envs.parse_cameras(args.cameras) if args.cameras is not None else None  # None: the recipe's
     rec = train_task(args.task, args.steps, args.out, images=args.images or args.cameras is not None,
-                     cameras=cams, demos=args.demos, seed=args.seed,
+                     cameras=cams, demos=args.demos, recoveries=args.recoveries, seed=args.seed,
                      batch_size=args.batch_size, lr=args.lr, eval_episodes=args.eval_episodes,
                      eval_every=args.eval_every, progress=not args.no_progress, discrete_scale=args.discrete_scale)
     if "rank" in rec:  # a torchrun worker other than rank 0: it reports nothing
@@ -448,6 +448,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--images", action="store_true", help="also store 84x84 camera images (--cameras)")
     c.add_argument("--cameras", help="comma-separated robosuite cameras (implies --images; default: agentview), "
                                      "e.g. agentview,robot0_eye_in_hand")
+    c.add_argument("--recoveries", action="store_true",
+                   help="lift: store recovery episodes (first grasp missed on purpose, then regrasped; "
+                        "kept from the miss on) in a store of their own")
     c.add_argument("--seed", type=int, default=0, help="first episode seed")
     c.add_argument("--json", help="write a machine-readable report here")
     c.add_argument("--no-progress", action="store_true")
@@ -484,6 +487,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--cameras", help="comma-separated robosuite cameras for --images (implies it; default: "
                                      "agentview,robot0_eye_in_hand), e.g. agentview")
     t.add_argument("--demos", type=int, help="demonstrations (default: the recipe's)")
+    t.add_argument("--recoveries", type=int, help="lift: recovery episodes added to the demos (dpctl collect "
+                                                  "--recoveries; default: the recipe's, 0 for low-dim)")
     t.add_argument("--batch-size", type=int, default=None, help="default: 128 (low-dim), 64 (images)")
     t.add_argument("--lr", type=float, default=3e-4)
     t.add_argument("--discrete-scale", type=float, default=1.0,

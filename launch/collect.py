@@ -3,18 +3,22 @@
 Resumable: the store records which env (and image setting) it holds; re-running with the
 same ``--out`` appends until it holds ``--episodes`` episodes, continuing after the last
 seed it already tried. Failed episodes are counted, not stored.
+
+``recoveries=True`` (Lift only) stores recovery episodes instead, in a store of their own:
+the expert misses its first grasp on purpose and regrasps (envs/experts.py, Recoveries);
+only the steps from the miss on are kept, and only episodes that did regrasp and lift count.
 """
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from tqdm import tqdm
 
 import envs
 from data import ReplayBuffer
-from envs.rollout import expert_episode
+from envs.rollout import Episode, expert_episode
 
 
 @dataclass
@@ -46,25 +50,40 @@ def open_store(out: Path, attrs: dict) -> ReplayBuffer:
     stored = dict(rb.attrs)
     if stored.get("images") and "cameras" not in stored:  # image stores from before cameras were recorded
         stored["cameras"] = list(envs.DEFAULT_CAMERAS)
+    stored.setdefault("recoveries", False)  # stores from before recovery episodes existed
     if stored.get("env") is not None and {k: stored.get(k) for k in attrs} != attrs:
         raise ValueError(f"{out} holds {({k: stored.get(k) for k in attrs})}, not {attrs}; use another --out")
-    rb.set_attrs({**attrs, "collector": "scripted expert"})
+    collector = ("scripted expert, first grasp missed on purpose; stored from the miss on"
+                 if attrs.get("recoveries") else "scripted expert")
+    rb.set_attrs({**attrs, "collector": collector})
     return rb
+
+
+def recovery_part(ep: Episode, expert) -> Episode:
+    """The steps of a missing expert's episode from its miss on; unsuccessful (not stored)
+    when it did not regrasp (the off-centre grasp caught the cube after all)."""
+    if not expert.regrasps or expert.recovery_start is None:
+        return replace(ep, success=False)
+    steps = {k: v[expert.recovery_start:] for k, v in ep.steps.items()}
+    return replace(ep, steps=steps, length=len(steps["action"]))
 
 
 def collect(env_name: str, n_episodes: int, out: str | Path, images: bool = False, seed: int = 0,
             max_attempts: int | None = None, progress: bool = True,
-            cameras: tuple[str, ...] = envs.DEFAULT_CAMERAS) -> CollectReport:
+            cameras: tuple[str, ...] = envs.DEFAULT_CAMERAS, recoveries: bool = False) -> CollectReport:
     """Store ``n_episodes`` successful expert episodes in ``out`` (resumes a partial store);
-    with ``images``, one ``<camera>_image`` key per camera in ``cameras`` (robosuite)."""
+    with ``images``, one ``<camera>_image`` key per camera in ``cameras`` (robosuite); with
+    ``recoveries``, missed-and-regrasped Lift episodes from the miss on (module docstring)."""
     if n_episodes < 1:
         raise ValueError(f"--episodes must be >= 1, got {n_episodes}")
+    if recoveries and env_name not in ("lift", "robosuite:lift"):
+        raise ValueError(f"recovery episodes exist for lift only (its expert can miss and regrasp), not {env_name!r}")
     out = Path(out)
     if env_name.startswith("metaworld:") and tuple(cameras) != envs.DEFAULT_CAMERAS:
         raise ValueError("--cameras is for robosuite tasks; MetaWorld stores its corner camera")
     env = envs.make(env_name, images=images, cameras=tuple(cameras))  # validates before anything is written
-    expert = envs.expert(env_name)
-    attrs = {"env": env_name, "images": bool(images)}
+    expert = envs.expert(env_name, miss=True) if recoveries else envs.expert(env_name)
+    attrs = {"env": env_name, "images": bool(images), "recoveries": bool(recoveries)}
     if images and not env_name.startswith("metaworld:"):
         attrs["cameras"] = list(cameras)
     try:
@@ -83,6 +102,8 @@ def collect(env_name: str, n_episodes: int, out: str | Path, images: bool = Fals
                 ep = expert_episode(env, expert, next_seed)
                 attempts += 1
                 next_seed += 1
+                if recoveries:
+                    ep = recovery_part(ep, expert)
                 if ep.success:
                     successes += 1
                     rb.add_episode(ep.steps, meta={"seed": ep.seed, "success": True, "length": ep.length})

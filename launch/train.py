@@ -29,6 +29,7 @@ from policy.train import Trainer, TrainConfig
 PROPRIO_KEYS = ["robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos"]
 LOW_DIM_KEYS = PROPRIO_KEYS + ["object"]  # the object's pose: low-dim policies only
 EVAL_SEED_START = 100_000
+RECOVERY_SEED_START = 50_000  # recovery episodes' scenes: disjoint from demos (0..) and evals
 
 # CPU-sized defaults (a 1.2M-parameter DP-T: 4 layers, width 128); the 9M model of the
 # paper trains ~13x slower per sample on 2 cores. Sample (x0) prediction instead of the
@@ -46,7 +47,13 @@ RECIPES = {
 # CPU thread, which is what makes an image run fit in about an hour here.
 # Two cameras by default: the wrist camera sees the cube between the fingers (Lift, same 100
 # held-out seeds: agentview alone 0.72, agentview + wrist 0.79; README Results).
-IMAGE_RECIPE = {"image_widths": [16, 32, 64], "batch_size": 64, "cameras": ("agentview", "robot0_eye_in_hand")}
+IMAGE_RECIPE = {"image_widths": [16, 32, 64], "batch_size": 64, "cameras": ("agentview", "robot0_eye_in_hand"),
+                "recoveries": 0}
+
+
+def recovery_path(data_path: Path) -> Path:
+    """The store of recovery episodes (``dpctl collect --recoveries``) beside a demo store."""
+    return data_path.with_name(data_path.stem + "_recoveries.zarr")
 
 
 def git_commit() -> str:
@@ -74,7 +81,7 @@ def build_policy(ds: WindowDataset, n_layer: int, n_emb: int, image_keys: list[s
 
 def train_task(task: str, steps: int, out: str | Path, images: bool = False,
                cameras: tuple[str, ...] | None = None, demos: int | None = None,
-               seed: int = 0, batch_size: int | None = None, lr: float = 3e-4, eval_episodes: int = 50,
+               recoveries: int | None = None, seed: int = 0, batch_size: int | None = None, lr: float = 3e-4, eval_episodes: int = 50,
                eval_every: int = 0, data_dir: str | Path = "runs/data", progress: bool = True,
                discrete_scale: float = 1.0) -> dict:
     metaworld = task.startswith("metaworld:")
@@ -87,6 +94,9 @@ def train_task(task: str, steps: int, out: str | Path, images: bool = False,
         raise ValueError(f"no training recipe for {task!r}; known: {sorted(RECIPES)}")
     recipe = RECIPES[task.split(":")[0]]
     demos = demos or recipe["demos"]
+    recoveries = (IMAGE_RECIPE["recoveries"] if images and task == "lift" else 0) if recoveries is None else recoveries
+    if recoveries < 0 or (recoveries and task != "lift"):
+        raise ValueError(f"--recoveries takes a count >= 0 and exists for lift only; got {recoveries} for {task!r}")
     out = Path(out)
     if metaworld:  # PAD's demonstration stores (64x64 frames), shared with its runs
         from launch.pad import store_path
@@ -104,12 +114,16 @@ def train_task(task: str, steps: int, out: str | Path, images: bool = False,
     if rank == 0:  # under torchrun, one process collects while the others wait
         collect(task, demos, data_path, images=images, progress=progress,
                 cameras=envs.DEFAULT_CAMERAS if metaworld else cams)
+        if recoveries:
+            collect(task, recoveries, recovery_path(data_path), images=images, progress=progress, cameras=cams,
+                    seed=RECOVERY_SEED_START, recoveries=True)
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
     rb = ReplayBuffer.open(data_path)
     batch_size = batch_size or (IMAGE_RECIPE["batch_size"] if images else 128)
+    extra = [(ReplayBuffer.open(recovery_path(data_path)), range(recoveries))] if recoveries else []
     ds = WindowDataset(rb, obs_keys=obs_keys, image_keys=image_keys, n_obs_steps=2, horizon=16,
-                       n_action_steps=8, episodes=range(demos))
+                       n_action_steps=8, episodes=range(demos), extra=extra)
     policy = build_policy(ds, recipe["n_layer"], recipe["n_emb"], image_keys, seed, envs.discrete_action_dims(task),
                           IMAGE_RECIPE["image_widths"] if images else None, discrete_scale, image_size, image_crop)
     tcfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed, warmup_steps=min(500, steps // 10),
@@ -124,10 +138,14 @@ def train_task(task: str, steps: int, out: str | Path, images: bool = False,
     final = evaluate(trainer.ema, task, eval_episodes, EVAL_SEED_START, progress=progress)
     recipe_out = {
         "command": "dpctl " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[0].endswith("dpctl")
-        else f"train_task({task!r}, steps={steps}, images={images}, cameras={cameras}, demos={demos}, seed={seed})",
+        else f"train_task({task!r}, steps={steps}, images={images}, cameras={cameras}, demos={demos}, "
+             f"recoveries={recoveries}, seed={seed})",
         "commit": git_commit(),
         "data": {"path": str(data_path), "episodes": demos, "demo_seeds": "0.. (successful expert episodes)",
-                 "steps": int(ds._lengths.sum())},
+                 "steps": int(ds._lengths.sum()),
+                 "recoveries": {"path": str(recovery_path(data_path)), "episodes": recoveries,
+                                "seeds": f"{RECOVERY_SEED_START}.. (missed first grasp, regrasped)"}
+                 if recoveries else None},
         "seed": seed,
         "train": asdict(tcfg),
         "samples_per_s": result["samples_per_s"],

@@ -6,8 +6,8 @@ from data import ReplayBuffer
 from data.dataset import WindowDataset, split_episodes, window_starts
 
 
-def _buffer(tmp_path, lengths):
-    rb = ReplayBuffer.create(tmp_path / "rb.zarr")
+def _buffer(tmp_path, lengths, name="rb.zarr"):
+    rb = ReplayBuffer.create(tmp_path / name)
     for i, n in enumerate(lengths):
         t = np.arange(n, dtype=np.float32)
         rb.add_episode({"obs": np.stack([t, np.full(n, i, np.float32)], 1),
@@ -52,6 +52,26 @@ def test_stats_cover_selected_episodes(tmp_path):
     st = ds.stats()
     np.testing.assert_array_equal(st["action"]["min"], [0, 1])
     np.testing.assert_array_equal(st["action"]["max"], [50, 2])
+
+
+def test_extra_buffers_add_their_episodes(tmp_path):
+    """Episodes from a second store (recovery episodes) join the windows and the statistics."""
+    main, other = _buffer(tmp_path, [10, 4]), _buffer(tmp_path, [5, 7, 6], name="other.zarr")
+    only = WindowDataset(main, obs_keys=["obs"], episodes=[0], horizon=4, n_action_steps=2)
+    both = WindowDataset(main, obs_keys=["obs"], episodes=[0], horizon=4, n_action_steps=2, extra=[(other, [2])])
+    assert len(both) == len(only) + (6 - 4 + 1 + 1 + 1)
+    assert both._lengths.tolist() == [10, 6]
+    last = both[len(both) - 1]  # a window of the extra episode: other's episode 2 (second column = 2)
+    assert (last["action"][:, 1] == 2).all() and last["action"][-1, 0] == 50
+    np.testing.assert_array_equal(both.stats()["action"]["max"], [90, 2])
+    with pytest.raises(ValueError, match="other.zarr"):
+        WindowDataset(main, obs_keys=["obs"], image_keys=["img"], extra=[(_strip_img(tmp_path), [0])])
+
+
+def _strip_img(tmp_path):
+    rb = ReplayBuffer.create(tmp_path / "other.zarr", overwrite=True)
+    rb.add_episode({"obs": np.zeros((3, 2), np.float32), "action": np.zeros((3, 2), np.float32)})
+    return rb
 
 
 def test_bad_configuration(tmp_path):

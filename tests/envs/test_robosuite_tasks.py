@@ -87,3 +87,23 @@ def test_expert_success_100_seeds(task, min_rate):
     rate = np.mean([expert_episode(env, expert, seed).success for seed in range(100)])
     print(f"{task} expert success over 100 seeded episodes: {rate:.2f}")
     assert rate >= min_rate
+
+
+def test_missing_expert_closes_beside_the_cube_then_regrasps(lift):
+    """A recovery demonstration: the first close catches nothing (the cube has not moved when the
+    recovery part starts), the expert notices, reopens, and lifts the cube on the second try;
+    the regular expert of the same seed takes the cube on its first try."""
+    for seed in (50_000, 50_001, 50_002):
+        missing = envs.expert("lift", miss=True)
+        ep = expert_episode(lift, missing, seed)
+        assert ep.success and missing.regrasps == 1
+        start = missing.recovery_start
+        obj, eef = ep.steps["object"], ep.steps["robot0_eef_pos"]
+        assert np.abs(obj[start, :3] - obj[0, :3]).max() < 0.012  # the miss did not push the cube
+        assert np.linalg.norm(eef[start, :2] - obj[start, :2]) > 0.03  # the gripper is beside it
+        assert ep.steps["action"][start, -1] == 1.0  # closing
+        reopened = np.flatnonzero(ep.steps["action"][start:, -1] < 0)
+        assert reopened.size, "the expert never reopened the gripper after the miss"
+        regular = envs.expert("lift")
+        assert expert_episode(lift, regular, seed).success and regular.regrasps == 0
+        assert regular.recovery_start is None

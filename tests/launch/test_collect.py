@@ -100,3 +100,45 @@ def test_two_camera_image_policy_trains_and_evaluates(tmp_path):
     assert main(["eval", "--checkpoint", str(tmp_path / "run" / "checkpoint"), "--env", "lift", "--episodes", "1",
                  "--max-steps", "10", "--threads", "1", "--no-progress", "--json", str(js)]) == 0
     assert json.loads(js.read_text())["per_episode"][0]["length"] == 10
+
+
+def test_collect_recoveries_keeps_the_part_from_the_miss_on(tmp_path):
+    out = tmp_path / "rec.zarr"
+    rep = collect("lift", 2, out, seed=50_000, recoveries=True, progress=False)
+    assert rep.episodes == 2 and rep.successes == 2
+    rb = ReplayBuffer.open(out)
+    assert rb.attrs["recoveries"] is True and "missed" in rb.attrs["collector"]
+    import envs
+    from envs.rollout import expert_episode
+    env = envs.make("lift")
+    for i, seed in enumerate(rb.meta_column("seed")):
+        expert = envs.expert("lift", miss=True)
+        full = expert_episode(env, expert, int(seed))  # the same seed again: the stored part is its tail
+        stored = rb.episode(i)
+        # (two env instances agree to ~1e-3, not bit for bit, so compare the start and the shape)
+        np.testing.assert_allclose(stored["robot0_eef_pos"][0], full.steps["robot0_eef_pos"][expert.recovery_start],
+                                   atol=5e-3)
+        assert abs(len(stored["action"]) - (full.length - expert.recovery_start)) <= 2
+        assert stored["action"][0, -1] == 1.0 and (stored["action"][:, -1] < 0).any()  # closing, later reopens
+        assert np.linalg.norm(stored["robot0_eef_pos"][0, :2] - stored["object"][0, :2]) > 0.03
+    # recovery episodes never join a store of regular demonstrations, nor the reverse
+    with pytest.raises(ValueError, match="recoveries"):
+        collect("lift", 3, out, progress=False)
+    collect("lift", 1, tmp_path / "demos.zarr", progress=False)
+    with pytest.raises(ValueError, match="recoveries"):
+        collect("lift", 2, tmp_path / "demos.zarr", recoveries=True, progress=False)
+    with pytest.raises(ValueError, match="lift only"):
+        collect("stack", 1, tmp_path / "s.zarr", recoveries=True, progress=False)
+    assert ReplayBuffer.open(out).n_episodes == 2 and not (tmp_path / "s.zarr").exists()
+
+
+def test_train_with_recoveries_reads_both_stores(tmp_path):
+    from launch.train import train_task
+    rec = train_task("lift", 2, tmp_path / "run", demos=1, recoveries=1, eval_episodes=1, data_dir=tmp_path,
+                     progress=False, batch_size=4)
+    demo = ReplayBuffer.open(tmp_path / "lift.zarr")
+    recov = ReplayBuffer.open(tmp_path / "lift_recoveries.zarr")
+    assert rec["data"]["steps"] == demo.n_steps + recov.n_steps
+    assert rec["data"]["recoveries"]["episodes"] == 1
+    with pytest.raises(ValueError, match="lift only"):
+        train_task("stack", 2, tmp_path / "s", recoveries=1, data_dir=tmp_path, progress=False)
