@@ -488,7 +488,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "agentview,robot0_eye_in_hand), e.g. agentview")
     t.add_argument("--demos", type=int, help="demonstrations (default: the recipe's)")
     t.add_argument("--recoveries", type=int, help="lift: recovery episodes added to the demos (dpctl collect "
-                                                  "--recoveries; default: the recipe's, 0 for low-dim)")
+                                                  "--recoveries; default: 100 with --images, 0 for low-dim)")
     t.add_argument("--batch-size", type=int, default=None, help="default: 128 (low-dim), 64 (images)")
     t.add_argument("--lr", type=float, default=3e-4)
     t.add_argument("--discrete-scale", type=float, default=1.0,

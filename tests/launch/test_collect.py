@@ -88,11 +88,16 @@ def test_cli_collect_json_and_errors(tmp_path, capsys):
 
 def test_two_camera_image_policy_trains_and_evaluates(tmp_path):
     """The image recipe's cameras (agentview + wrist, the default) reach the data store, the
-    policy's image keys, and the evaluation envs."""
-    from launch.train import train_task
-    rec = train_task("lift", 2, tmp_path / "run", images=True, demos=1,
+    policy's image keys, and the evaluation envs; its recovery episodes get a store beside the
+    demos' with the same cameras."""
+    from launch.train import IMAGE_RECIPE, train_task
+    assert IMAGE_RECIPE["recoveries"] > 0
+    rec = train_task("lift", 2, tmp_path / "run", images=True, demos=1, recoveries=1,
                      eval_episodes=1, data_dir=tmp_path, progress=False, batch_size=4)
     assert (tmp_path / "lift_images_agentview+robot0_eye_in_hand.zarr").is_dir()
+    recov = ReplayBuffer.open(tmp_path / "lift_images_agentview+robot0_eye_in_hand_recoveries.zarr")
+    assert recov.attrs["cameras"] == ["agentview", "robot0_eye_in_hand"] and recov.n_episodes == 1
+    assert rec["data"]["recoveries"]["episodes"] == 1
     cfg = json.loads((tmp_path / "run" / "checkpoint" / "config.json").read_text())["policy"]
     assert cfg["image_keys"] == ["agentview_image", "robot0_eye_in_hand_image"]
     assert rec["final_eval"]["episodes"] == 1
