@@ -48,6 +48,13 @@ TASKS = {
     "pick-place": MetaWorldSpec("pick-place-v3-goal-observable", "SawyerPickPlaceV3Policy", 250),
 }
 CAMERA = "corner"
+# Named views of the 39-number state (columns), for policies that must not see everything:
+# "proprio+goal" keeps the hand, the gripper and the goal (the task's target, as an instruction
+# would give it) and withholds the objects' poses, which must then be seen in the frames.
+STATE_VIEWS = {
+    "all": None,
+    "proprio+goal": [0, 1, 2, 3, 36, 37, 38],
+}
 
 
 def _metaworld():

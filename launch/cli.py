@@ -98,7 +98,7 @@ def cmd_results(args: argparse.Namespace) -> int:
         table = {"drive": drive_table, "plan": plan_table, "pad": pad_table}[args.what](args.files)
         print(table)
         if args.update_readme:
-            replace_block(Path(args.update_readme), args.what, table)
+            replace_block(Path(args.update_readme), args.block or args.what, table)
         return 0
     rows = []
     for f in args.files:
@@ -119,7 +119,7 @@ def cmd_results(args: argparse.Namespace) -> int:
                                "command"], rows))
     print(table)
     if args.update_readme:
-        replace_block(Path(args.update_readme), "evals", table)
+        replace_block(Path(args.update_readme), args.block or "evals", table)
     return 0
 
 
@@ -153,7 +153,8 @@ def _train_pad(args) -> int:
         raise ValueError("the PAD policy trains on MetaWorld tasks: --task metaworld:<task>[,<task>...] --policy pad")
     tasks = args.task.split(":", 1)[1].split(",")
     rec = train_pad(tasks, args.steps, args.out, demos=args.demos or 50, image_loss=not args.no_image_loss,
-                    batch_size=args.batch_size or 64, lr=args.lr, seed=args.seed, progress=not args.no_progress)
+                    batch_size=args.batch_size or 64, lr=args.lr, seed=args.seed, state_view=args.pad_state,
+                    progress=not args.no_progress)
     print(f"PAD {'(w/o image loss) ' if args.no_image_loss else ''}on {tasks}: {args.steps} steps, "
           f"{rec['ms_per_batch']:.0f} ms per batch of {args.batch_size or 64}, {rec['params'] / 1e6:.2f}M params; "
           f"checkpoint in {args.out}/checkpoint")
@@ -481,6 +482,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--policy", default="dpt", choices=["dpt", "pad"],
                    help="dpt: the core's transformer policy; pad: joint image-action DiT (MetaWorld)")
     t.add_argument("--no-image-loss", action="store_true", help="pad: the w/o-image ablation (same network)")
+    t.add_argument("--pad-state", default="all",
+                   help="pad: the state columns (all | proprio+goal, envs.metaworld_tasks.STATE_VIEWS) the network sees; proprio+goal withholds the objects' poses "
+                        "(objects only in the frames)")
     t.add_argument("--steps", type=int, required=True)
     t.add_argument("--out", required=True)
     t.add_argument("--images", action="store_true", help="image policy: proprioception + 84x84 camera images")
@@ -505,6 +509,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="dpctl eval, drive eval, plan eval reports, or PAD eval + `dpctl pad frames` reports")
     rs.add_argument("files", nargs="+")
     rs.add_argument("--update-readme", metavar="README")
+    rs.add_argument("--block", help="the README block to rewrite (<!-- results:BLOCK:begin -->; default: `what`), "
+                                    "for a second table of the same kind")
     rs.set_defaults(func=cmd_results)
 
     sh = sub.add_parser("ship", help="copy a trained checkpoint into policy/checkpoints/<name> (fp16)")

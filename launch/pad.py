@@ -39,13 +39,19 @@ def demo_store(task: str, demos: int, progress: bool = True):
 
 def train_pad(tasks: list[str], steps: int, out: str | Path, demos: int = 50, image_loss: bool = True,
               batch_size: int = 64, lr: float = 3e-4, seed: int = 0, width: int = 96, depth: int = 4,
-              progress: bool = True) -> dict:
+              state_view: str = "all", progress: bool = True) -> dict:
+    """``state_view``: which state columns the network sees (envs.metaworld_tasks.STATE_VIEWS;
+    "proprio+goal" withholds the objects' poses, so objects are known only from the frames)."""
     from data.samples import FrameActionSamples
+    from envs.metaworld_tasks import STATE_VIEWS
     from policy.pad import PadConfig, PadPolicy
     from policy.train import train_config_model
+    if state_view not in STATE_VIEWS:
+        raise ValueError(f"unknown state view {state_view!r}; known: {sorted(STATE_VIEWS)}")
     stores = [demo_store(t, demos, progress) for t in tasks]
     cfg = PadConfig(tasks=list(tasks), width=width, depth=depth, image_loss_weight=1.0 if image_loss else 0.0,
-                    lambda_start=0.1, lambda_end=1.0, lambda_steps=max(1, steps // 2))
+                    lambda_start=0.1, lambda_end=1.0, lambda_steps=max(1, steps // 2),
+                    state_index=STATE_VIEWS[state_view])
     ds = FrameActionSamples(stores, cfg.image_key, cfg.horizon, cfg.k_future, cfg.frame_stride,
                             episodes=[range(demos)] * len(stores))
     torch.manual_seed(seed)
@@ -54,7 +60,7 @@ def train_pad(tasks: list[str], steps: int, out: str | Path, demos: int = 50, im
     import sys
     command = "dpctl " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("dpctl") else None
     recipe = {"command": command, "recipe": {"tasks": list(tasks), "demos": demos, "steps": steps, "batch_size": batch_size, "lr": lr,
-                         "image_loss": image_loss, "data": [str(store_path(t)) for t in tasks]}}
+                         "image_loss": image_loss, "state_view": state_view, "data": [str(store_path(t)) for t in tasks]}}
     t0 = time.perf_counter()
     rec = train_config_model(model, ds, out, recipe, steps, batch_size, lr, seed=seed, progress=progress)
     rec["train_seconds"] = time.perf_counter() - t0
@@ -111,6 +117,13 @@ def frame_report(policy, task: str, episodes: int = 10, png: str | Path | None =
     return rep
 
 
+def state_view_of(cfg: dict) -> str:
+    """The name of a PAD config's state view (envs.metaworld_tasks.STATE_VIEWS)."""
+    from envs.metaworld_tasks import STATE_VIEWS
+    index = cfg.get("state_index")
+    return next((k for k, v in STATE_VIEWS.items() if v == index), f"columns {index}")
+
+
 def pad_table(files: list[str]) -> str:
     """README table from `dpctl eval` reports of PAD checkpoints (and of the core's DP-T image
     policy on MetaWorld, the baseline) and `dpctl pad frames` reports: one row per (task,
@@ -121,10 +134,12 @@ def pad_table(files: list[str]) -> str:
         r = json.loads(Path(f).read_text())
         if "psnr_pred_db" in r:
             key = (r["task"], r["checkpoint"])
-            rows.setdefault(key, {}).update(frames=r, tasks=r["tasks"], w=r["image_loss_weight"])
+            rows.setdefault(key, {}).update(frames=r, tasks=r["tasks"], w=r["image_loss_weight"],
+                                            view=r.get("state_view", "all"))
         elif r.get("env", "").startswith("metaworld:") and "image_loss_weight" in r.get("config", {}):
             key = (r["env"].split(":", 1)[1], r["checkpoint"])
-            rows.setdefault(key, {}).update(eval=r, tasks=r["config"]["tasks"], w=r["config"]["image_loss_weight"])
+            rows.setdefault(key, {}).update(eval=r, tasks=r["config"]["tasks"], w=r["config"]["image_loss_weight"],
+                                            view=state_view_of(r["config"]))
         elif r.get("env", "").startswith("metaworld:") and r.get("config", {}).get("image_keys"):
             key = (r["env"].split(":", 1)[1], r["checkpoint"])
             rows.setdefault(key, {}).update(eval=r, tasks=[key[0]], w=None)
@@ -135,7 +150,8 @@ def pad_table(files: list[str]) -> str:
     for (task, ck), d in sorted(rows.items()):
         ev, fr = d.get("eval"), d.get("frames")
         method = ("DP-T (images)" if d["w"] is None else "PAD" if d["w"] > 0 else "w/o image") + (
-            f" (multi-task: {'+'.join(d['tasks'])})" if len(d["tasks"]) > 1 else "")
+            f" (multi-task: {'+'.join(d['tasks'])})" if len(d["tasks"]) > 1 else "") + (
+            f", state: {d['view']}" if d.get("view", "all") != "all" else "")
         out.append([task, method, f"{ev['success_rate']:.2f}" if ev else "-", ev["episodes"] if ev else "-",
                     f"{fr['psnr_pred_db']:.2f} / {fr['psnr_copy_last_db']:.2f}" if fr else "-",
                     f"{ev['chunk_latency_ms']['p50']:.0f}" if ev else "-", Path(ck).parent.name,
@@ -189,6 +205,7 @@ def cmd_pad(args) -> int:
     rep["checkpoint"] = str(args.checkpoint)
     rep["image_loss_weight"] = policy.cfg.image_loss_weight
     rep["tasks"] = list(policy.cfg.tasks)
+    rep["state_view"] = state_view_of(policy.cfg.to_dict())
     rep["command"] = (f"dpctl pad frames --checkpoint {args.checkpoint} --task {args.task} --episodes {args.episodes}"
                       + (f" --png {args.png}" if args.png else ""))
     print(json.dumps(rep, indent=1))

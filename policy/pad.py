@@ -17,6 +17,9 @@ Loss = image_loss_weight * L_image + lambda * L_action, lambda ramped linearly f
 ``lambda_start`` to ``lambda_end`` over the first ``lambda_steps`` training batches (the
 count lives in the weights, so a resumed run continues the ramp). ``image_loss_weight = 0``
 is the "w/o image" ablation: the same network, the future frames never supervised.
+``state_index``: the observed state columns the network sees (None: all ``state_dim``). The
+observation keeps its full shape; the other columns are ignored (used to withhold privileged
+object poses so that objects must be seen in the frames).
 Sampling: the core's samplers (DDIM-10 by default) step frames and actions with the same
 (t, t_next). Actions are MetaWorld's own (end-effector delta + gripper; see
 envs/metaworld_tasks.py), executed by its mocap controller.
@@ -66,6 +69,7 @@ class PadConfig:
     sampler: str = "ddim"
     num_inference_steps: int = 10
     prediction_type: str = "sample"  # what the DiT predicts for frames and actions (x0; or "epsilon")
+    state_index: list[int] | None = None  # the state columns the network sees (None: all)
 
     def __post_init__(self):
         if self.image_size % self.model_size:
@@ -76,6 +80,16 @@ class PadConfig:
             raise ValueError("k_future and frame_stride must be >= 1")
         if self.image_loss_weight < 0 or self.lambda_steps < 1:
             raise ValueError("image_loss_weight must be >= 0 and lambda_steps >= 1")
+        if self.state_index is not None:
+            self.state_index = [int(i) for i in self.state_index]
+            if not self.state_index or len(set(self.state_index)) != len(self.state_index) \
+                    or not all(0 <= i < self.state_dim for i in self.state_index):
+                raise ValueError(f"state_index must be distinct columns in [0, {self.state_dim}), got {self.state_index}")
+
+    @property
+    def net_state_dim(self) -> int:
+        """How many state numbers the network sees."""
+        return self.state_dim if self.state_index is None else len(self.state_index)
 
     # the parts of the core's PolicyConfig that evaluators read
     n_obs_steps = 1  # the current state and frame (a class attribute, not a field)
@@ -95,13 +109,13 @@ class PadPolicy(ChunkShape, ConfigCheckpoint, nn.Module):
         super().__init__()
         self.cfg = cfg
         self.net = DiT(DiTConfig(image_size=cfg.model_size, patch=cfg.patch, k_future=cfg.k_future,
-                                 action_dim=cfg.action_dim, horizon=cfg.horizon, state_dim=cfg.state_dim,
+                                 action_dim=cfg.action_dim, horizon=cfg.horizon, state_dim=cfg.net_state_dim,
                                  n_tasks=len(cfg.tasks), width=cfg.width, depth=cfg.depth, heads=cfg.heads,
                                  mask_image_to_action=cfg.mask_image_to_action))
         self.schedule = NoiseSchedule(cfg.schedule, cfg.num_train_timesteps)
         self.set_sampler(cfg.sampler, cfg.num_inference_steps)
         # min-max normalization to [-1, 1] (set from the demonstrations by set_stats)
-        for name, dim in (("state", cfg.state_dim), ("action", cfg.action_dim)):
+        for name, dim in (("state", cfg.net_state_dim), ("action", cfg.action_dim)):
             self.register_buffer(f"{name}_lo", torch.full((dim,), -1.0))
             self.register_buffer(f"{name}_hi", torch.full((dim,), 1.0))
         self.register_buffer("loss_calls", torch.zeros((), dtype=torch.long))
@@ -123,7 +137,10 @@ class PadPolicy(ChunkShape, ConfigCheckpoint, nn.Module):
         self.task_id = self.cfg.tasks.index(task)
 
     def set_stats(self, state: np.ndarray, action: np.ndarray) -> None:
-        """Normalization ranges from demonstration arrays ``(N, D)`` and ``(N, A)``."""
+        """Normalization ranges from demonstration arrays ``(N, D)`` (full observed states) and ``(N, A)``."""
+        state = np.asarray(state)
+        if self.cfg.state_index is not None:
+            state = state[..., self.cfg.state_index]
         for name, arr in (("state", state), ("action", action)):
             a = torch.as_tensor(np.asarray(arr), dtype=torch.float32)
             lo, hi = a.min(0).values, a.max(0).values
@@ -134,6 +151,13 @@ class PadPolicy(ChunkShape, ConfigCheckpoint, nn.Module):
     def _norm(self, name: str, x: torch.Tensor) -> torch.Tensor:
         lo, hi = getattr(self, f"{name}_lo"), getattr(self, f"{name}_hi")
         return (x - lo) / (hi - lo) * 2 - 1
+
+    def _state(self, x) -> torch.Tensor:
+        """Observed states (..., state_dim) -> the normalized columns the network sees."""
+        x = torch.as_tensor(x, dtype=torch.float32)
+        if self.cfg.state_index is not None:
+            x = x[..., self.cfg.state_index]
+        return self._norm("state", x)
 
     def _unnorm(self, name: str, x: torch.Tensor) -> torch.Tensor:
         lo, hi = getattr(self, f"{name}_lo"), getattr(self, f"{name}_hi")
@@ -184,7 +208,7 @@ class PadPolicy(ChunkShape, ConfigCheckpoint, nn.Module):
         cur = self._img(batch["image"])
         fut = self._img(batch["future"]).flatten(1, 2)  # (B, 3k, S, S)
         act = self._norm("action", batch["action"].float())
-        state = self._norm("state", batch["state"].float())
+        state = self._state(batch["state"])
         B = cur.shape[0]
         t = self.sampler.train_timesteps(B, generator=generator)
         n_img = torch.randn(fut.shape, generator=generator)
@@ -225,7 +249,7 @@ class PadPolicy(ChunkShape, ConfigCheckpoint, nn.Module):
         the predicted future frames of row 0 are kept in ``last_frames`` (k, s, s, 3) uint8 at the model size."""
         self.validate_obs(obs, batched=True)
         cur = self._img(torch.as_tensor(np.asarray(obs[self.cfg.image_key]))[:, 0])
-        state = self._norm("state", torch.as_tensor(np.asarray(obs["state"]), dtype=torch.float32)[:, 0])
+        state = self._state(np.asarray(obs["state"])[:, 0])
         task = torch.full((cur.shape[0],), self.task_id, dtype=torch.long)
         fut, act = self.sample(cur, state, task)
         frames = ((fut[0].view(self.cfg.k_future, 3, *fut.shape[-2:]).clamp(-1, 1) + 1) * 127.5).round()
@@ -243,7 +267,7 @@ class PadPolicy(ChunkShape, ConfigCheckpoint, nn.Module):
     def predict_frames(self, image: np.ndarray, state: np.ndarray, task: int | None = None) -> np.ndarray:
         """Future frames (B, k, s, s, 3) uint8 at the model size, from current frames (B, S, S, 3) and states (B, D)."""
         cur = self._img(torch.as_tensor(image))
-        st = self._norm("state", torch.as_tensor(state, dtype=torch.float32))
+        st = self._state(state)
         tk = torch.full((cur.shape[0],), self.task_id if task is None else task, dtype=torch.long)
         fut, _ = self.sample(cur, st, tk)
         fut = fut.view(cur.shape[0], self.cfg.k_future, 3, *fut.shape[-2:])

@@ -51,3 +51,24 @@ def test_train_eval_and_frame_report(tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit):
         main(["train", "--task", "metaworld:reach", "--policy", "nope", "--steps", "1", "--out", str(out)])
     assert main(["train", "--task", "lift", "--policy", "pad", "--steps", "1", "--out", str(out)]) == 2
+    # the objects' poses withheld: the network sees hand, gripper and goal; the eval env still sends all 39
+    hid = tmp_path / "hid"
+    assert main(["train", "--task", "metaworld:reach", "--policy", "pad", "--pad-state", "proprio+goal", "--steps", "2",
+                 "--demos", "2", "--batch-size", "4", "--out", str(hid), "--no-progress"]) == 0
+    hcfg = json.loads((hid / "checkpoint" / "config.json").read_text())
+    assert hcfg["pad"]["state_index"] == [0, 1, 2, 3, 36, 37, 38] and hcfg["recipe"]["state_view"] == "proprio+goal"
+    ev3 = tmp_path / "eval_hid.json"
+    assert main(["eval", "--checkpoint", str(hid / "checkpoint"), "--env", "metaworld:reach", "--episodes", "1",
+                 "--max-steps", "4", "--json", str(ev3), "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["results", "pad", str(ev3)]) == 0
+    assert "| reach | PAD, state: proprio+goal |" in capsys.readouterr().out
+    readme = tmp_path / "README.md"  # a second PAD table in a block of its own; the first is left alone
+    readme.write_text("<!-- results:pad:begin -->\nold\n<!-- results:pad:end -->\n"
+                      "<!-- results:pad-hidden:begin -->\n<!-- results:pad-hidden:end -->\n")
+    assert main(["results", "pad", str(ev3), "--update-readme", str(readme), "--block", "pad-hidden"]) == 0
+    text = readme.read_text()
+    assert "\nold\n" in text and text.index("PAD, state: proprio+goal") > text.index("results:pad-hidden:begin")
+    assert main(["train", "--task", "metaworld:reach", "--policy", "pad", "--pad-state", "objects", "--steps", "1",
+                 "--out", str(tmp_path / "bad")]) == 2
+    assert not (tmp_path / "bad").exists()

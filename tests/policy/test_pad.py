@@ -106,3 +106,38 @@ def test_frame_action_samples_clamp_at_episode_ends(tmp_path):
     assert b["action"][1, :, 0].tolist() == [100, 101, 102, 102]  # episode 1 starts at its own step 0
     assert b["future"][1, :, 0, 0, 0].tolist() == [102, 102]
     assert b["task"].tolist() == [0, 0]
+
+
+def test_state_index_hides_the_other_columns_and_survives_a_checkpoint(tmp_path):
+    # the network sees columns 0 and 3 only: changing the others must not change anything
+    pol = PadPolicy(PadConfig(**PAD_SMALL, state_index=[0, 3]), seed=1)
+    for p in pol.net.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    states = np.random.default_rng(0).normal(size=(50, 5))
+    pol.set_stats(states, np.random.rand(50, 3) * 2 - 1)
+    assert pol.state_lo.shape == (2,) and float(pol.state_lo[1]) == pytest.approx(states[:, 3].min())
+    assert pol.expected_obs()["state"] == (1, 5)  # the observation keeps its full shape
+    img = np.full((1, 16, 16, 3), 90, np.uint8)
+    seen = np.array([[0.3, 0.0, 0.0, -0.2, 0.0]], np.float32)
+    hidden = seen + np.array([[0.0, 5.0, -5.0, 0.0, 5.0]], np.float32)
+    moved = seen + np.array([[0.5, 0.0, 0.0, 0.0, 0.0]], np.float32)
+
+    def chunk(policy, state):
+        policy.generator.manual_seed(7)
+        return policy.predict_chunk({"state": state, "corner_image": img})
+
+    a = chunk(pol, seen)
+    np.testing.assert_array_equal(chunk(pol, hidden), a)
+    assert not np.allclose(chunk(pol, moved), a)  # a seen column does change the actions
+    batch = pad_batch()
+    g = lambda: torch.Generator().manual_seed(2)  # noqa: E731
+    l1 = pol.loss(batch, generator=g())
+    l2 = pol.loss({**batch, "state": batch["state"] + torch.tensor([0.0, 3.0, 3.0, 0.0, 3.0])}, generator=g())
+    assert l1.item() == pytest.approx(l2.item(), rel=1e-6)
+    pol.save(tmp_path / "ck")
+    back = PadPolicy.load(tmp_path / "ck", seed=1)
+    assert back.cfg.state_index == [0, 3]
+    np.testing.assert_allclose(chunk(back, seen), a, atol=1e-6)
+    for bad in ([], [0, 0], [5], [-1]):
+        with pytest.raises(ValueError, match="state_index"):
+            PadConfig(**PAD_SMALL, state_index=bad)
