@@ -156,10 +156,17 @@ def pad_table(files: list[str]) -> str:
                     f"{fr['psnr_pred_db']:.2f} / {fr['psnr_copy_last_db']:.2f}" if fr else "-",
                     f"{ev['chunk_latency_ms']['p50']:.0f}" if ev else "-", Path(ck).parent.name,
                     "<br>".join(f"`{x['command']}`" for x in (ev, fr) if x and x.get("command"))])
+    means = []  # one line per multi-task run: its success averaged over the tasks it was evaluated on
+    for ck in sorted({ck for _, ck in rows}):
+        evs = {task: d["eval"] for (task, c), d in sorted(rows.items()) if c == ck and d.get("eval")}
+        if len(evs) > 1:
+            rate = sum(e["success_rate"] for e in evs.values()) / len(evs)
+            means.append(f"- `{Path(ck).parent.name}`: mean success {rate:.3f} over {', '.join(evs)} "
+                         f"({'/'.join(str(e['episodes']) for e in evs.values())} episodes)")
     return (f"Machine: {machine()}; eval seeds from 100000, frame PSNR on held-out expert episodes (seeds from "
             f"100000; demonstrations use seeds from 0).\n\n" + markdown_table(
                 ["task", "method", "success", "episodes", "next-frame PSNR pred / copy-last (dB)",
-                 "chunk latency p50 (ms)", "run", "commands"], out))
+                 "chunk latency p50 (ms)", "run", "commands"], out) + ("\n\n" + "\n".join(means) if means else ""))
 
 
 def ship(run_checkpoint: str | Path, name: str, command: str, reports: list[str]) -> Path:

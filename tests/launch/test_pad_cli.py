@@ -72,3 +72,19 @@ def test_train_eval_and_frame_report(tmp_path, monkeypatch, capsys):
     assert main(["train", "--task", "metaworld:reach", "--policy", "pad", "--pad-state", "objects", "--steps", "1",
                  "--out", str(tmp_path / "bad")]) == 2
     assert not (tmp_path / "bad").exists()
+
+
+def test_pad_table_averages_each_multi_task_run(tmp_path):
+    from launch.pad import pad_table
+    cfg = {"tasks": ["reach", "push"], "image_loss_weight": 1.0, "state_index": [0, 1, 2, 3, 36, 37, 38]}
+    files = []
+    for task, rate in (("reach", 0.9), ("push", 0.4)):
+        f = tmp_path / f"eval_{task}.json"
+        f.write_text(json.dumps({"env": f"metaworld:{task}", "checkpoint": "runs/pad/mt/checkpoint", "config": cfg,
+                                 "success_rate": rate, "episodes": 50, "chunk_latency_ms": {"p50": 30.0},
+                                 "command": f"dpctl eval ... {task}"}))
+        files.append(str(f))
+    table = pad_table(files)
+    assert "| push | PAD (multi-task: reach+push), state: proprio+goal | 0.40 | 50 |" in table
+    assert "- `mt`: mean success 0.650 over push, reach (50/50 episodes)" in table
+    assert "mean success" not in pad_table(files[:1])  # one task: no average line
