@@ -124,10 +124,26 @@ def state_view_of(cfg: dict) -> str:
     return next((k for k, v in STATE_VIEWS.items() if v == index), f"columns {index}")
 
 
+def _pooled(acc: dict | None, r: dict, name: str) -> dict:
+    """Several evals of one checkpoint on one task (other seed ranges) pool into one row:
+    success over all their episodes; the chunk latency is the first report's."""
+    seeds = list(r.get("seeds") or [])
+    new = {"success_rate": r["success_rate"], "episodes": r["episodes"], "seeds": seeds,
+           "chunk_latency_ms": r["chunk_latency_ms"], "commands": [r["command"]] if r.get("command") else []}
+    if acc is None:
+        return new
+    if set(acc["seeds"]) & set(seeds):
+        raise ValueError(f"{name} evaluates seeds of {r['checkpoint']} on {r['env']} that another report already "
+                         "counts: pool only disjoint seed ranges")
+    n = acc["episodes"] + r["episodes"]
+    return {**acc, "success_rate": (acc["success_rate"] * acc["episodes"] + r["success_rate"] * r["episodes"]) / n,
+            "episodes": n, "seeds": acc["seeds"] + seeds, "commands": acc["commands"] + new["commands"]}
+
+
 def pad_table(files: list[str]) -> str:
     """README table from `dpctl eval` reports of PAD checkpoints (and of the core's DP-T image
     policy on MetaWorld, the baseline) and `dpctl pad frames` reports: one row per (task,
-    checkpoint)."""
+    checkpoint); evals of a row on disjoint seed ranges pool."""
     from launch.results import machine, markdown_table
     rows: dict[tuple, dict] = {}
     for f in files:
@@ -138,11 +154,13 @@ def pad_table(files: list[str]) -> str:
                                             view=r.get("state_view", "all"))
         elif r.get("env", "").startswith("metaworld:") and "image_loss_weight" in r.get("config", {}):
             key = (r["env"].split(":", 1)[1], r["checkpoint"])
-            rows.setdefault(key, {}).update(eval=r, tasks=r["config"]["tasks"], w=r["config"]["image_loss_weight"],
-                                            view=state_view_of(r["config"]))
+            row = rows.setdefault(key, {})
+            row.update(eval=_pooled(row.get("eval"), r, f), tasks=r["config"]["tasks"],
+                       w=r["config"]["image_loss_weight"], view=state_view_of(r["config"]))
         elif r.get("env", "").startswith("metaworld:") and r.get("config", {}).get("image_keys"):
             key = (r["env"].split(":", 1)[1], r["checkpoint"])
-            rows.setdefault(key, {}).update(eval=r, tasks=[key[0]], w=None)
+            row = rows.setdefault(key, {})
+            row.update(eval=_pooled(row.get("eval"), r, f), tasks=[key[0]], w=None)
         else:
             raise ValueError(f"{f} is neither a PAD or DP-T `dpctl eval` report on MetaWorld nor a `dpctl pad frames` "
                              "report")
@@ -152,10 +170,11 @@ def pad_table(files: list[str]) -> str:
         method = ("DP-T (images)" if d["w"] is None else "PAD" if d["w"] > 0 else "w/o image") + (
             f" (multi-task: {'+'.join(d['tasks'])})" if len(d["tasks"]) > 1 else "") + (
             f", state: {d['view']}" if d.get("view", "all") != "all" else "")
-        out.append([task, method, f"{ev['success_rate']:.2f}" if ev else "-", ev["episodes"] if ev else "-",
+        commands = (ev["commands"] if ev else []) + ([fr["command"]] if fr and fr.get("command") else [])
+        out.append([task, method, f"{ev['success_rate']:.3f}" if ev else "-", ev["episodes"] if ev else "-",
                     f"{fr['psnr_pred_db']:.2f} / {fr['psnr_copy_last_db']:.2f}" if fr else "-",
                     f"{ev['chunk_latency_ms']['p50']:.0f}" if ev else "-", Path(ck).parent.name,
-                    "<br>".join(f"`{x['command']}`" for x in (ev, fr) if x and x.get("command"))])
+                    "<br>".join(f"`{c}`" for c in commands)])
     means = []  # one line per multi-task run: its success averaged over the tasks it was evaluated on
     for ck in sorted({ck for _, ck in rows}):
         evs = {task: d["eval"] for (task, c), d in sorted(rows.items()) if c == ck and d.get("eval")}

@@ -33,7 +33,7 @@ def test_train_eval_and_frame_report(tmp_path, monkeypatch, capsys):
     capsys.readouterr()
     assert main(["results", "pad", str(ev), str(fr)]) == 0
     table = capsys.readouterr().out
-    assert "| reach | PAD | 0.00 | 1 |" in table or "| reach | PAD | 1.00 | 1 |" in table
+    assert "| reach | PAD | 0.000 | 1 |" in table or "| reach | PAD | 1.000 | 1 |" in table
     assert f"{rep['psnr_pred_db']:.2f} / {rep['psnr_copy_last_db']:.2f}" in table
     # the baseline: the core's DP-T image policy on the same demonstrations, one task per model
     dpt = tmp_path / "dpt"
@@ -77,14 +77,23 @@ def test_train_eval_and_frame_report(tmp_path, monkeypatch, capsys):
 def test_pad_table_averages_each_multi_task_run(tmp_path):
     from launch.pad import pad_table
     cfg = {"tasks": ["reach", "push"], "image_loss_weight": 1.0, "state_index": [0, 1, 2, 3, 36, 37, 38]}
-    files = []
-    for task, rate in (("reach", 0.9), ("push", 0.4)):
-        f = tmp_path / f"eval_{task}.json"
+
+    def report(task, rate, start, n=50):
+        f = tmp_path / f"eval_{task}_{start}_{n}.json"
         f.write_text(json.dumps({"env": f"metaworld:{task}", "checkpoint": "runs/pad/mt/checkpoint", "config": cfg,
-                                 "success_rate": rate, "episodes": 50, "chunk_latency_ms": {"p50": 30.0},
-                                 "command": f"dpctl eval ... {task}"}))
-        files.append(str(f))
+                                 "success_rate": rate, "episodes": n, "seeds": list(range(start, start + n)),
+                                 "chunk_latency_ms": {"p50": 30.0}, "command": f"dpctl eval {task} {start}"}))
+        return str(f)
+
+    files = [report("reach", 0.9, 100000), report("push", 0.4, 100000)]
     table = pad_table(files)
-    assert "| push | PAD (multi-task: reach+push), state: proprio+goal | 0.40 | 50 |" in table
+    assert "| push | PAD (multi-task: reach+push), state: proprio+goal | 0.400 | 50 |" in table
     assert "- `mt`: mean success 0.650 over push, reach (50/50 episodes)" in table
     assert "mean success" not in pad_table(files[:1])  # one task: no average line
+    # a second seed range of the same checkpoint and task pools into the row (0.4 * 50 + 0.7 * 100) / 150
+    pooled = pad_table(files + [report("push", 0.7, 100050, 100)])
+    assert "| push | PAD (multi-task: reach+push), state: proprio+goal | 0.600 | 150 |" in pooled
+    assert "`dpctl eval push 100000`<br>`dpctl eval push 100050`" in pooled
+    assert "mean success 0.750 over push, reach (150/50 episodes)" in pooled
+    with pytest.raises(ValueError, match="seeds"):  # the same episodes twice would count twice
+        pad_table(files + [report("push", 0.7, 100040, 20)])
