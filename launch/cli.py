@@ -483,8 +483,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dpt: the core's transformer policy; pad: joint image-action DiT (MetaWorld)")
     t.add_argument("--no-image-loss", action="store_true", help="pad: the w/o-image ablation (same network)")
     t.add_argument("--pad-state", default="all",
-                   help="pad: the state columns (all | proprio+goal, envs.metaworld_tasks.STATE_VIEWS) the network sees; proprio+goal withholds the objects' poses "
-                        "(objects only in the frames)")
+                   help="pad: the state columns the network sees (envs.metaworld_tasks.STATE_VIEWS: all | "
+                        "proprio+goal, which withholds the objects' poses: objects only in the frames)")
     t.add_argument("--steps", type=int, required=True)
     t.add_argument("--out", required=True)
     t.add_argument("--images", action="store_true", help="image policy: proprioception + 84x84 camera images")
