@@ -152,15 +152,13 @@ def pad_table(files: list[str]) -> str:
             key = (r["task"], r["checkpoint"])
             rows.setdefault(key, {}).update(frames=r, tasks=r["tasks"], w=r["image_loss_weight"],
                                             view=r.get("state_view", "all"))
-        elif r.get("env", "").startswith("metaworld:") and "image_loss_weight" in r.get("config", {}):
-            key = (r["env"].split(":", 1)[1], r["checkpoint"])
+        elif r.get("env", "").startswith("metaworld:") and ("image_loss_weight" in r.get("config", {})
+                                                            or r.get("config", {}).get("image_keys")):
+            cfg, key = r["config"], (r["env"].split(":", 1)[1], r["checkpoint"])
+            pad = "image_loss_weight" in cfg  # else the core's DP-T image policy: one task, full state
             row = rows.setdefault(key, {})
-            row.update(eval=_pooled(row.get("eval"), r, f), tasks=r["config"]["tasks"],
-                       w=r["config"]["image_loss_weight"], view=state_view_of(r["config"]))
-        elif r.get("env", "").startswith("metaworld:") and r.get("config", {}).get("image_keys"):
-            key = (r["env"].split(":", 1)[1], r["checkpoint"])
-            row = rows.setdefault(key, {})
-            row.update(eval=_pooled(row.get("eval"), r, f), tasks=[key[0]], w=None)
+            row.update(eval=_pooled(row.get("eval"), r, f), tasks=cfg["tasks"] if pad else [key[0]],
+                       w=cfg["image_loss_weight"] if pad else None, view=state_view_of(cfg) if pad else "all")
         else:
             raise ValueError(f"{f} is neither a PAD or DP-T `dpctl eval` report on MetaWorld nor a `dpctl pad frames` "
                              "report")
