@@ -4,10 +4,9 @@ PYTHON ?= python3
 export MUJOCO_GL ?= egl
 
 # torch is pinned here, not in pyproject: 2.13.0 is the local CPU wheel on this machine
-# (an unpinned torch would pull a multi-GB CUDA build). compat editable mode puts the repo
-# root on sys.path, so every top-level package (policy/, envs/, ...) imports as is.
-INSTALL = $(PYTHON) -m pip install -q --disable-pip-version-check torch==2.13.0 \
-          --config-settings editable_mode=compat -e
+# (an unpinned torch would pull a multi-GB CUDA build). The editable install maps the import
+# root `dpctrl` onto this folder (pyproject.toml: package-dir), nothing else goes on sys.path.
+INSTALL = $(PYTHON) -m pip install -q --disable-pip-version-check torch==2.13.0 -e
 
 .PHONY: setup setup-test demo test test-all
 
@@ -22,7 +21,7 @@ setup-test:
 		--target .triton triton==3.7.0 || { rm -rf .triton; exit 1; }
 
 demo: setup
-	dpctl demo
+	dpctrl demo
 
 test: setup-test
 	$(PYTHON) -m pytest -m "not slow" -q

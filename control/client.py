@@ -16,7 +16,7 @@ import time
 import numpy as np
 import zmq
 
-from control import protocol as P
+from dpctrl.control import protocol as P
 
 
 class RemoteError(RuntimeError):

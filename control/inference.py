@@ -43,7 +43,7 @@ class InferenceWorker:
         self._pending: tuple[dict, float, dict] | None = None
         self._result: ChunkResult | None = None
         self.busy = False
-        self._thread = threading.Thread(target=self._run, name="dpctl-inference", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="dpctrl-inference", daemon=True)
         self._thread.start()
 
     def submit(self, window: dict, t_obs: float, **kw) -> bool:

@@ -22,7 +22,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from control.robot import RobotBase, bounded_action
+from dpctrl.control.robot import RobotBase, bounded_action
 
 STATE_KEY = "state"
 

@@ -26,10 +26,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from control.chunking import ActionQueue
-from control.clock import RateKeeper
-from control.inference import ChunkResult, InferenceWorker, run_policy
-from control.safety import SafetyFilter, WatchdogTimeout
+from dpctrl.control.chunking import ActionQueue
+from dpctrl.control.clock import RateKeeper
+from dpctrl.control.inference import ChunkResult, InferenceWorker, run_policy
+from dpctrl.control.safety import SafetyFilter, WatchdogTimeout
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import zmq
 
-from control import protocol as P
+from dpctrl.control import protocol as P
 
 log = logging.getLogger(__name__)
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -53,7 +53,7 @@ def check_bind(host: str, token: str | None, allow_remote: bool) -> None:
         raise ValueError(f"binding to {host!r} exposes the policy beyond this machine; pass --allow-remote "
                          f"(and --token) to do it on purpose")
     if not token:
-        raise ValueError("a server reachable from other machines needs a shared token (--token or DPCTL_TOKEN)")
+        raise ValueError("a server reachable from other machines needs a shared token (--token or DPCTRL_TOKEN)")
 
 
 def describe(policy) -> str:

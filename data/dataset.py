@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from data.replay_buffer import ReplayBuffer
+from dpctrl.data.replay_buffer import ReplayBuffer
 
 
 def window_starts(episode_lengths: Sequence[int], horizon: int, pad_before: int, pad_after: int) -> np.ndarray:

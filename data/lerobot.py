@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from data.replay_buffer import ReplayBuffer
+from dpctrl.data.replay_buffer import ReplayBuffer
 
 CODEBASE_VERSION = "v3.0"
 CHUNK_FILE = "chunk-{chunk_index:03d}/file-{file_index:03d}"
@@ -60,7 +60,7 @@ def _pa():
         import pyarrow as pa
         import pyarrow.parquet as pq
     except ImportError as e:  # pragma: no cover - the `lerobot` extra installs it
-        raise ImportError("LeRobot datasets need pyarrow: pip install 'dpctl[lerobot]'") from e
+        raise ImportError("LeRobot datasets need pyarrow: pip install 'dpctrl[lerobot]'") from e
     return pa, pq
 
 
@@ -68,7 +68,7 @@ def _av():
     try:
         import av
     except ImportError as e:  # pragma: no cover - the `lerobot` extra installs it
-        raise ImportError("LeRobot videos need PyAV: pip install 'dpctl[lerobot]'") from e
+        raise ImportError("LeRobot videos need PyAV: pip install 'dpctrl[lerobot]'") from e
     return av
 
 
@@ -188,7 +188,7 @@ def export_lerobot(buffer: ReplayBuffer, out_dir: str | os.PathLike, fps: int, t
     ``fps`` is the recording rate; ``task`` the natural-language task of every episode.
     Files roll over at about ``data_file_mb`` of frame rows and ``video_file_mb`` of raw
     frames (an upper bound on the encoded size). Per-episode metadata (seed, success) goes
-    into the episodes table as ``dpctl/<field>`` columns, which lerobot carries along.
+    into the episodes table as ``dpctrl/<field>`` columns, which lerobot carries along.
     """
     pa, pq = _pa()
     if int(fps) != fps or fps <= 0:
@@ -301,7 +301,7 @@ def export_lerobot(buffer: ReplayBuffer, out_dir: str | os.PathLike, fps: int, t
             for field in meta_fields:
                 value = buffer.episode_meta(e).get(field)
                 if value is not None:
-                    row[f"dpctl/{field}"] = np.asarray(value).item()
+                    row[f"dpctrl/{field}"] = np.asarray(value).item()
             episode_rows.append(row)
             total += n
         if writer is not None:
@@ -472,7 +472,7 @@ class LeRobotSource:
                     flat = col.flatten().to_numpy(zero_copy_only=False).astype(ft["dtype"])
                     out[key] = flat.reshape(rows.num_rows, *ft["shape"])
         meta = {"task_index": int(rows["task_index"][0].as_py()) if "task_index" in rows.column_names and rows.num_rows else 0}
-        meta.update({k[len("dpctl/"):]: v for k, v in ep.items() if k.startswith("dpctl/") and v is not None})
+        meta.update({k[len("dpctrl/"):]: v for k, v in ep.items() if k.startswith("dpctrl/") and v is not None})
         return out, meta
 
     def __iter__(self) -> Iterator[tuple[dict[str, np.ndarray], dict[str, Any]]]:
@@ -492,7 +492,7 @@ def _decode_png(value: dict) -> np.ndarray:
 def import_lerobot(src: str | os.PathLike, out_zarr: str | os.PathLike, zarr_format: int = 2,
                    overwrite: bool = False, progress: bool = True) -> ReplayBuffer:
     """Copy a LeRobot v3.0 dataset into a new zarr store (all episodes, in episode order).
-    The tasks, fps and robot type go into the store's attrs; task_index and any ``dpctl/``
+    The tasks, fps and robot type go into the store's attrs; task_index and any ``dpctrl/``
     episode columns become per-episode metadata."""
     source = LeRobotSource(src)
     with _Staging(out_zarr, overwrite) as tmp:

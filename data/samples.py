@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from data.replay_buffer import ReplayBuffer
+from dpctrl.data.replay_buffer import ReplayBuffer
 
 
 class StepDataset:

@@ -48,7 +48,7 @@ def _metaworld_task(name: str) -> str | None:
     """The MetaWorld task of a ``metaworld:<task>`` name (validated), else None."""
     if not name.startswith("metaworld:"):
         return None
-    from envs.metaworld_tasks import TASKS
+    from dpctrl.envs.metaworld_tasks import TASKS
     task = name.split(":", 1)[1]
     if task not in TASKS:
         raise ValueError(f"unknown env {name!r}; known: {names()}")
@@ -60,10 +60,10 @@ def make(name: str, **kw: Any) -> gym.Env:
     for keys and units)."""
     mw = _metaworld_task(name)
     if mw is not None:
-        from envs.metaworld_tasks import MetaWorldEnv
+        from dpctrl.envs.metaworld_tasks import MetaWorldEnv
         kw.pop("cameras", None)
         return MetaWorldEnv(mw, **kw)
-    from envs.robosuite_tasks import RobosuiteEnv
+    from dpctrl.envs.robosuite_tasks import RobosuiteEnv
     return RobosuiteEnv(_task(name), **kw)
 
 
@@ -71,9 +71,9 @@ def expert(name: str, **kw: Any):
     """A scripted expert for ``name``: ``reset(seed)``, then ``act(obs) -> action``."""
     mw = _metaworld_task(name)
     if mw is not None:
-        from envs.metaworld_tasks import MetaWorldExpert
+        from dpctrl.envs.metaworld_tasks import MetaWorldExpert
         return MetaWorldExpert(mw)
-    from envs.experts import EXPERTS
+    from dpctrl.envs.experts import EXPERTS
     return EXPERTS[_task(name)](**kw)
 
 
@@ -87,5 +87,5 @@ def discrete_action_dims(name: str) -> list[int]:
 
 
 def names() -> list[str]:
-    from envs.metaworld_tasks import TASKS
+    from dpctrl.envs.metaworld_tasks import TASKS
     return list(ROBOSUITE_TASKS) + [f"metaworld:{t}" for t in TASKS]

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from envs.geometry import quat_to_mat, rot_z, rotvec_from_mat, wrap_quarter_turn, yaw_of_quat
+from dpctrl.envs.geometry import quat_to_mat, rot_z, rotvec_from_mat, wrap_quarter_turn, yaw_of_quat
 
 POS_SCALE = 0.05  # metres per unit action (robosuite OSC_POSE output_max)
 ROT_SCALE = 0.5  # radians per unit action

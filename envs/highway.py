@@ -46,7 +46,7 @@ def _highway():
         from highway_env.envs.highway_env import HighwayEnv
         from highway_env.vehicle.behavior import IDMVehicle
     except ImportError as e:  # pragma: no cover - depends on the extra
-        raise ImportError("the driving tasks need highway-env: pip install -e '.[highway]'") from e
+        raise ImportError("the driving tasks need highway-env: pip install 'dpctrl[highway]'") from e
     return HighwayEnv, IDMVehicle
 
 

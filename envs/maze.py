@@ -12,7 +12,7 @@ goal onwards.
 cell to the goal cell, then a PD law towards the next waypoint: the centre of the cell
 two steps ahead on the path when that segment is straight, else of the next one, and the
 goal itself from its own cell (``a = clip(kp (w - p) - kd v)``). It solves every episode
-(``dpctl plan collect`` reports the rate).
+(``dpctrl plan collect`` reports the rate).
 
 ``record_expert`` makes D4RL-maze2d-like data: one long run per store episode in which the
 expert, on reaching its goal, gets a new random goal cell (goal resampling).
@@ -96,7 +96,10 @@ class MazeTask(gym.Env):
     metadata = {"render_modes": []}
 
     def __init__(self, maze: str = "umaze"):
-        import gymnasium_robotics
+        try:
+            import gymnasium_robotics
+        except ImportError as e:
+            raise ImportError("the PointMaze tasks need gymnasium-robotics: pip install 'dpctrl[maze]'") from e
         gym.register_envs(gymnasium_robotics)
         self.maze = maze_name(maze)
         self.env = gym.make(MAZES[self.maze], continuing_task=True, reset_target=False)

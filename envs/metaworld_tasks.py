@@ -62,7 +62,7 @@ def _metaworld():
         import metaworld  # noqa: F401
         from metaworld.env_dict import ALL_V3_ENVIRONMENTS_GOAL_OBSERVABLE
     except ImportError as e:  # pragma: no cover - depends on the extra
-        raise ImportError("the MetaWorld tasks need metaworld: pip install -e '.[metaworld]'") from e
+        raise ImportError("the MetaWorld tasks need metaworld: pip install 'dpctrl[metaworld]'") from e
     return ALL_V3_ENVIRONMENTS_GOAL_OBSERVABLE
 
 

@@ -1,1 +1,2 @@
-"""The ``dpctl`` command line: thin functions wiring envs/, data/, policy/ and control/."""
+"""The ``dpctrl`` command line (``cli``): thin functions over the library; ``options`` holds the shared
+options and output helpers, ``bench_cli`` one sub-command per benchmark."""

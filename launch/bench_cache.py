@@ -1,4 +1,4 @@
-"""``dpctl bench cache``: what block caching costs in accuracy and buys in speed, per base
+"""``dpctrl bench cache``: what block caching costs in accuracy and buys in speed, per base
 sampler (DDPM-100, DDIM-10, RTI), in one run.
 
 For every base, each cache variant (none, BAC, uniform at the same per-block budget,
@@ -28,14 +28,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from launch.calibrate import default_rti_config, make_cache
-from policy.accel.cache import BlockCache, uniform_schedule
+from dpctrl.launch.calibrate import default_rti_config, make_cache
+from dpctrl.policy.accel.cache import BlockCache, uniform_schedule
 
 
 def episode_windows(policy, data_path, episodes: int, chunks: int) -> list[dict]:
     """``chunks`` batches of observation windows: batch row e is demo episode e at step
     c * Ta (clamped to the episode's end, so short episodes repeat their last window)."""
-    from data import ReplayBuffer
+    from dpctrl.data import ReplayBuffer
     rb = ReplayBuffer.open(data_path)
     To, Ta = policy.n_obs_steps, policy.n_action_steps
     keys = list(policy.expected_obs())
@@ -129,7 +129,7 @@ def variants(checkpoint_name, policy, budget: int, bac_exec: int | None) -> dict
 
 def bench_cache(checkpoint_name: str, data_path, budget: int = 10, episodes: int = 8, chunks: int = 12,
                 timing_chunks: int = 30, bases: tuple[str, ...] = tuple(BASES), progress: bool = True) -> dict:
-    from policy import checkpoint
+    from dpctrl.policy import checkpoint
     policy = checkpoint.load(checkpoint_name)
     twin = checkpoint.load(checkpoint_name)  # uncached twin, timed interleaved with each variant
     windows = episode_windows(policy, data_path, episodes, chunks)
@@ -169,7 +169,7 @@ def bench_cache(checkpoint_name: str, data_path, budget: int = 10, episodes: int
 
 
 def markdown(report: dict) -> str:
-    from launch.results import markdown_table
+    from dpctrl.launch.results import markdown_table
     return markdown_table(
         ["base", "cache", "network calls", "block executions", "action error (mean)", "(max)", "gripper flips",
          "p50 (ms)", "p99 (ms)", "speed-up"],

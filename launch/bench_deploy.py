@@ -1,4 +1,4 @@
-"""``dpctl bench deploy``: eager vs the TorchScript-frozen denoiser (policy/accel/deploy.py)
+"""``dpctrl bench deploy``: eager vs the TorchScript-frozen denoiser (policy/accel/deploy.py)
 at batch 1, per base sampler, in one run. Two copies of the policy (one per path, each with
 its own warm-start memory and the same noise seed) predict the same demo-episode windows,
 alternating call by call so that machine load hits both alike; reports p50/p99 chunk
@@ -10,13 +10,13 @@ import time
 import numpy as np
 import torch
 
-from launch.bench_cache import BASES, episode_windows
-from launch.calibrate import default_rti_config
+from dpctrl.launch.bench_cache import BASES, episode_windows
+from dpctrl.launch.calibrate import default_rti_config
 
 
 def bench_deploy(checkpoint_name: str, data_path, chunks: int = 12, episodes: int = 4,
                  bases: tuple[str, ...] = ("DDIM-10", "RTI")) -> dict:
-    from policy import checkpoint
+    from dpctrl.policy import checkpoint
     pols = {"eager": checkpoint.load(checkpoint_name), "torchscript": checkpoint.load(checkpoint_name)}
     batches = episode_windows(pols["eager"], data_path, episodes, chunks)
     rows = []
@@ -55,7 +55,7 @@ def bench_deploy(checkpoint_name: str, data_path, chunks: int = 12, episodes: in
 
 
 def markdown(report: dict) -> str:
-    from launch.results import markdown_table
+    from dpctrl.launch.results import markdown_table
     return markdown_table(
         ["base", "network calls", "eager p50 (ms)", "p99", "TorchScript p50 (ms)", "p99", "speed-up",
          "max action diff"],

@@ -1,4 +1,4 @@
-"""``dpctl bench experts``: scripted-expert success over seeded episodes and collect speed."""
+"""``dpctrl bench experts``: scripted-expert success over seeded episodes and collect speed."""
 from __future__ import annotations
 
 import tempfile
@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-import envs
-from envs.rollout import expert_episode
-from launch.collect import collect
-from launch.results import markdown_table
+from dpctrl import envs
+from dpctrl.envs.rollout import expert_episode
+from dpctrl.launch.collect import collect
+from dpctrl.launch.results import markdown_table
 
 
 def expert_success(task: str, episodes: int, seed_start: int = 0, progress: bool = True) -> dict:

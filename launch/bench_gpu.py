@@ -1,4 +1,4 @@
-"""``dpctl bench gpu``: the GPU path (issue 11, item 3) measured in one process and one run.
+"""``dpctrl bench gpu``: the GPU path (issue 11, item 3) measured in one process and one run.
 
 1. Chunks: per model (the shipped Lift policy and the 9M DP-T of ``bench_policy``) x batch
    x variant (DDIM-10, RTI, DDPM-100, BAC, RTI+BAC, the 1-call floor) x path (eager fp32,
@@ -21,8 +21,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from launch.bench_cache import episode_windows
-from launch.bench_policy import VARIANTS, _timed, big_policy, calibrate_big, configure
+from dpctrl.launch.bench_cache import episode_windows
+from dpctrl.launch.bench_policy import VARIANTS, _timed, big_policy, calibrate_big, configure
 
 # path -> set_deploy arguments (kind, precision, compile, fused)
 PATHS = {"eager fp32": (None, "fp32", False, False), "graph fp32": ("cuda_graph", "fp32", False, False),
@@ -41,9 +41,9 @@ def bench_gpu(checkpoint_name: str, data_path, batches=(1, 8), models=("lift", "
               loop_precision: str = "fp32", device: str = "cuda", progress: bool = True) -> dict:
     from tqdm import tqdm
 
-    from policy import checkpoint
+    from dpctrl.policy import checkpoint
     if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("`dpctl bench gpu` needs a CUDA device; torch sees none")
+        raise RuntimeError("`dpctrl bench gpu` needs a CUDA device; torch sees none")
     lift = checkpoint.load(checkpoint_name).to(device).eval()
     rows, big = [], None
     for model in models:
@@ -98,7 +98,7 @@ def gpu_loop(policy, checkpoint_name, variant: str, rate_hz: float, cycles: int,
     """The control loop at ``rate_hz``, async inference, ``policy`` as ``variant`` on the
     graph path (``kind``; ``fused``: with the fused decoder kernels), driving the mock arm for
     ``cycles`` cycles."""
-    from launch.run import run_loop
+    from dpctrl.launch.run import run_loop
     policy.set_deploy(None)
     configure(policy, checkpoint_name, variant, None)
     policy.set_deploy(kind, batch=1, precision=precision, fused=fused)
@@ -136,7 +136,7 @@ def _gpu_name(device: str) -> str:
 
 
 def markdown(rep: dict) -> str:
-    from launch.results import markdown_table
+    from dpctrl.launch.results import markdown_table
     def vs_ddpm(r):  # DDPM-100 on the same model, batch and path, over this row
         d = [x["p50_ms"] for x in rep["rows"] if (x["model"], x["batch"], x["path"], x["name"])
              == (r["model"], r["batch"], r["path"], "DDPM-100")]

@@ -1,4 +1,4 @@
-"""``dpctl bench peer``: our transformer diffusion policy next to LeRobot's diffusion policy
+"""``dpctrl bench peer``: our transformer diffusion policy next to LeRobot's diffusion policy
 (issue 11, item 5), on the same observation/action sizes, same machine, same run.
 
 Ours (this process): the shipped Lift policy (1.2M) and the 9M DP-T of ``bench_policy``,
@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from launch.bench_cache import episode_windows
-from launch.bench_policy import _timed, big_policy, configure
+from dpctrl.launch.bench_cache import episode_windows
+from dpctrl.launch.bench_policy import _timed, big_policy, configure
 
 SIDE = Path(__file__).with_name("peer_lerobot_side.py")
 LEROBOT_SIZES = {"default": [512, 1024, 2048], "~9M": [96, 192, 384], "~1.2M": [32, 64, 128]}
@@ -32,7 +32,7 @@ OURS = ("DDPM-100", "DDIM-10", "RTI")
 
 def bench_peer(checkpoint_name: str, data_path, python: Path, reps: int = 5, threads: int = 2,
                lerobot_sizes: dict | None = None) -> dict:
-    from policy import checkpoint
+    from dpctrl.policy import checkpoint
     torch.set_num_threads(threads)
     lift = checkpoint.load(checkpoint_name).eval()
     cfg = lift.cfg
@@ -71,7 +71,7 @@ def bench_peer(checkpoint_name: str, data_path, python: Path, reps: int = 5, thr
         for name in OURS:
             before, after = ours[(model, name)]
             ms = before + after
-            rows.append({"impl": "dpctl", "arch": f"DP-T {pol.cfg.n_layer}x{pol.cfg.n_emb}", "size": model,
+            rows.append({"impl": "dpctrl", "arch": f"DP-T {pol.cfg.n_layer}x{pol.cfg.n_emb}", "size": model,
                          "params": sum(p.numel() for p in pol.parameters()), "sampler": name,
                          "nfe": ours[(model, name, "nfe")], "batch": 1, "p50_ms": float(np.percentile(ms, 50)),
                          "p99_ms": float(np.percentile(ms, 99)), "timed_chunks": len(ms),
@@ -83,10 +83,10 @@ def bench_peer(checkpoint_name: str, data_path, python: Path, reps: int = 5, thr
 
 
 def markdown(rep: dict) -> str:
-    from launch.results import markdown_table
+    from dpctrl.launch.results import markdown_table
 
     def ours(sampler, size):
-        return next((r["p50_ms"] for r in rep["rows"] if r["impl"] == "dpctl" and r["size"] == size
+        return next((r["p50_ms"] for r in rep["rows"] if r["impl"] == "dpctrl" and r["size"] == size
                      and r["sampler"] == sampler), None)
     out = []
     for r in rep["rows"]:
@@ -95,6 +95,6 @@ def markdown(rep: dict) -> str:
         base = ours(r["sampler"], near)
         out.append([r["impl"], r["arch"], f"{r['params'] / 1e6:.1f}M", r["sampler"], r["nfe"], f"{r['p50_ms']:.1f}",
                     f"{r['p99_ms']:.1f}", f"{r['p50_before_ms']:.1f} / {r['p50_after_ms']:.1f}"
-                    if r["impl"] == "dpctl" else "-" if base is None else f"{r['p50_ms'] / base:.2f}x ours {near}"])
+                    if r["impl"] == "dpctrl" else "-" if base is None else f"{r['p50_ms'] / base:.2f}x ours {near}"])
     return markdown_table(["implementation", "network", "params", "sampler", "calls", "p50 (ms)", "p99 (ms)",
                            "vs ours (same sampler); ours: p50 before / after LeRobot's"], out)

@@ -1,4 +1,4 @@
-"""``dpctl bench policy``: per-chunk latency and network calls of every inference variant,
+"""``dpctrl bench policy``: per-chunk latency and network calls of every inference variant,
 for the shipped Lift policy and a 9M-parameter DP-T (REFERENCES §1 size: 8 layers, width
 256; random weights, timing only), at batch 1 and batch 8, in one process and one run.
 
@@ -16,8 +16,8 @@ import time
 import numpy as np
 import torch
 
-from launch.bench_cache import episode_windows
-from launch.calibrate import calibrate_cache, dataset_windows, default_rti_config, make_cache
+from dpctrl.launch.bench_cache import episode_windows
+from dpctrl.launch.calibrate import calibrate_cache, dataset_windows, default_rti_config, make_cache
 
 # name -> (sampler, steps, warm start, cache)
 VARIANTS = {
@@ -33,7 +33,7 @@ VARIANTS = {
 
 def big_policy(like):
     """A DP-T of the paper's size with ``like``'s observation/action spaces and normalizer."""
-    from policy.diffusion_policy import DiffusionPolicy, PolicyConfig
+    from dpctrl.policy.diffusion_policy import DiffusionPolicy, PolicyConfig
     cfg = PolicyConfig(**{**like.cfg.to_dict(), "n_layer": 8, "n_emb": 256, "n_head": 4})
     torch.manual_seed(0)
     return DiffusionPolicy(cfg, like.normalizer).eval()
@@ -81,7 +81,7 @@ def bench_policy(checkpoint_name: str, data_path, batches=(1, 8), models=("lift"
                  device: str = "cpu", progress: bool = True) -> dict:
     from tqdm import tqdm
 
-    from policy import checkpoint
+    from dpctrl.policy import checkpoint
     lift = checkpoint.load(checkpoint_name).to(device).eval()
     rows = []
     for model in models:
@@ -110,7 +110,7 @@ def bench_policy(checkpoint_name: str, data_path, batches=(1, 8), models=("lift"
 
 
 def markdown(report: dict) -> str:
-    from launch.results import markdown_table
+    from dpctrl.launch.results import markdown_table
     return markdown_table(
         ["model", "batch", "variant", "network calls", "p50 (ms)", "p99 (ms)", "speed-up vs DDPM-100", "vs DDIM-10",
          "x floor"],

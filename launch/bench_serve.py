@@ -1,10 +1,10 @@
 """Load test of the policy server: N robot processes at a fixed rate against one server;
 and (``--lift-episodes N``) Lift closed loop through the server vs in-process, same seeds.
 
-    python -m launch.bench_serve --clients 8 --rate 20 --seconds 60 --lift-episodes 50 \
+    python -m dpctrl.launch.bench_serve --clients 8 --rate 20 --seconds 60 --lift-episodes 50 \
         --json runs/bench_serve.json --update-readme README.md
 
-Starts ``dpctl serve`` (loopback, a random free port) and N ``dpctl robot --robot mock``
+Starts ``dpctrl serve`` (loopback, a random free port) and N ``dpctrl robot --robot mock``
 processes (an arm stand-in with the policy's observation shapes: the load is the real
 policy on real sockets, with no simulator competing for the CPU), then reports each
 client's deadline-miss rate and round trip, and the server's resident memory over the run
@@ -37,11 +37,11 @@ def rss_mb(pid: int) -> float:
 
 
 class Server:
-    """``dpctl serve`` in a subprocess on a free loopback port (token from the environment)."""
+    """``dpctrl serve`` in a subprocess on a free loopback port (token from the environment)."""
 
     def __init__(self, checkpoint: str, server_args: list[str], threads: int, env: dict):
         self.port = free_port()
-        self.proc = subprocess.Popen([sys.executable, "-m", "launch.cli", "serve", "--checkpoint", checkpoint,
+        self.proc = subprocess.Popen([sys.executable, "-m", "dpctrl.launch.cli", "serve", "--checkpoint", checkpoint,
                                       "--port", str(self.port), "--threads", str(threads), *server_args], env=env,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         line = self.proc.stdout.readline()  # "serving ... on tcp://..." once it listens
@@ -55,15 +55,15 @@ class Server:
 
 
 def _cli(args: list[str], env: dict) -> None:
-    res = subprocess.run([sys.executable, "-m", "launch.cli", *args], env=env, capture_output=True, text=True)
+    res = subprocess.run([sys.executable, "-m", "dpctrl.launch.cli", *args], env=env, capture_output=True, text=True)
     if res.returncode != 0:
-        raise RuntimeError(f"dpctl {' '.join(args)} failed:\n{res.stderr[-3000:]}")
+        raise RuntimeError(f"dpctrl {' '.join(args)} failed:\n{res.stderr[-3000:]}")
 
 
 def lift_loopback(checkpoint: str, episodes: int, rate_hz: float, server_args: list[str], threads: int,
                   replan: list[str], seed_start: int = 100_000) -> dict:
-    """The same Lift seeds in process (`dpctl run`) and through the server (`dpctl robot`), one after the other."""
-    env = {**os.environ, "DPCTL_TOKEN": "bench-token"}
+    """The same Lift seeds in process (`dpctrl run`) and through the server (`dpctrl robot`), one after the other."""
+    env = {**os.environ, "DPCTRL_TOKEN": "bench-token"}
     common = ["--robot", "sim:lift", "--rate", str(rate_hz), "--episodes", str(episodes), "--seed-start",
               str(seed_start), "--no-progress"]
     with tempfile.TemporaryDirectory() as tmp:
@@ -86,14 +86,14 @@ def lift_loopback(checkpoint: str, episodes: int, rate_hz: float, server_args: l
 
 def bench_serve(checkpoint: str, clients: int, rate_hz: float, seconds: float, server_args: list[str],
                 threads: int = 1, replan: list[str] | None = None) -> dict:
-    env = {**os.environ, "DPCTL_TOKEN": "bench-token"}
+    env = {**os.environ, "DPCTRL_TOKEN": "bench-token"}
     replan = replan or []
     server = Server(checkpoint, server_args, threads, env)
     port = server.port
     try:
         cycles = int(seconds * rate_hz)
         with tempfile.TemporaryDirectory() as tmp:
-            procs = [subprocess.Popen([sys.executable, "-m", "launch.cli", "robot", "--server", f"127.0.0.1:{port}",
+            procs = [subprocess.Popen([sys.executable, "-m", "dpctrl.launch.cli", "robot", "--server", f"127.0.0.1:{port}",
                                        "--robot", "mock", "--rate", str(rate_hz), "--episodes", "1",
                                        "--max-cycles", str(cycles), *replan, "--no-progress", "--json",
                                        f"{tmp}/c{i}.json"],
@@ -122,13 +122,13 @@ def bench_serve(checkpoint: str, clients: int, rate_hz: float, seconds: float, s
 
 
 def table(res: dict, machine: str) -> str:
-    from launch.results import markdown_table
+    from dpctrl.launch.results import markdown_table
     rows = [[r["client"], f"{r['deadline_misses']}/{r['cycles']}", f"{100 * r['deadline_miss_rate']:.2f}%",
              f"{r['round_trip_ms']['p50']:.1f}", f"{r['round_trip_ms']['p99']:.1f}", r["failed_requests"]]
             for r in res["rows"]]
     m = res["server_rss_mb"]
     out = (f"Command: `{res['command']}` — machine: {machine}.\n\n"
-           f"Load: {res['clients']} `dpctl robot --robot mock` processes at {res['rate_hz']:g} Hz for "
+           f"Load: {res['clients']} `dpctrl robot --robot mock` processes at {res['rate_hz']:g} Hz for "
            f"{res['seconds']:g} s against one server; server RSS {m['start']:.0f} MB after start-up, "
            f"{m['end']:.0f} MB at the end (max {m['max']:.0f} MB).\n\n"
            + markdown_table(["client", "deadline misses", "miss rate", "round trip p50 (ms)", "p99 (ms)",
@@ -136,7 +136,7 @@ def table(res: dict, machine: str) -> str:
     lift = res.get("lift")
     if lift:
         out += (f"\n\nLift closed loop, the same {lift['episodes']} seeds from {lift['seed_start']}: in process "
-                f"(`dpctl run`) {lift['in_process_success']:.3f}, through the server (`dpctl robot`) "
+                f"(`dpctrl run`) {lift['in_process_success']:.3f}, through the server (`dpctrl robot`) "
                 f"{lift['server_success']:.3f} ({lift['difference_points']:+.1f} points); round trip p50 "
                 f"{lift['round_trip_ms']['p50']:.1f} ms, p99 {lift['round_trip_ms']['p99']:.1f} ms; deadline "
                 f"misses {lift['deadline_misses']['in_process']}/{lift['cycles']['in_process']} in process, "
@@ -151,13 +151,13 @@ def main(argv=None) -> int:
     ap.add_argument("--rate", type=float, default=20.0)
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--threads", type=int, default=1, help="server (and in-process) torch threads")
-    ap.add_argument("--server-args", default="--warm-start rti", help="extra `dpctl serve` arguments")
+    ap.add_argument("--server-args", default="--warm-start rti", help="extra `dpctrl serve` arguments")
     ap.add_argument("--replan-at", type=int, help="clients request the next chunk with this many actions left")
     ap.add_argument("--lift-episodes", type=int, default=0, help="also Lift via the server vs in process")
     ap.add_argument("--json")
     ap.add_argument("--update-readme", metavar="README")
     args = ap.parse_args(argv)
-    from launch.results import check_block, machine, replace_block
+    from dpctrl.launch.results import check_block, machine, replace_block
     if args.update_readme:
         check_block(Path(args.update_readme), "serve")
     replan = ["--replan-at", str(args.replan_at)] if args.replan_at else []
@@ -165,7 +165,7 @@ def main(argv=None) -> int:
     res = bench_serve(args.checkpoint, args.clients, args.rate, args.seconds, server_args, args.threads, replan)
     if args.lift_episodes:
         res["lift"] = lift_loopback(args.checkpoint, args.lift_episodes, args.rate, server_args, args.threads, replan)
-    res["command"] = (f"python -m launch.bench_serve --checkpoint {args.checkpoint} --clients {args.clients} "
+    res["command"] = (f"python -m dpctrl.launch.bench_serve --checkpoint {args.checkpoint} --clients {args.clients} "
                       f"--rate {args.rate:g} --seconds {args.seconds:g} --threads {args.threads} "
                       f"--server-args '{args.server_args}'" + (f" --replan-at {args.replan_at}" if replan else "")
                       + (f" --lift-episodes {args.lift_episodes}" if args.lift_episodes else ""))

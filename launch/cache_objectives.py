@@ -3,7 +3,7 @@ issue 6 (not a command): one recording of every block's output on calibration wi
 ACS schedules from different similarity matrices (cosine, as BAC's paper; negative L2 distance,
 an extension) and from the first-order action error of each stale segment (the ``action``
 objective, ``action_error_segments``), with and without Bubbling Union, and uniform schedules,
-each scored like ``dpctl bench cache``: mean |a - a_full| over continuous action dims on the
+each scored like ``dpctrl bench cache``: mean |a - a_full| over continuous action dims on the
 demo episodes' chunk sequences, same noise, and block executions per chunk.
 
 ``python3 launch/cache_objectives.py [--checkpoint lift] [--data runs/data/lift.zarr] [--budget 10]``
@@ -17,10 +17,10 @@ import time
 import numpy as np
 import torch
 
-from launch.bench_cache import episode_windows, run_sequence
-from launch.calibrate import dataset_windows
-from policy import checkpoint
-from policy.accel.cache import (BlockCache, BlockRecorder, acs_steps, action_error_segments, bubbling_union,
+from dpctrl.launch.bench_cache import episode_windows, run_sequence
+from dpctrl.launch.calibrate import dataset_windows
+from dpctrl.policy import checkpoint
+from dpctrl.policy.accel.cache import (BlockCache, BlockRecorder, acs_steps, action_error_segments, bubbling_union,
                                 similarity_and_change, uniform_schedule)
 
 

@@ -1,4 +1,4 @@
-"""``dpctl calibrate rti``: choose the warm-start level K' offline.
+"""``dpctrl calibrate rti``: choose the warm-start level K' offline.
 
 On recorded observation windows (consecutive windows of held-out-style dataset episodes):
 1. the full (cold) solution A0 of each window, with the policy's sampler;
@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from policy import checkpoint
-from policy.accel.warmstart import WarmStartConfig, shift_chunk
+from dpctrl.policy import checkpoint
+from dpctrl.policy.accel.warmstart import WarmStartConfig, shift_chunk
 
 RTI_FILE = "rti.json"
 
@@ -95,8 +95,8 @@ def calibrate_from_dataset(checkpoint_name: str, data_path: str | Path, n_window
                            sampler: str | None = None, steps: int | None = None, **kw) -> dict:
     """``calibrate_rti`` on dataset window pairs (i, i + Ta); the sampler defaults to the
     checkpoint's. Saves ``rti.json`` next to the checkpoint."""
-    from data import ReplayBuffer
-    from data.dataset import WindowDataset
+    from dpctrl.data import ReplayBuffer
+    from dpctrl.data.dataset import WindowDataset
     policy = checkpoint.load(checkpoint_name)
     if sampler is not None or steps is not None:
         policy.set_sampler(sampler or policy.cfg.sampler, steps or policy.cfg.num_inference_steps)
@@ -112,7 +112,7 @@ def calibrate_from_dataset(checkpoint_name: str, data_path: str | Path, n_window
     to_list = lambda b: [{k: v[i].numpy() for k, v in b.items()} for i in range(len(pick))]  # noqa: E731
     res = calibrate_rti(policy, to_list(cur), to_list(nxt), **kw)
     res["data"] = str(data_path)
-    out = checkpoint.resolve(checkpoint_name) / RTI_FILE
+    out = checkpoint.writable(checkpoint.resolve(checkpoint_name) / RTI_FILE)
     out.write_text(json.dumps(res, indent=2) + "\n")
     res["saved"] = str(out)
     return res
@@ -128,7 +128,7 @@ def calibrate_cache(policy, windows: list[dict], budget: int, objective: str = "
     per-block similarity matrices, schedule each block by ACS, apply Bubbling Union. The
     ``action`` objective schedules on first-order action errors instead of similarities
     (``action_error_segments``: one more run with autograd on the same windows)."""
-    from policy.accel.cache import (BlockRecorder, acs_steps, action_error_segments, bubbling_union,
+    from dpctrl.policy.accel.cache import (BlockRecorder, acs_steps, action_error_segments, bubbling_union,
                                     similarity_and_change)
     rec = BlockRecorder()
     policy.set_cache(rec)
@@ -156,8 +156,8 @@ def calibrate_cache(policy, windows: list[dict], budget: int, objective: str = "
 
 
 def dataset_windows(policy, data_path, n_windows: int) -> list[dict]:
-    from data import ReplayBuffer
-    from data.dataset import WindowDataset
+    from dpctrl.data import ReplayBuffer
+    from dpctrl.data.dataset import WindowDataset
     ds = WindowDataset(ReplayBuffer.open(data_path), obs_keys=list(policy.cfg.obs_dims),
                        image_keys=policy.cfg.image_keys, n_obs_steps=policy.n_obs_steps, horizon=policy.horizon,
                        n_action_steps=policy.n_action_steps)
@@ -173,7 +173,7 @@ def calibrate_cache_from_dataset(checkpoint_name: str, data_path, budget: int, o
     policy.set_sampler(sampler, steps)
     res = calibrate_cache(policy, dataset_windows(policy, data_path, n_windows), budget, objective, bu_top_n)
     res["data"], res["windows"] = str(data_path), n_windows
-    out = checkpoint.resolve(checkpoint_name) / CACHE_FILE
+    out = checkpoint.writable(checkpoint.resolve(checkpoint_name) / CACHE_FILE)
     out.write_text(json.dumps(res, indent=2) + "\n")
     res["saved"] = str(out)
     return res
@@ -185,7 +185,7 @@ def make_cache(kind: str, checkpoint_name, policy, budget: int | None = None, te
     BAC schedules come from ``calibration`` (a ``calibrate_cache`` result) or else the
     checkpoint's cache_bac.json, re-derived onto this list. The cache's ``kind`` names it in
     reports (``bac (<objective>)`` for BAC)."""
-    from policy.accel.cache import BlockCache, TeaCacheGate, rederive, uniform_schedule
+    from dpctrl.policy.accel.cache import BlockCache, TeaCacheGate, rederive, uniform_schedule
     steps = [policy.sampler.model_time(t) for t, _ in policy.sampler.steps(policy.cfg.num_inference_steps)]
     if kind == "teacache":
         return _named(BlockCache(gate=TeaCacheGate(teacache_threshold)), kind)
@@ -198,7 +198,7 @@ def make_cache(kind: str, checkpoint_name, policy, budget: int | None = None, te
         raise ValueError(f"unknown cache {kind!r}")
     path = checkpoint.resolve(checkpoint_name) / CACHE_FILE if calibration is None else "the given calibration"
     if calibration is None and not path.exists():
-        raise ValueError(f"no {CACHE_FILE} next to the checkpoint; run `dpctl calibrate cache` first")
+        raise ValueError(f"no {CACHE_FILE} next to the checkpoint; run `dpctrl calibrate cache` first")
     cal = calibration if calibration is not None else json.loads(path.read_text())
     if budget is not None and budget != cal["budget"]:
         raise ValueError(f"{path} was calibrated for budget {cal['budget']}, not {budget}; recalibrate")

@@ -1,4 +1,4 @@
-"""``dpctl collect``: run a scripted expert and store its successful episodes.
+"""``dpctrl collect``: run a scripted expert and store its successful episodes.
 
 Resumable: the store records which env (and image setting) it holds; re-running with the
 same ``--out`` appends until it holds ``--episodes`` episodes, continuing after the last
@@ -16,9 +16,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-import envs
-from data import ReplayBuffer
-from envs.rollout import Episode, expert_episode
+from dpctrl import envs
+from dpctrl.data import ReplayBuffer
+from dpctrl.envs.rollout import Episode, expert_episode
 
 
 @dataclass

@@ -1,8 +1,8 @@
-"""``dpctl demo``: the main job. Run the shipped Lift policy closed loop and compare samplers
+"""``dpctrl demo``: the main job. Run the shipped Lift policy closed loop and compare samplers
 (DDPM-100, DDIM-10, and DDIM warm-started by RTI).
 
 Loads the ``lift`` checkpoint that ships in policy/checkpoints/ (if it is missing, trains one
-with the recipe of ``dpctl train --task lift``), evaluates DDPM-100 and DDIM-10 on the same
+with the recipe of ``dpctrl train --task lift``), evaluates DDPM-100 and DDIM-10 on the same
 held-out seeds, prints a table of success rate and per-chunk latency, and writes
 ``demo.json``, ``latency.png`` and a video to ``--out``.
 """
@@ -13,11 +13,11 @@ from pathlib import Path
 
 import torch
 
-from launch.calibrate import default_rti_config, make_cache
-from launch.evaluate import evaluate, record_video
-from launch.results import markdown_table
-from launch.train import EVAL_SEED_START, train_task
-from policy import checkpoint
+from dpctrl.launch.calibrate import default_rti_config, make_cache
+from dpctrl.launch.evaluate import evaluate, record_video
+from dpctrl.launch.results import markdown_table
+from dpctrl.launch.train import EVAL_SEED_START, train_task
+from dpctrl.policy import checkpoint
 
 # (row name, sampler, steps, warm start, block cache): RTI warm-starts DDIM from the shifted
 # previous chunk at the checkpoint's calibrated K' (rti.json; 2 if uncalibrated); BAC uses

@@ -1,4 +1,4 @@
-"""``dpctl drive collect|train|eval``: trajectory planning on highway-env (issue 7).
+"""``dpctrl drive collect|train|eval``: trajectory planning on highway-env (issue 7).
 
 collect: IDM/MOBIL expert episodes -> ``future`` waypoint targets in a zarr store
 (resumable; crashed expert episodes are counted, not stored).
@@ -18,18 +18,18 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from control.clock import FakeClock
-from control.follower import follow
-from control.loop import ControlLoop, LoopConfig
-from control.robot import SimRobot
-from control.safety import SafetyFilter
-from data.samples import StepDataset
-from envs.highway import SIM_HZ, DriveTask, record_expert
-from launch.collect import open_store
-from launch.drive_cli import EVAL_SEED_START
-from policy.drive import DriveConfig, DrivePlanner
-from policy.train import train_config_model
-from policy.trajectories import lateral_side, mode_diversity
+from dpctrl.control.clock import FakeClock
+from dpctrl.control.follower import follow
+from dpctrl.control.loop import ControlLoop, LoopConfig
+from dpctrl.control.robot import SimRobot
+from dpctrl.control.safety import SafetyFilter
+from dpctrl.data.samples import StepDataset
+from dpctrl.envs.highway import SIM_HZ, DriveTask, record_expert
+from dpctrl.launch.collect import open_store
+from dpctrl.launch.drive_cli import EVAL_SEED_START
+from dpctrl.policy.drive import DriveConfig, DrivePlanner
+from dpctrl.policy.train import train_config_model
+from dpctrl.policy.trajectories import lateral_side, mode_diversity
 
 BRAKE = np.array([-0.4, 0.0], np.float32)  # the safety filter's hold: brake at 2 m/s^2, wheels straight
 
@@ -64,7 +64,7 @@ def train(scenario: str, method: str, steps: int, out: str | Path, data: str | P
     planner = DrivePlanner(DriveConfig(method=method), seed=seed)
     planner.fit_trajectories(ds.targets, seed=seed)
     recipe = {"scenario": scenario, "data": str(data), "demos": min(demos, rb.n_episodes), "samples": len(ds),
-              "command": f"dpctl drive train --scenario {scenario} --method {method} --demos {demos} --steps {steps} "
+              "command": f"dpctrl drive train --scenario {scenario} --method {method} --demos {demos} --steps {steps} "
                          f"--lr {lr:g} --batch-size {batch_size} --seed {seed} --out {out}"}
     result = train_config_model(planner, ds, out, recipe, steps, batch_size, lr, seed, warmup_steps=200,
                                 save_every=500, progress=progress)

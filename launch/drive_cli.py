@@ -1,4 +1,4 @@
-"""``dpctl drive``'s arguments (kept apart from launch/drive.py so that ``dpctl --help``
+"""``dpctrl drive``'s arguments (kept apart from launch/drive.py so that ``dpctrl --help``
 does not import torch or highway-env)."""
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ EVAL_SEED_START = 100_000  # training data uses seeds from 0
 def cmd_drive(args) -> int:
     import torch
 
-    from launch.cli import _write_json, label_pairs
-    from launch.drive import collect, evaluate, train
+    from dpctrl.launch.options import label_pairs, write_json
+    from dpctrl.launch.drive import collect, evaluate, train
     torch.set_num_threads(args.threads)
     progress = not args.no_progress
     if args.action == "collect":
@@ -28,10 +28,10 @@ def cmd_drive(args) -> int:
         print(f"trained {args.method} on {res['samples']} samples ({res['demos']} episodes): "
               f"{res['train']['samples_per_s']:.0f} samples/s; checkpoint in {Path(args.out) / 'checkpoint'}")
     elif args.action == "bench":
-        from launch.drive import bench_latency
+        from dpctrl.launch.drive import bench_latency
         pairs = label_pairs(args.bench, "drive bench needs --bench LABEL=CHECKPOINT ...")
         res = bench_latency(pairs, args.scenario, scenes=args.episodes)
-        res["command"] = f"dpctl drive bench --scenario {args.scenario} --episodes {args.episodes} " \
+        res["command"] = f"dpctrl drive bench --scenario {args.scenario} --episodes {args.episodes} " \
                          f"--threads {args.threads} --bench " + " ".join(args.bench)
         for k, v in res["latency_ms"].items():
             ratio = res["vs_vanilla20"][k] if res["vs_vanilla20"] else float("nan")
@@ -41,7 +41,7 @@ def cmd_drive(args) -> int:
         res = evaluate(args.method, args.scenario, args.episodes, checkpoint=ckpt, n_steps=args.steps_per_plan,
                        replan_every=args.replan_every, seed_start=args.seed_start, progress=progress)
         res["command"] = " ".join(
-            ["dpctl drive eval", f"--scenario {args.scenario} --method {args.method}"]
+            ["dpctrl drive eval", f"--scenario {args.scenario} --method {args.method}"]
             + ([f"--checkpoint {ckpt}"] if ckpt else [])
             + ([f"--steps-per-plan {args.steps_per_plan}"] if args.steps_per_plan is not None else [])
             + [f"--episodes {args.episodes} --seed-start {args.seed_start} --replan-every {args.replan_every}"
@@ -54,7 +54,7 @@ def cmd_drive(args) -> int:
               + (f"; plan latency p50 {lat['p50']:.1f} ms" if lat else "")
               + (f"; diversity {res['diversity']:.3f}" if "diversity" in res else "")
               + (f"; both lanes in top-3 {res['top3_both_lanes']:.3f}" if "top3_both_lanes" in res else ""))
-    _write_json(args.json, res)
+    write_json(args.json, res)
     return 0
 
 
@@ -86,21 +86,22 @@ def add_parser(sub) -> None:
 
 
 def drive_table(files: list[str]) -> str:
-    """The README's driving table from ``dpctl drive eval`` JSON reports."""
+    """The README's driving table from ``dpctrl drive eval`` JSON reports."""
     import json
 
-    from launch.results import machine, markdown_table
+    from dpctrl.launch.results import machine, markdown_table
     rows, notes = [], []
     for f in files:
         r = json.loads(Path(f).read_text())
-        if "latency_ms" in r and "vs_vanilla20" in r:  # a `dpctl drive bench` report
+        if "latency_ms" in r and "vs_vanilla20" in r:  # a `dpctrl drive bench` report
             notes.append(f"Plan latency, batch 1, the same {r['scenes']} {r['scenario']} scenes timed interleaved "
                          f"in one process (`{r['command']}`): "
-                         + ", ".join(f"{k} {v['p50']:.2f} ms ({r['vs_vanilla20'][k]:.3f} x vanilla-20)"
+                         + ", ".join(f"{k} {v['p50']:.2f} ms" + (f" ({r['vs_vanilla20'][k]:.3f} x vanilla-20)"
+                                                                   if r["vs_vanilla20"] else "")
                                      for k, v in r["latency_ms"].items()) + ".")
             continue
         if "collision_rate" not in r or "per_episode" not in r or "command" not in r:
-            raise ValueError(f"{f} is not a `dpctl drive eval` report")
+            raise ValueError(f"{f} is not a `dpctrl drive eval` report")
         steps = "" if r["method"] in ("expert", "regression") else f"-{r['n_steps']}"
         if r["method"] == "vanilla" and r.get("prediction_type") == "sample":
             steps += " (x0 + L1)"

@@ -1,4 +1,4 @@
-"""``dpctl eval``: closed-loop evaluation of a chunk policy over seeded episodes.
+"""``dpctrl eval``: closed-loop evaluation of a chunk policy over seeded episodes.
 
 Episodes run in lockstep groups of ``batch`` envs so one network pass serves the whole
 group (the policy sees (B, To, ...) observations); each env executes
@@ -15,8 +15,8 @@ from importlib.metadata import version
 import numpy as np
 from tqdm import tqdm
 
-import envs
-from policy.diffusion_policy import DiffusionPolicy
+from dpctrl import envs
+from dpctrl.policy.diffusion_policy import DiffusionPolicy
 
 
 def _window(history: deque) -> dict[str, np.ndarray]:
@@ -153,5 +153,5 @@ def evaluate(policy: DiffusionPolicy, env_name: str, episodes: int, seed_start: 
         "rollout_seconds": rollout_s,
         "per_episode": [{k: e[k] for k in ("seed", "success", "length")} for e in per_episode],
         "config": policy.cfg.to_dict(),
-        "version": version("dpctl"),
+        "version": version("dpctrl"),
     }

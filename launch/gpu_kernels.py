@@ -20,8 +20,8 @@ from collections import Counter
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from launch.bench_policy import big_policy
-from policy import checkpoint
+from dpctrl.launch.bench_policy import big_policy
+from dpctrl.policy import checkpoint
 
 
 def kernels(fn) -> list:
@@ -51,7 +51,7 @@ def chunk_profile(pol, variant: str, chunks: int = 20) -> None:
     device's kernels, of ``chunks`` chunks after a warm-up."""
     import numpy as np
 
-    from launch.bench_policy import configure
+    from dpctrl.launch.bench_policy import configure
     pol.set_deploy(None)
     configure(pol, "lift", variant, None)
     pol.set_deploy("cuda_graph", batch=1, precision="tf32", fused=True)
@@ -101,7 +101,7 @@ def main() -> None:
     report("whole", lambda: net(x, t, cond))
     report("decode", lambda: net.decode(x, memory[1]))
     if args.fused:
-        from policy.accel.fused import FusedDecoder
+        from dpctrl.policy.accel.fused import FusedDecoder
         for precision in ("ieee", "tf32"):
             fused = FusedDecoder(net, precision)
             with torch.no_grad():

@@ -1,4 +1,4 @@
-"""``dpctl lerobot export|import|roundtrip``: LeRobot v3.0 datasets, checked against the real
+"""``dpctrl lerobot export|import|roundtrip``: LeRobot v3.0 datasets, checked against the real
 ``lerobot`` package in a side venv.
 
 lerobot needs Python >= 3.12 and a torch of its own, so it lives in its own venv (default
@@ -28,8 +28,8 @@ SIDE = Path(__file__).with_name("lerobot_side.py")
 
 
 def venv_python(venv: str | os.PathLike | None = None) -> Path | None:
-    """The side venv's python if it exists and imports lerobot (``DPCTL_LEROBOT_PYTHON`` wins)."""
-    candidates = [os.environ.get("DPCTL_LEROBOT_PYTHON")] if os.environ.get("DPCTL_LEROBOT_PYTHON") else []
+    """The side venv's python if it exists and imports lerobot (``DPCTRL_LEROBOT_PYTHON`` wins)."""
+    candidates = [os.environ.get("DPCTRL_LEROBOT_PYTHON")] if os.environ.get("DPCTRL_LEROBOT_PYTHON") else []
     candidates.append(str(Path(venv or DEFAULT_VENV) / "bin" / "python"))
     for c in candidates:
         if c and Path(c).is_file() and subprocess.run([c, "-c", "import lerobot"], capture_output=True).returncode == 0:
@@ -66,8 +66,8 @@ def _concat(buf, episodes, key) -> np.ndarray:
 
 
 def roundtrip(store: str, work: str, python: Path, episodes: int = 5, fps: int = 20) -> dict:
-    from data.lerobot import _export_dtype, _is_image, export_lerobot, import_lerobot, lerobot_key, zarr_key
-    from data.replay_buffer import ReplayBuffer
+    from dpctrl.data.lerobot import _export_dtype, _is_image, export_lerobot, import_lerobot, lerobot_key, zarr_key
+    from dpctrl.data.replay_buffer import ReplayBuffer
     work_dir = Path(work)
     shutil.rmtree(work_dir, ignore_errors=True)
     work_dir.mkdir(parents=True)
@@ -114,11 +114,11 @@ def roundtrip(store: str, work: str, python: Path, episodes: int = 5, fps: int =
 
 
 def results_table(report: dict, command: str) -> str:
-    from launch.results import machine, markdown_table
+    from dpctrl.launch.results import machine, markdown_table
     ex, wr, im, ro = report["export_check"], report["lerobot_write"], report["import_check"], report["robot_check"]
-    rows = [["dpctl export -> `LeRobotDataset` (pyav backend)", f"{ex['lerobot_episodes']} episodes, {ex['lerobot_frames']} frames",
+    rows = [["dpctrl export -> `LeRobotDataset` (pyav backend)", f"{ex['lerobot_episodes']} episodes, {ex['lerobot_frames']} frames",
              "; ".join(f"{k}: {v}" for k, v in ex["keys"].items() if k != "episode_index")],
-            ["lerobot writer -> `dpctl lerobot import`", f"{wr['written_episodes']} episodes, {wr['written_frames']} frames",
+            ["lerobot writer -> `dpctrl lerobot import`", f"{wr['written_episodes']} episodes, {wr['written_frames']} frames",
              "; ".join(f"{k}: {v}" for k, v in im["keys"].items())
              + f" (vs what LeRobotDataset decodes; lerobot's {', '.join(wr['video_codec'].values())} encoding moved "
              f"pixels by {', '.join(f'{v:.2f}' for v in wr['mean_abs_pixel_change_by_lerobot_encoding'].values())} "
@@ -133,30 +133,30 @@ def results_table(report: dict, command: str) -> str:
 
 def cmd_lerobot(args) -> int:
     if args.action == "export":
-        from data.lerobot import export_lerobot
-        from data.replay_buffer import ReplayBuffer
+        from dpctrl.data.lerobot import export_lerobot
+        from dpctrl.data.replay_buffer import ReplayBuffer
         info = export_lerobot(ReplayBuffer.open(args.store), args.out, fps=args.fps, task=args.task,
                               robot_type=args.robot_type, overwrite=args.overwrite, progress=not args.no_progress)
         print(f"{args.out}: LeRobot {info['codebase_version']}, {info['total_episodes']} episodes, "
               f"{info['total_frames']} frames at {info['fps']} fps; features {sorted(info['features'])}")
         return 0
     if args.action == "import":
-        from data.lerobot import import_lerobot
+        from dpctrl.data.lerobot import import_lerobot
         buf = import_lerobot(args.dataset, args.out, overwrite=args.overwrite, progress=not args.no_progress)
         print(f"{args.out}: {buf.n_episodes} episodes, {buf.n_steps} steps, keys {buf.keys()}")
         return 0
     python = venv_python(args.venv)
     if python is None:
         if not args.build:
-            print(f"no lerobot venv at {args.venv} (and DPCTL_LEROBOT_PYTHON unset); rerun with --build",
+            print(f"no lerobot venv at {args.venv} (and DPCTRL_LEROBOT_PYTHON unset); rerun with --build",
                   file=sys.stderr)
             return 2
         python = build_venv(args.venv)
     report = roundtrip(args.store, args.work, python, episodes=args.episodes, fps=args.fps)
     print(json.dumps(report, indent=2))
     if args.update_readme:
-        from launch.results import replace_block
-        command = (f"dpctl lerobot roundtrip --store {args.store} --episodes {args.episodes} --fps {args.fps}"
+        from dpctrl.launch.results import replace_block
+        command = (f"dpctrl lerobot roundtrip --store {args.store} --episodes {args.episodes} --fps {args.fps}"
                    + (f" --json {args.json}" if args.json else "") + f" --update-readme {args.update_readme}")
         replace_block(Path(args.update_readme), "lerobot", results_table(report, command))
     if args.json:

@@ -1,7 +1,7 @@
 """The ``lerobot`` half of the LeRobot round trip; runs in the side venv (Python >= 3.12, the real
-``lerobot`` package); imports nothing of dpctl but control/lerobot_robot.py (``robot``). Driven by ``launch/lerobot_roundtrip.py``.
+``lerobot`` package); imports nothing of dpctrl but control/lerobot_robot.py (``robot``). Driven by ``launch/lerobot_roundtrip.py``.
 
-    python lerobot_side.py check DATASET EXPECTED.npz      load a dataset dpctl exported with
+    python lerobot_side.py check DATASET EXPECTED.npz      load a dataset dpctrl exported with
                                                            LeRobotDataset; compare every frame
     python lerobot_side.py write SOURCE.npz DATASET OUT.npz record SOURCE's episodes with
                                                            lerobot's own writer, then dump what
@@ -40,7 +40,7 @@ def _read_all(ds) -> dict[str, np.ndarray]:
 def check(root: str, expected_path: str) -> dict:
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
     expected = dict(np.load(expected_path))
-    ds = LeRobotDataset("dpctl/export", root=root, video_backend="pyav")
+    ds = LeRobotDataset("dpctrl/export", root=root, video_backend="pyav")
     got = _read_all(ds)
     report = {"lerobot_episodes": ds.meta.total_episodes, "lerobot_frames": len(ds), "fps": ds.fps,
               "tasks": list(ds.meta.tasks.index), "stats_keys": sorted(ds.meta.stats or {}), "keys": {}}
@@ -68,14 +68,14 @@ def write(source_path: str, root: str, out_path: str) -> dict:
             features[k] = {"dtype": "video", "shape": tuple(v.shape[1:]), "names": ["height", "width", "channels"]}
         else:
             features[k] = {"dtype": str(v.dtype), "shape": (v.shape[1],), "names": None}
-    ds = LeRobotDataset.create("dpctl/recorded", fps=fps, features=features, root=root, robot_type="sim_lift",
+    ds = LeRobotDataset.create("dpctrl/recorded", fps=fps, features=features, root=root, robot_type="sim_lift",
                                use_videos=True, video_backend="pyav")
     for e in np.unique(episode):
         for i in np.flatnonzero(episode == e):
             ds.add_frame({**{k: v[i] for k, v in src.items()}, "task": "lift the cube"})
         ds.save_episode()
     ds.finalize()
-    back = LeRobotDataset("dpctl/recorded", root=root, video_backend="pyav")
+    back = LeRobotDataset("dpctrl/recorded", root=root, video_backend="pyav")
     got = _read_all(back)
     np.savez(out_path, **got)
     lossy = {k: float(np.abs(got[k].astype(np.int16) - src[k].astype(np.int16)).mean())
@@ -95,19 +95,23 @@ def robot() -> dict:
 
     from lerobot.robots import Robot, RobotConfig
 
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from control.lerobot_robot import make_lerobot_robot
+    # this venv does not have dpctrl installed: import it from the folder this file is in
+    # (the repository, or site-packages/dpctrl) under its import name, through a link
+    link_dir = tempfile.mkdtemp(prefix="dpctrl-link-")
+    os.symlink(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), os.path.join(link_dir, "dpctrl"))
+    sys.path.insert(0, link_dir)
+    from dpctrl.control.lerobot_robot import make_lerobot_robot
 
     motors = ["shoulder_pan.pos", "elbow_flex.pos", "gripper.pos"]
 
-    @RobotConfig.register_subclass("dpctl_memory_arm")
+    @RobotConfig.register_subclass("dpctrl_memory_arm")
     @dataclasses.dataclass(kw_only=True)
     class MemoryArmConfig(RobotConfig):
         pass
 
     class MemoryArm(Robot):
         config_class = MemoryArmConfig
-        name = "dpctl_memory_arm"
+        name = "dpctrl_memory_arm"
 
         def __init__(self, config):
             super().__init__(config)

@@ -1,12 +1,12 @@
 """PAD on MetaWorld: demonstrations, training, evaluation and the frame-prediction report.
 
-    dpctl train --task metaworld:reach --policy pad --steps N --out DIR [--no-image-loss]
-    dpctl eval --checkpoint DIR --env metaworld:reach --episodes 50 --json R.json
-    dpctl pad frames --checkpoint DIR --task reach --json R.json   # PSNR vs copy-last-frame
+    dpctrl train --task metaworld:reach --policy pad --steps N --out DIR [--no-image-loss]
+    dpctrl eval --checkpoint DIR --env metaworld:reach --episodes 50 --json R.json
+    dpctrl pad frames --checkpoint DIR --task reach --json R.json   # PSNR vs copy-last-frame
 
 Demonstrations: MetaWorld's scripted policies, ``demos`` successful episodes per task with
 64x64 corner-camera frames, in runs/data/metaworld_<task>.zarr (collected on first use, as
-``dpctl collect --env metaworld:<task> --images``). Held-out episodes for the frame report
+``dpctrl collect --env metaworld:<task> --images``). Held-out episodes for the frame report
 are fresh expert episodes on seeds the demonstrations never used (from 100 000).
 """
 from __future__ import annotations
@@ -17,19 +17,18 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 HELD_OUT_SEED = 100_000
 
 
 def store_path(task: str) -> Path:
-    """runs/data/metaworld_<task>.zarr (the folder from ``DPCTL_DATA_DIR`` if set)."""
-    return Path(os.environ.get("DPCTL_DATA_DIR", "runs/data")) / f"metaworld_{task}.zarr"
+    """runs/data/metaworld_<task>.zarr (the folder from ``DPCTRL_DATA_DIR`` if set)."""
+    return Path(os.environ.get("DPCTRL_DATA_DIR", "runs/data")) / f"metaworld_{task}.zarr"
 
 
 def demo_store(task: str, demos: int, progress: bool = True):
-    from data import ReplayBuffer
-    from launch.collect import collect
+    from dpctrl.data import ReplayBuffer
+    from dpctrl.launch.collect import collect
     path = store_path(task)
     rb = ReplayBuffer.open(path) if path.exists() else None
     if rb is None or rb.n_episodes < demos:
@@ -42,10 +41,10 @@ def train_pad(tasks: list[str], steps: int, out: str | Path, demos: int = 50, im
               state_view: str = "all", progress: bool = True) -> dict:
     """``state_view``: which state columns the network sees (envs.metaworld_tasks.STATE_VIEWS;
     "proprio+goal" withholds the objects' poses, so objects are known only from the frames)."""
-    from data.samples import FrameActionSamples
-    from envs.metaworld_tasks import STATE_VIEWS
-    from policy.pad import PadConfig, PadPolicy
-    from policy.train import train_config_model
+    from dpctrl.data.samples import FrameActionSamples
+    from dpctrl.envs.metaworld_tasks import STATE_VIEWS
+    from dpctrl.policy.pad import PadConfig, PadPolicy
+    from dpctrl.policy.train import train_config_model
     if state_view not in STATE_VIEWS:
         raise ValueError(f"unknown state view {state_view!r}; known: {sorted(STATE_VIEWS)}")
     stores = [demo_store(t, demos, progress) for t in tasks]
@@ -54,11 +53,12 @@ def train_pad(tasks: list[str], steps: int, out: str | Path, demos: int = 50, im
                     state_index=STATE_VIEWS[state_view])
     ds = FrameActionSamples(stores, cfg.image_key, cfg.horizon, cfg.k_future, cfg.frame_stride,
                             episodes=[range(demos)] * len(stores))
+    import torch
     torch.manual_seed(seed)
     model = PadPolicy(cfg, seed=seed)
     model.set_stats(ds.state, ds.action)
     import sys
-    command = "dpctl " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("dpctl") else None
+    command = "dpctrl " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("dpctrl") else None
     recipe = {"command": command, "recipe": {"tasks": list(tasks), "demos": demos, "steps": steps, "batch_size": batch_size, "lr": lr,
                          "image_loss": image_loss, "state_view": state_view, "data": [str(store_path(t)) for t in tasks]}}
     t0 = time.perf_counter()
@@ -71,8 +71,8 @@ def train_pad(tasks: list[str], steps: int, out: str | Path, demos: int = 50, im
 
 
 def held_out_episodes(task: str, n: int, seed_start: int = HELD_OUT_SEED) -> list:
-    import envs
-    from envs.rollout import expert_episode
+    from dpctrl import envs
+    from dpctrl.envs.rollout import expert_episode
     env, expert = envs.make(f"metaworld:{task}", images=True), envs.expert(f"metaworld:{task}")
     try:
         return [expert_episode(env, expert, s) for s in range(seed_start, seed_start + n)]
@@ -119,7 +119,7 @@ def frame_report(policy, task: str, episodes: int = 10, png: str | Path | None =
 
 def state_view_of(cfg: dict) -> str:
     """The name of a PAD config's state view (envs.metaworld_tasks.STATE_VIEWS)."""
-    from envs.metaworld_tasks import STATE_VIEWS
+    from dpctrl.envs.metaworld_tasks import STATE_VIEWS
     index = cfg.get("state_index")
     return next((k for k, v in STATE_VIEWS.items() if v == index), f"columns {index}")
 
@@ -141,10 +141,10 @@ def _pooled(acc: dict | None, r: dict, name: str) -> dict:
 
 
 def pad_table(files: list[str]) -> str:
-    """README table from `dpctl eval` reports of PAD checkpoints (and of the core's DP-T image
-    policy on MetaWorld, the baseline) and `dpctl pad frames` reports: one row per (task,
+    """README table from `dpctrl eval` reports of PAD checkpoints (and of the core's DP-T image
+    policy on MetaWorld, the baseline) and `dpctrl pad frames` reports: one row per (task,
     checkpoint); evals of a row on disjoint seed ranges pool."""
-    from launch.results import machine, markdown_table
+    from dpctrl.launch.results import machine, markdown_table
     rows: dict[tuple, dict] = {}
     for f in files:
         r = json.loads(Path(f).read_text())
@@ -160,7 +160,7 @@ def pad_table(files: list[str]) -> str:
             row.update(eval=_pooled(row.get("eval"), r, f), tasks=cfg["tasks"] if pad else [key[0]],
                        w=cfg["image_loss_weight"] if pad else None, view=state_view_of(cfg) if pad else "all")
         else:
-            raise ValueError(f"{f} is neither a PAD or DP-T `dpctl eval` report on MetaWorld nor a `dpctl pad frames` "
+            raise ValueError(f"{f} is neither a PAD or DP-T `dpctrl eval` report on MetaWorld nor a `dpctrl pad frames` "
                              "report")
     out = []
     for (task, ck), d in sorted(rows.items()):
@@ -186,14 +186,15 @@ def pad_table(files: list[str]) -> str:
                  "chunk latency p50 (ms)", "run", "commands"], out) + ("\n\n" + "\n".join(means) if means else ""))
 
 
-def ship(run_checkpoint: str | Path, name: str, command: str, reports: list[str]) -> Path:
-    """Copy a trained PAD checkpoint to policy/checkpoints/<name>/ with the command that trained
-    it and the eval / frame reports measured on it (their commands included) in recipe.json."""
+def ship(run_checkpoint: str | Path, name: str, command: str, reports: list[str], to: str | Path | None = None) -> Path:
+    """Copy a trained PAD checkpoint to ``$DPCTRL_HOME/checkpoints/<name>/`` (or ``to/<name>``)
+    with the command that trained it and the eval / frame reports measured on it (their
+    commands included) in recipe.json."""
     import shutil
 
-    from policy import checkpoint
-    from policy.pad import PadPolicy
-    src, dest = Path(run_checkpoint), checkpoint.SHIPPED_DIR / name
+    from dpctrl.policy import checkpoint
+    from dpctrl.policy.pad import PadPolicy
+    src, dest = Path(run_checkpoint), checkpoint.ship_target(name, to)
     PadPolicy.load(src)  # refuse anything that is not a loadable PAD checkpoint
     measured = []
     for f in reports:
@@ -217,12 +218,13 @@ def ship(run_checkpoint: str | Path, name: str, command: str, reports: list[str]
 
 
 def cmd_pad(args) -> int:
-    from policy.pad import PadPolicy
+    from dpctrl.policy.pad import PadPolicy
+    import torch
     torch.set_num_threads(args.threads)
     if args.what == "ship":
         if not (args.name and args.command):
             raise ValueError("pad ship needs --name and --command (the command that trained the checkpoint)")
-        print(ship(args.checkpoint, args.name, args.command, args.reports))
+        print(f"shipped {args.checkpoint} as {args.name!r} in {ship(args.checkpoint, args.name, args.command, args.reports, args.to)}")
         return 0
     policy = PadPolicy.load(args.checkpoint)
     rep = frame_report(policy, args.task, args.episodes, png=args.png)
@@ -230,7 +232,7 @@ def cmd_pad(args) -> int:
     rep["image_loss_weight"] = policy.cfg.image_loss_weight
     rep["tasks"] = list(policy.cfg.tasks)
     rep["state_view"] = state_view_of(policy.cfg.to_dict())
-    rep["command"] = (f"dpctl pad frames --checkpoint {args.checkpoint} --task {args.task} --episodes {args.episodes}"
+    rep["command"] = (f"dpctrl pad frames --checkpoint {args.checkpoint} --task {args.task} --episodes {args.episodes}"
                       + (f" --png {args.png}" if args.png else ""))
     print(json.dumps(rep, indent=1))
     if args.json:
@@ -241,9 +243,10 @@ def cmd_pad(args) -> int:
 
 def add_parser(sub) -> None:
     p = sub.add_parser("pad", help="PAD on MetaWorld: `frames` (predicted vs real future frames, PSNR), "
-                                    "`ship` (copy a checkpoint into policy/checkpoints with its reports)")
+                                    "`ship` (copy a checkpoint into $DPCTRL_HOME/checkpoints with its reports)")
     p.add_argument("what", choices=["frames", "ship"])
-    p.add_argument("--name", help="ship: the shipped name")
+    p.add_argument("--name", help="ship: the checkpoint's name (then `--checkpoint NAME` anywhere)")
+    p.add_argument("--to", help="ship: a directory to write <name>/ into (default: $DPCTRL_HOME/checkpoints)")
     p.add_argument("--command", help="ship: the command that trained the checkpoint")
     p.add_argument("--reports", nargs="*", default=[], help="ship: eval / frames JSON reports of this checkpoint")
     p.add_argument("--checkpoint", required=True)

@@ -1,4 +1,4 @@
-"""``dpctl plan collect|train|eval|bench``: diffusion planning on PointMaze (issue 9).
+"""``dpctrl plan collect|train|eval|bench``: diffusion planning on PointMaze (issue 9).
 
 collect: the BFS + PD expert with goal resampling (D4RL maze2d style) into a zarr store:
          ``--steps`` control steps in store episodes of 10 000 (resumable).
@@ -24,15 +24,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from control.clock import FakeClock
-from control.loop import ControlLoop, LoopConfig
-from control.robot import SimRobot
-from control.safety import SafetyFilter
-from data.samples import GoalSegments
-from envs.maze import DT, MazeExpert, MazeTask, maze_name, record_expert
-from launch.collect import open_store
-from policy.planner import PlannerConfig, TrajectoryPlanner
-from policy.train import train_config_model
+from dpctrl.control.clock import FakeClock
+from dpctrl.control.loop import ControlLoop, LoopConfig
+from dpctrl.control.robot import SimRobot
+from dpctrl.control.safety import SafetyFilter
+from dpctrl.data.samples import GoalSegments
+from dpctrl.envs.maze import DT, MazeExpert, MazeTask, maze_name, record_expert
+from dpctrl.launch.collect import open_store
+from dpctrl.policy.planner import PlannerConfig, TrajectoryPlanner
+from dpctrl.policy.train import train_config_model
 
 EVAL_SEED_START = 100000
 STRIDE = {"umaze": 4, "medium": 8, "large": 12}  # 32 plan points: Diffuser's 128 / 256 / 384-step horizons
@@ -77,7 +77,7 @@ def train(maze: str, method: str, steps: int, out: str | Path, data: str | Path 
     planner = TrajectoryPlanner(cfg, seed=seed)
     planner.fit_states(ds.data)
     recipe = {"maze": maze, "data": str(data), "windows": len(ds),
-              "command": f"dpctl plan train --maze {maze} --planner {method} --steps {steps} --lr {lr:g} "
+              "command": f"dpctrl plan train --maze {maze} --planner {method} --steps {steps} --lr {lr:g} "
                          f"--batch-size {batch_size} --seed {seed} --out {out}"}
     return {"collect": report, **recipe,
             "train": train_config_model(planner, ds, out, recipe, steps, batch_size, lr, seed, progress=progress)}

@@ -1,4 +1,4 @@
-"""``dpctl plan``'s arguments (apart from launch/plan.py so ``dpctl --help`` stays light)."""
+"""``dpctrl plan``'s arguments (apart from launch/plan.py so ``dpctrl --help`` stays light)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,16 +11,16 @@ SHIPPED = {"diffuser": "plan-umaze-diffuser", "trajdiff": "plan-umaze-trajdiff"}
 def cmd_plan(args) -> int:
     import torch
 
-    from launch.cli import _write_json, label_pairs
+    from dpctrl.launch.options import label_pairs, write_json
     torch.set_num_threads(args.threads)
     progress = not args.no_progress
     if args.action == "collect":
-        from launch.plan import collect
+        from dpctrl.launch.plan import collect
         res = collect(args.maze, args.data_steps, args.data, progress)
         print(f"maze:{res['maze']}: {res['steps']} expert steps in {res['out']} (+{res['added_steps']} this run, "
               f"{res['goals_reached']} goals reached)")
     elif args.action == "train":
-        from launch.plan import train
+        from dpctrl.launch.plan import train
         if not args.out:
             raise ValueError("plan train needs --out")
         res = train(args.maze, args.planner, args.steps, args.out, data=args.data, data_steps=args.data_steps,
@@ -28,23 +28,23 @@ def cmd_plan(args) -> int:
         print(f"trained {args.planner} on {res['windows']} windows: {res['train']['samples_per_s']:.0f} samples/s; "
               f"checkpoint in {Path(args.out) / 'checkpoint'}")
     elif args.action == "bench":
-        from launch.plan import bench
+        from dpctrl.launch.plan import bench
         res = bench(args.maze, label_pairs(args.bench, "plan bench needs --bench LABEL=CHECKPOINT ... (reference first)"),
                     scenes=args.episodes)
-        res["command"] = (f"dpctl plan bench --maze {args.maze} --episodes {args.episodes} --threads {args.threads} "
+        res["command"] = (f"dpctrl plan bench --maze {args.maze} --episodes {args.episodes} --threads {args.threads} "
                           f"--bench " + " ".join(args.bench))
         ref = next(iter(res["plan_time_ms"]))
         for k, v in res["plan_time_ms"].items():
             print(f"{k:12s} planning time p50 {v['p50']:7.2f} ms ({res['ratio_vs_' + ref][k]:.3f} x {ref})")
     else:
-        from launch.plan import evaluate
+        from dpctrl.launch.plan import evaluate
         ckpt = args.checkpoint
         if ckpt is None and args.planner in SHIPPED:
             ckpt = SHIPPED[args.planner]
         res = evaluate(args.maze, args.planner, args.episodes, checkpoint=ckpt, seed_start=args.seed_start,
                        replan_every=args.replan_every, n_steps=args.steps_per_plan, progress=progress)
         res["command"] = " ".join(
-            [f"dpctl plan eval --maze {args.maze} --planner {args.planner}"]
+            [f"dpctrl plan eval --maze {args.maze} --planner {args.planner}"]
             + ([f"--checkpoint {ckpt}"] if ckpt else [])
             + ([f"--steps-per-plan {args.steps_per_plan}"] if args.steps_per_plan else [])
             + [f"--episodes {args.episodes} --seed-start {args.seed_start} --replan-every {args.replan_every} "
@@ -57,7 +57,7 @@ def cmd_plan(args) -> int:
               + (f"; path length {ratio:.2f} x expert" if ratio is not None else "")
               + (f"; plan waypoints in walls {wall:.3%}" if wall is not None else "")
               + (f"; planning time p50 {t['p50']:.1f} ms" if t else ""))
-    _write_json(args.json, res)
+    write_json(args.json, res)
     return 0
 
 
@@ -87,14 +87,14 @@ def add_parser(sub) -> None:
 
 
 def plan_table(files: list[str]) -> str:
-    """The README's planning table from ``dpctl plan eval`` / ``dpctl plan bench`` JSON reports."""
+    """The README's planning table from ``dpctrl plan eval`` / ``dpctrl plan bench`` JSON reports."""
     import json
 
-    from launch.results import machine, markdown_table
+    from dpctrl.launch.results import machine, markdown_table
     rows, notes = [], []
     for f in files:
         r = json.loads(Path(f).read_text())
-        if "plan_time_ms" in r and "scenes" in r:  # a `dpctl plan bench` report
+        if "plan_time_ms" in r and "scenes" in r:  # a `dpctrl plan bench` report
             ref = next(iter(r["plan_time_ms"]))
             notes.append(f"Planning time, batch 1, the same {r['scenes']} {r['maze']} start states timed interleaved in "
                          f"one process (`{r['command']}`): "
@@ -102,7 +102,7 @@ def plan_table(files: list[str]) -> str:
                                      for k, v in r["plan_time_ms"].items()) + ".")
             continue
         if "success_rate" not in r or "normalized_score" not in r or "command" not in r:
-            raise ValueError(f"{f} is not a `dpctl plan eval` report")
+            raise ValueError(f"{f} is not a `dpctrl plan eval` report")
         t = r.get("plan_time_ms")
         wall, ratio = r["plan_waypoints_in_walls"], r["path_length_ratio"]
         name = r["planner"] + (f"-{r['n_steps']}" if r["planner"] in PLANNERS else "")

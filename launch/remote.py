@@ -1,9 +1,9 @@
-"""``dpctl serve`` (a checkpoint behind a policy server) and ``dpctl robot`` (the fixed-rate
+"""``dpctrl serve`` (a checkpoint behind a policy server) and ``dpctrl robot`` (the fixed-rate
 loop, safety filter and action queue on the robot side, inference over the socket).
 
-The token comes from ``--token`` or the ``DPCTL_TOKEN`` environment variable (better: it
+The token comes from ``--token`` or the ``DPCTRL_TOKEN`` environment variable (better: it
 does not show in the process list). Heavy imports stay inside the functions so that
-``dpctl --help`` stays fast.
+``dpctrl --help`` stays fast.
 """
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import signal
 
 def serve(checkpoint_name: str, host: str, port: int, token: str | None, allow_remote: bool,
           configure=None, max_message_bytes: int | None = None, ready=None) -> dict:
-    from control.server import PolicyServer, check_bind
-    from policy import checkpoint
+    from dpctrl.control.server import PolicyServer, check_bind
+    from dpctrl.policy import checkpoint
     check_bind(host, token, allow_remote)  # before loading anything
     policy = checkpoint.load(checkpoint_name)
     if configure is not None:
@@ -38,8 +38,8 @@ def serve(checkpoint_name: str, host: str, port: int, token: str | None, allow_r
 def robot(server: str, token: str | None, robot_name: str, rate_hz: float, episodes: int, seed_start: int,
           timeout_s: float = 1.0, max_hold_s: float = 10.0, async_inference: bool = True,
           replan_at: int | None = None, max_cycles: int | None = None, status: bool = True) -> dict:
-    from control.client import RemotePolicy
-    from launch.run import _pct, run_loop
+    from dpctrl.control.client import RemotePolicy
+    from dpctrl.launch.run import _pct, run_loop
     remote = RemotePolicy(server, token=token, timeout_s=timeout_s, name=robot_name)
     try:
         meta = remote.connect()
@@ -60,20 +60,19 @@ def robot(server: str, token: str | None, robot_name: str, rate_hz: float, episo
 def cmd_serve(args) -> int:
     import torch
 
-    from launch.cli import _configure_run
+    from dpctrl.launch.options import apply_warm_start
     torch.set_num_threads(args.threads)
-    token = args.token or os.environ.get("DPCTL_TOKEN")
-    args.deploy = getattr(args, "deploy", "eager")
+    token = args.token or os.environ.get("DPCTRL_TOKEN")
     stats = serve(args.checkpoint, args.host, args.port, token, args.allow_remote,
-                  configure=lambda p: _configure_run(p, args), max_message_bytes=args.max_message_bytes)
+                  configure=lambda p: apply_warm_start(p, args), max_message_bytes=args.max_message_bytes)
     print(f"served {stats['chunks']} chunks in {stats['batches']} batches (largest {stats['max_batch']}); "
           f"refused: {stats['errors'] or 'none'}")
     return 0
 
 
 def cmd_robot(args) -> int:
-    from launch.cli import _compare_and_write
-    token = args.token or os.environ.get("DPCTL_TOKEN")
+    from dpctrl.launch.options import compare_and_write
+    token = args.token or os.environ.get("DPCTRL_TOKEN")
     res = robot(args.server, token, args.robot, args.rate, args.episodes, args.seed_start, timeout_s=args.timeout,
                 max_hold_s=args.max_hold_s, async_inference=not args.sync, replan_at=args.replan_at,
                 max_cycles=args.max_cycles, status=not args.no_progress)
@@ -82,16 +81,17 @@ def cmd_robot(args) -> int:
           f"{res['rate_hz']:g} Hz; {res['deadline_misses']} deadline misses in {res['cycles']} cycles "
           f"({100 * res['deadline_miss_rate']:.2f}%); round trip p50 {rtt['p50']:.1f} ms, p99 {rtt['p99']:.1f} ms; "
           f"{res['failed_requests']} failed requests, {res['reconnects']} reconnects")
-    _compare_and_write(res, args)
+    compare_and_write(res, args)
     return 0
 
 
-def add_parsers(sub, add_warm_start_args) -> None:
+def add_parsers(sub) -> None:
+    from dpctrl.launch.options import add_warm_start_args
     s = sub.add_parser("serve", help="serve a checkpoint to robot processes (ZeroMQ + msgpack)")
     s.add_argument("--checkpoint", required=True, help="checkpoint directory or shipped name")
     s.add_argument("--host", default="127.0.0.1", help="bind address (loopback unless --allow-remote)")
     s.add_argument("--port", type=int, default=5555)
-    s.add_argument("--token", help="shared secret every request must carry (default: $DPCTL_TOKEN)")
+    s.add_argument("--token", help="shared secret every request must carry (default: $DPCTRL_TOKEN)")
     s.add_argument("--allow-remote", action="store_true", help="allow binding a non-loopback address (needs a token)")
     s.add_argument("--max-message-bytes", type=int, help="largest accepted request (default 8 MiB)")
     s.add_argument("--threads", type=int, default=2)
@@ -99,8 +99,8 @@ def add_parsers(sub, add_warm_start_args) -> None:
     s.set_defaults(func=cmd_serve)
 
     r = sub.add_parser("robot", help="run a robot's fixed-rate loop against a policy server")
-    r.add_argument("--server", default="127.0.0.1:5555", help="HOST:PORT of `dpctl serve`")
-    r.add_argument("--token", help="the server's token (default: $DPCTL_TOKEN)")
+    r.add_argument("--server", default="127.0.0.1:5555", help="HOST:PORT of `dpctrl serve`")
+    r.add_argument("--token", help="the server's token (default: $DPCTRL_TOKEN)")
     r.add_argument("--robot", default="sim:lift", help="sim:<env>, or mock (an arm stand-in with the policy's shapes)")
     r.add_argument("--rate", type=float, default=20.0, help="loop rate in Hz")
     r.add_argument("--episodes", type=int, default=10)
@@ -110,7 +110,7 @@ def add_parsers(sub, add_warm_start_args) -> None:
     r.add_argument("--max-hold-s", type=float, default=10.0, help="seconds of holding before the episode stops")
     r.add_argument("--sync", action="store_true", help="block the loop on each request (default: async worker)")
     r.add_argument("--replan-at", type=int, help="request the next chunk when this many actions are left")
-    r.add_argument("--compare-eval", metavar="JSON", help="a `dpctl eval` report on the same seeds")
+    r.add_argument("--compare-eval", metavar="JSON", help="a `dpctrl eval` report on the same seeds")
     r.add_argument("--json", help="write stats here")
     r.add_argument("--no-progress", action="store_true")
     r.set_defaults(func=cmd_robot)

@@ -1,5 +1,5 @@
-"""``dpctl run``: a checkpoint as a real-time controller of a (simulated) robot, and
-``dpctl bench loop``: the loop's timing with a synthetic policy on a mock arm."""
+"""``dpctrl run``: a checkpoint as a real-time controller of a (simulated) robot, and
+``dpctrl bench loop``: the loop's timing with a synthetic policy on a mock arm."""
 from __future__ import annotations
 
 import sys
@@ -7,12 +7,12 @@ import time
 
 import numpy as np
 
-import envs
-from control.loop import ControlLoop, EpisodeReport, LoopConfig
-from control.robot import MockArm, SimRobot
-from control.safety import SafetyFilter
-from data import ReplayBuffer
-from policy import checkpoint
+from dpctrl import envs
+from dpctrl.control.loop import ControlLoop, EpisodeReport, LoopConfig
+from dpctrl.control.robot import MockArm, SimRobot
+from dpctrl.control.safety import SafetyFilter
+from dpctrl.data import ReplayBuffer
+from dpctrl.policy import checkpoint
 
 
 def _pct(values: list[float]) -> dict:
@@ -92,14 +92,18 @@ def make_robot(robot: str, images: bool = False, max_steps: int | None = None, o
                               cameras=envs.cameras_of(image_keys)))
 
 
-def run_loop(policy, robot: str, rate_hz: float | None, async_inference: bool, episodes: int, seed_start: int,
+def run_loop(policy, robot="sim:lift", rate_hz: float | None = None, async_inference: bool = False, episodes: int = 1,
+             seed_start: int = 100_000,
              record: str | None = None, overlap: str = "replace", status: bool = True, max_steps: int | None = None,
              action_steps: int | None = None, replan_at: int | None = None, images: bool = False,
              max_hold_cycles: int = 50, max_cycles: int | None = None, obs_shapes: dict | None = None,
              image_keys=()) -> dict:
     """Episodes of ``policy`` (anything with ``predict_chunk``, ``note_executed``, ``reset``,
-    ``n_obs_steps``, ``n_action_steps``, ``horizon``: a local policy or a ``RemotePolicy``)."""
-    sim = make_robot(robot, images=images, max_steps=max_steps, obs_shapes=obs_shapes, image_keys=image_keys)
+    ``n_obs_steps``, ``n_action_steps``, ``horizon``: a local policy or a ``RemotePolicy``) in the
+    fixed-rate loop against ``robot``: a name (``sim:<env>``, ``mock``) or a ``Robot`` object with an
+    ``action_space`` and ``reset(seed)`` (``dpctrl.control.robot``)."""
+    sim = (make_robot(robot, images=images, max_steps=max_steps, obs_shapes=obs_shapes, image_keys=image_keys)
+           if isinstance(robot, str) else robot)
     rate_hz = rate_hz or getattr(sim, "control_rate_hz", 20.0)
     space = sim.action_space
     safety = SafetyFilter(low=space.low, high=space.high, safe_action=np.zeros(space.shape, np.float32),
@@ -122,12 +126,13 @@ def run_loop(policy, robot: str, rate_hz: float | None, async_inference: bool, e
             sim.env.close()
         if status:
             sys.stderr.write("\n")
-    return {"robot": robot, "rate_hz": rate_hz, "async": async_inference, "overlap": overlap,
+    return {"robot": robot if isinstance(robot, str) else type(robot).__name__, "rate_hz": rate_hz,
+            "async": async_inference, "overlap": overlap,
             "replan_at": loop.replan_at, "action_steps": Ta, **aggregate(reports)}
 
 
 def compare_with_eval(run_report: dict, eval_json: str) -> dict:
-    """Success of this run and of a synchronous ``dpctl eval`` report on the same seeds."""
+    """Success of this run and of a synchronous ``dpctrl eval`` report on the same seeds."""
     import json
     from pathlib import Path
     ev = {e["seed"]: bool(e["success"]) for e in json.loads(Path(eval_json).read_text())["per_episode"]}

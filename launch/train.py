@@ -1,4 +1,4 @@
-"""``dpctl train``: the training recipes. Collect (or reuse) demonstrations, train, evaluate
+"""``dpctrl train``: the training recipes. Collect (or reuse) demonstrations, train, evaluate
 on seeds disjoint from the demonstrations', save the EMA checkpoint and a ``recipe.json``.
 
 Demonstrations use seeds from 0 upward; evaluation uses seeds from 100000, so no evaluation
@@ -16,15 +16,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import envs
-from data import ReplayBuffer
-from data.dataset import WindowDataset
-from launch.collect import collect
-from launch.evaluate import evaluate
-from policy import checkpoint
-from policy.diffusion_policy import DiffusionPolicy, PolicyConfig
-from policy.normalizer import Normalizer
-from policy.train import Trainer, TrainConfig
+from dpctrl import envs
+from dpctrl.data import ReplayBuffer
+from dpctrl.data.dataset import WindowDataset
+from dpctrl.launch.collect import collect
+from dpctrl.launch.evaluate import evaluate
+from dpctrl.policy import checkpoint
+from dpctrl.policy.diffusion_policy import DiffusionPolicy, PolicyConfig
+from dpctrl.policy.normalizer import Normalizer
+from dpctrl.policy.train import Trainer, TrainConfig
 
 PROPRIO_KEYS = ["robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos"]
 LOW_DIM_KEYS = PROPRIO_KEYS + ["object"]  # the object's pose: low-dim policies only
@@ -54,7 +54,7 @@ IMAGE_RECIPE = {"image_widths": [16, 32, 64], "batch_size": 64, "cameras": ("age
 
 
 def recovery_path(data_path: Path) -> Path:
-    """The store of recovery episodes (``dpctl collect --recoveries``) beside a demo store."""
+    """The store of recovery episodes (``dpctrl collect --recoveries``) beside a demo store."""
     return data_path.with_name(data_path.stem + "_recoveries.zarr")
 
 
@@ -101,7 +101,7 @@ def train_task(task: str, steps: int, out: str | Path, images: bool = False,
         raise ValueError(f"--recoveries takes a count >= 0 and exists for lift only; got {recoveries} for {task!r}")
     out = Path(out)
     if metaworld:  # PAD's demonstration stores (64x64 frames), shared with its runs
-        from launch.pad import store_path
+        from dpctrl.launch.pad import store_path
         data_path = store_path(task.split(":", 1)[1])
         obs_keys, image_keys, image_size, image_crop = ["state"], ["corner_image"], 64, 58
     else:
@@ -139,10 +139,11 @@ def train_task(task: str, steps: int, out: str | Path, images: bool = False,
         return {"rank": rank, "samples_per_s": result["samples_per_s"]}
     final = evaluate(trainer.ema, task, eval_episodes, EVAL_SEED_START, progress=progress)
     recipe_out = {
-        "command": "dpctl " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[0].endswith("dpctl")
+        "command": "dpctrl " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[0].endswith("dpctrl")
         else f"train_task({task!r}, steps={steps}, images={images}, cameras={cameras}, demos={demos}, "
              f"recoveries={recoveries}, seed={seed})",
         "commit": git_commit(),
+        "task": task,
         "data": {"path": str(data_path), "episodes": demos, "demo_seeds": "0.. (successful expert episodes)",
                  "steps": int(ds._lengths.sum()),
                  "recoveries": {"path": str(recovery_path(data_path)), "episodes": recoveries,
@@ -164,12 +165,13 @@ def train_task(task: str, steps: int, out: str | Path, images: bool = False,
 
 
 def ship(run_checkpoint: str | Path, name: str, fp16: bool = True, check_windows: int = 64,
-         discrete_dims: list[int] | None = None) -> dict:
-    """Copy a trained checkpoint into policy/checkpoints/<name>/ (fp16 weights by default),
-    with its recipe.json extended by the fp16-vs-fp32 action difference on dataset windows."""
+         discrete_dims: list[int] | None = None, to: str | Path | None = None) -> dict:
+    """Copy a trained checkpoint to ``$DPCTRL_HOME/checkpoints/<name>/`` (or ``to/<name>``), fp16
+    weights by default, with its recipe.json extended by the fp16-vs-fp32 action difference on
+    dataset windows. Never into an installed package (``checkpoint.ship_target``)."""
     src = Path(run_checkpoint)
     recipe = json.loads((src / "recipe.json").read_text())
-    dest = checkpoint.SHIPPED_DIR / name
+    dest = checkpoint.ship_target(name, to)
     full = checkpoint.load(src)
     if discrete_dims is not None:  # for runs trained before the config carried them
         full.cfg.discrete_action_dims = list(discrete_dims)
@@ -187,4 +189,4 @@ def ship(run_checkpoint: str | Path, name: str, fp16: bool = True, check_windows
                          "windows_checked": check_windows,
                          "size_bytes": (dest / checkpoint.WEIGHTS).stat().st_size}
     (dest / "recipe.json").write_text(json.dumps(recipe, indent=2) + "\n")
-    return recipe["shipped"]
+    return {**recipe["shipped"], "path": str(dest)}

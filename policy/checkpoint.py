@@ -19,36 +19,92 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from policy.diffusion_policy import DiffusionPolicy, PolicyConfig
-from policy.normalizer import Normalizer
+from dpctrl.policy.diffusion_policy import DiffusionPolicy, PolicyConfig
+from dpctrl.policy.normalizer import Normalizer
 
-FORMAT = "dpctl-policy"
+FORMAT = "dpctrl-policy"
 VERSION = 1
 WEIGHTS, CONFIG = "model.safetensors", "config.json"
 log = logging.getLogger(__name__)
 PICKLE_MAGIC = (b"\x80", b"PK\x03\x04")  # pickle protocol 2+, torch's zip-of-pickles
 
 
-SHIPPED_DIR = Path(__file__).parent / "checkpoints"
+SHIPPED_DIR = Path(__file__).parent / "checkpoints"  # read-only: inside the installed package
 
 
 class CheckpointError(ValueError):
     pass
 
 
+def user_dir() -> Path:
+    """Where named checkpoints a user ships live: ``$DPCTRL_HOME/checkpoints``; ``DPCTRL_HOME``
+    defaults to ``$XDG_DATA_HOME/dpctrl`` (``~/.local/share/dpctrl``)."""
+    home = os.environ.get("DPCTRL_HOME")
+    if not home:
+        home = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "dpctrl"
+    return Path(home).expanduser() / "checkpoints"
+
+
+def _names(root: Path) -> list[str]:
+    return sorted(p.name for p in root.iterdir() if (p / CONFIG).exists()) if root.is_dir() else []
+
+
 def shipped() -> list[str]:
     """Names of the checkpoints that ship with the package (policy/checkpoints/<name>/)."""
-    return sorted(p.name for p in SHIPPED_DIR.iterdir() if (p / CONFIG).exists()) if SHIPPED_DIR.exists() else []
+    return _names(SHIPPED_DIR)
+
+
+def list_checkpoints() -> dict[str, list[str]]:
+    """The named checkpoints: ``{"shipped": [...], "user": [...]}`` (user ones under ``user_dir()``)."""
+    return {"shipped": shipped(), "user": _names(user_dir())}
 
 
 def resolve(name_or_dir: str | os.PathLike) -> Path:
-    """A checkpoint directory, or the name of a shipped checkpoint (e.g. ``lift``)."""
+    """A checkpoint directory, or a name: a user checkpoint (``user_dir()/<name>``) first, then a
+    shipped one (e.g. ``lift``). A name in neither raises CheckpointError listing both sets."""
     path = Path(name_or_dir)
     if path.exists():
         return path
-    if (SHIPPED_DIR / str(name_or_dir) / CONFIG).exists():
-        return SHIPPED_DIR / str(name_or_dir)
-    raise CheckpointError(f"no checkpoint {str(name_or_dir)!r}: not a path, and shipped ones are {shipped()}")
+    for root in (user_dir(), SHIPPED_DIR):
+        if (root / str(name_or_dir) / CONFIG).exists():
+            return root / str(name_or_dir)
+    have = list_checkpoints()
+    raise CheckpointError(f"no checkpoint {str(name_or_dir)!r}: not a path; shipped ones are {have['shipped']}, "
+                          f"user ones (in {user_dir()}) are {have['user']}")
+
+
+def load_policy(name_or_dir: str | os.PathLike, seed: int = 0):
+    """A chunk policy from a checkpoint of any chunk-policy format (the transformer diffusion
+    policy, or PAD), in eval mode; ``seed`` seeds its noise."""
+    path = resolve(name_or_dir)
+    try:
+        fmt = json.loads((path / CONFIG).read_text()).get("format")
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        fmt = None  # read_config below says what is wrong
+    if fmt == "dpctrl-pad":
+        from dpctrl.policy.pad import PadPolicy
+        return PadPolicy.load(path, seed=seed)
+    return load(path, seed=seed)
+
+
+def ship_target(name: str, to: str | os.PathLike | None = None) -> Path:
+    """Where ``dpctrl ship`` writes checkpoint ``name``: ``to/<name>`` or ``user_dir()/<name>``.
+    Refuses anything inside an installed package directory (site-packages), which an install
+    owns and a reinstall replaces."""
+    if not name or "/" in name or name.startswith("."):
+        raise CheckpointError(f"a checkpoint name is one plain word (got {name!r})")
+    return writable((Path(to).expanduser() if to is not None else user_dir()).resolve() / name)
+
+
+def writable(path: str | os.PathLike) -> Path:
+    """``path`` if a checkpoint may be written there; CheckpointError inside an installed package
+    (site-packages), which the install owns and a reinstall replaces."""
+    path = Path(path).resolve()
+    if any(part in ("site-packages", "dist-packages") for part in path.parts):
+        raise CheckpointError(f"refusing to write {path}: it is inside an installed package (site-packages); "
+                              f"copy the checkpoint to $DPCTRL_HOME (now {user_dir().parent}) with `dpctrl ship` "
+                              f"or pass a directory of your own")
+    return path
 
 
 def write_atomic_dir(final: Path, write) -> None:
@@ -136,7 +192,7 @@ def write_dir(path: str | os.PathLike, tensors: dict[str, torch.Tensor], config:
     write_atomic_dir(path, write)
     if dropped:
         log.warning("%s: replaced the checkpoint; %s, made for the old weights, removed (calibrations: rerun "
-                    "`dpctl calibrate`)", path, ", ".join(dropped))
+                    "`dpctrl calibrate`)", path, ", ".join(dropped))
     return path
 
 

@@ -18,12 +18,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from policy.accel.warmstart import WarmStart, WarmStartConfig
-from policy.nets.transformer import Transformer, TransformerConfig
-from policy.nets.vision import ImageEncoder
-from policy.normalizer import Normalizer
-from policy.samplers import Sampler, make_sampler
-from policy.schedule import NoiseSchedule
+from dpctrl.policy.accel.warmstart import WarmStart, WarmStartConfig
+from dpctrl.policy.nets.transformer import Transformer, TransformerConfig
+from dpctrl.policy.nets.vision import ImageEncoder
+from dpctrl.policy.normalizer import Normalizer
+from dpctrl.policy.samplers import Sampler, make_sampler
+from dpctrl.policy.schedule import NoiseSchedule
 
 DIFFUSION_SAMPLERS = ("ddpm", "ddim", "dpmpp")
 
@@ -175,14 +175,14 @@ class DiffusionPolicy(ChunkShape, nn.Module):
         if kind == "torchscript":
             if precision != "fp32" or compile or fused:
                 raise ValueError("the TorchScript deploy path is float32, uncompiled and unfused only")
-            from policy.accel.deploy import TracedDenoiser
+            from dpctrl.policy.accel.deploy import TracedDenoiser
             traced = TracedDenoiser(self.net, batch, self.cfg.horizon, self.cfg.action_dim,
                                     (self.cfg.n_obs_steps, self.cond_dim))
             object.__setattr__(self, "_traced", traced)  # not a submodule: state_dict stays the eager one
             return
         if kind not in ("cuda_graph", "static"):
             raise ValueError(f"unknown deploy path {kind!r}; known: torchscript, cuda_graph, static")
-        from policy.accel.graph import GraphDeploy
+        from dpctrl.policy.accel.graph import GraphDeploy
         graphs = GraphDeploy(self, batch, precision, graph=kind == "cuda_graph", compile=compile, fused=fused)
         object.__setattr__(self, "_graphs", graphs)
         graphs.prepare()

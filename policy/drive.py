@@ -25,14 +25,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from policy import checkpoint
-from policy.nets.transformer import decay_groups, sinusoidal_embedding
-from policy.samplers import DDIM
-from policy.schedule import NoiseSchedule
-from policy.trajectories import kmeans
+from dpctrl.policy import checkpoint
+from dpctrl.policy.nets.transformer import decay_groups, sinusoidal_embedding
+from dpctrl.policy.samplers import DDIM
+from dpctrl.policy.schedule import NoiseSchedule
+from dpctrl.policy.trajectories import kmeans
 
 METHODS = ("anchored", "vanilla", "regression")
-FORMAT, VERSION = "dpctl-drive", 1
+FORMAT, VERSION = "dpctrl-drive", 1
 # fixed physical scales of the observation features (metres, m/s, rad)
 EGO_SCALE = (8.0, 30.0, 5.0, 0.5)
 AGENT_SCALE = (1.0, 50.0, 8.0, 15.0, 5.0)

@@ -34,13 +34,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from policy.checkpoint import ConfigCheckpoint
-from policy.diffusion_policy import ChunkShape
-from policy.nets.dit import DiT, DiTConfig
-from policy.samplers import make_sampler
-from policy.schedule import NoiseSchedule
+from dpctrl.policy.checkpoint import ConfigCheckpoint
+from dpctrl.policy.diffusion_policy import ChunkShape
+from dpctrl.policy.nets.dit import DiT, DiTConfig
+from dpctrl.policy.samplers import make_sampler
+from dpctrl.policy.schedule import NoiseSchedule
 
-FORMAT, VERSION = "dpctl-pad", 1
+FORMAT, VERSION = "dpctrl-pad", 1
 
 
 @dataclass

@@ -26,12 +26,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from policy import checkpoint
-from policy.nets.unet1d import TemporalUNet
-from policy.samplers import DDIM
-from policy.schedule import NoiseSchedule
+from dpctrl.policy import checkpoint
+from dpctrl.policy.nets.unet1d import TemporalUNet
+from dpctrl.policy.samplers import DDIM
+from dpctrl.policy.schedule import NoiseSchedule
 
-FORMAT, VERSION = "dpctl-planner", 1
+FORMAT, VERSION = "dpctrl-planner", 1
 METHODS = ("diffuser", "trajdiff")
 STATE_DIM, GOAL_DIM = 4, 2
 

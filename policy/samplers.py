@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from policy.schedule import NoiseSchedule
+from dpctrl.policy.schedule import NoiseSchedule
 
 PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
 

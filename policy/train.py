@@ -10,7 +10,7 @@ generator, so a run resumed at step k continues exactly as the uninterrupted run
 Layout of ``out_dir``: ``state/`` (resume), ``checkpoint/`` (EMA policy, policy.checkpoint
 format), ``log.jsonl`` (one JSON object per log/eval event).
 
-Data parallel (``torchrun --nproc_per_node N -m launch.cli train ...``, or any process group
+Data parallel (``torchrun --nproc_per_node N -m dpctrl.launch.cli train ...``, or any process group
 initialized before the Trainer): the model is wrapped in DistributedDataParallel (gloo on
 CPU, NCCL on GPU). Every rank draws the same global batch indices, noise and timesteps from
 the shared seed and trains on its contiguous shard of ``batch_size / N``; DDP averages the
@@ -34,8 +34,8 @@ from tqdm import tqdm
 
 import torch.distributed as dist
 
-from policy import checkpoint
-from policy.diffusion_policy import DiffusionPolicy
+from dpctrl.policy import checkpoint
+from dpctrl.policy.diffusion_policy import DiffusionPolicy
 
 
 @dataclass

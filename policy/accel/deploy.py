@@ -7,7 +7,7 @@ another batch size, or while a block cache is attached (its per-branch Python ho
 live inside a trace), raises. Freezing
 inlines the weights as constants and folds what it can; at batch 1 this small network is
 bound by per-operator Python overhead, which the trace removes. Equal to eager within float
-rounding (tests check 1e-5); ``dpctl bench deploy`` measures the speed-up.
+rounding (tests check 1e-5); ``dpctrl bench deploy`` measures the speed-up.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import warnings
 import torch
 from torch import nn
 
-from policy.nets.transformer import RunMemory
+from dpctrl.policy.nets.transformer import RunMemory
 
 
 class TracedDenoiser(nn.Module):

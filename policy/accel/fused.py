@@ -55,7 +55,7 @@ def _kernels():
     why = available()
     if why:
         raise RuntimeError(why)
-    from policy.accel import _fused_kernels
+    from dpctrl.policy.accel import _fused_kernels
     return _fused_kernels
 
 

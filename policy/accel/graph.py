@@ -27,7 +27,7 @@ Precision (of the network only; the sampler's arithmetic stays float32):
 - ``fp32``: the eager kernels, replayed; equal to eager up to float rounding;
 - ``tf32``: float32 matmuls on the tensor cores (10-bit mantissa inputs);
 - ``bf16``: the network under ``torch.autocast(bfloat16)``, outputs cast back to float32.
-``dpctl bench gpu`` reports each one's action error against eager float32.
+``dpctrl bench gpu`` reports each one's action error against eager float32.
 
 Host transfers go through pinned buffers (``upload``/``download``): observations in with a
 non-blocking copy, actions out with one, then a single stream synchronize.
@@ -126,7 +126,7 @@ class GraphDeploy:
         self.compiled = torch.compile(policy.net, fullgraph=True, dynamic=False) if compile else None
         self.fused = None
         if fused:
-            from policy.accel.fused import FusedDecoder
+            from dpctrl.policy.accel.fused import FusedDecoder
             self.fused = FusedDecoder(policy.net, "ieee" if precision == "fp32" else "tf32")
         self.runs: dict[tuple, _Run] = {}
         self._pin = self.device.type == "cuda"
@@ -148,7 +148,7 @@ class GraphDeploy:
         return contextlib.nullcontext()
 
     def _check_cache(self) -> None:
-        from policy.accel.cache import BlockCache
+        from dpctrl.policy.accel.cache import BlockCache
         cache = self.policy.cache
         if cache is not None and (not isinstance(cache, BlockCache) or cache.gate is not None):
             what = "a TeaCache-gated BlockCache" if isinstance(cache, BlockCache) else type(cache).__name__

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from policy.nets.transformer import sinusoidal_embedding
+from dpctrl.policy.nets.transformer import sinusoidal_embedding
 
 
 @dataclass
@@ -123,7 +123,7 @@ class DiT(nn.Module):
         return fut, self.act_out(x[:, -1]).view(B, self.cfg.horizon, self.cfg.action_dim)
 
     def optim_groups(self, weight_decay: float) -> list[dict]:
-        from policy.nets.transformer import decay_groups
+        from dpctrl.policy.nets.transformer import decay_groups
         return decay_groups(self, weight_decay)
 
 

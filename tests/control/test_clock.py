@@ -1,6 +1,6 @@
 import pytest
 
-from control.clock import FakeClock, RateKeeper
+from dpctrl.control.clock import FakeClock, RateKeeper
 
 
 def make(rate=50.0, **kw):

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from control.follower import follow
+from dpctrl.control.follower import follow
 
 
 def test_straight_plan_at_constant_speed_needs_no_commands():
@@ -34,7 +34,7 @@ def test_bad_plans_are_refused():
 
 def test_tracks_a_lane_change_in_highway_env():
     pytest.importorskip("highway_env")
-    from envs.highway import DriveTask, future_in_frame
+    from dpctrl.envs.highway import DriveTask, future_in_frame
     env = DriveTask("fork")
     obs, _ = env.reset(seed=5)
     v = float(obs["ego"][1])

@@ -3,8 +3,8 @@ adapter drives a subclass of lerobot's real base class in ``launch/lerobot_side.
 import numpy as np
 import pytest
 
-from control.lerobot_robot import LeRobotRobot
-from control.robot import Robot
+from dpctrl.control.lerobot_robot import LeRobotRobot
+from dpctrl.control.robot import Robot
 
 MOTORS = ["shoulder_pan.pos", "elbow_flex.pos", "gripper.pos"]
 

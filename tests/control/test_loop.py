@@ -5,10 +5,10 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from control.clock import FakeClock
-from control.loop import ControlLoop, LoopConfig
-from control.robot import RobotBase
-from control.safety import SafetyFilter
+from dpctrl.control.clock import FakeClock
+from dpctrl.control.loop import ControlLoop, LoopConfig
+from dpctrl.control.robot import RobotBase
+from dpctrl.control.safety import SafetyFilter
 
 
 class FakeRobot(RobotBase):

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from control.chunking import ActionQueue
-from control.safety import SafetyFilter, WatchdogTimeout
+from dpctrl.control.chunking import ActionQueue
+from dpctrl.control.safety import SafetyFilter, WatchdogTimeout
 
 
 def sf(**kw):

@@ -9,13 +9,13 @@ import zmq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from control import protocol as P
-from control.client import RemoteError, RemotePolicy
-from control.loop import ControlLoop, LoopConfig
-from control.robot import MockArm
-from control.safety import SafetyFilter
-from control.server import PolicyServer
-from policy.accel.warmstart import WarmStartConfig
+from dpctrl.control import protocol as P
+from dpctrl.control.client import RemoteError, RemotePolicy
+from dpctrl.control.loop import ControlLoop, LoopConfig
+from dpctrl.control.robot import MockArm
+from dpctrl.control.safety import SafetyFilter
+from dpctrl.control.server import PolicyServer
+from dpctrl.policy.accel.warmstart import WarmStartConfig
 from tests.policy.helpers import OBS_DIMS, obs_window, tiny_policy
 
 

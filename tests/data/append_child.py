@@ -13,7 +13,7 @@ import zarr
 sys.path.insert(0, os.path.dirname(__file__))
 from episodes import make_episode  # noqa: E402
 
-from data import ReplayBuffer  # noqa: E402
+from dpctrl.data import ReplayBuffer  # noqa: E402
 
 path, start, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 kill_at = int(sys.argv[4]) if len(sys.argv) > 4 else -1

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from data import ReplayBuffer
-from data.dataset import WindowDataset, split_episodes, window_starts
+from dpctrl.data import ReplayBuffer
+from dpctrl.data.dataset import WindowDataset, split_episodes, window_starts
 
 
 def _buffer(tmp_path, lengths, name="rb.zarr"):
@@ -96,7 +96,7 @@ def test_get_batch_equals_items(tmp_path):
 
 
 def test_goal_segments_stop_at_the_goal_and_rest_there(tmp_path):
-    from data.samples import GoalSegments
+    from dpctrl.data.samples import GoalSegments
     rb = ReplayBuffer.create(tmp_path / "g.zarr")
     # one run: heading for goal A for steps 0-5 (reached at step 5), then for B until the end
     state = np.zeros((12, 4), np.float32)

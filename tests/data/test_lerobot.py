@@ -1,6 +1,6 @@
 """LeRobot v3.0 export/import: exact round trips, the layout lerobot expects, no half-written
 output on failure, clear errors on foreign or broken datasets. The check against the real
-``lerobot`` package runs when its side venv exists (``dpctl lerobot roundtrip --build``)."""
+``lerobot`` package runs when its side venv exists (``dpctrl lerobot roundtrip --build``)."""
 import json
 
 import numpy as np
@@ -8,9 +8,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from data import ReplayBuffer
-from data import lerobot as lr
-from data.dataset import WindowDataset
+from dpctrl.data import ReplayBuffer
+from dpctrl.data import lerobot as lr
+from dpctrl.data.dataset import WindowDataset
 
 
 def _episode(rng, n, hw=(12, 16)):
@@ -71,7 +71,7 @@ def test_layout_is_what_lerobot_reads(store, tmp_path):
     eps = pq.read_table(root / "meta/episodes/chunk-000/file-000.parquet").to_pylist()
     assert [(e["dataset_from_index"], e["dataset_to_index"]) for e in eps] == [(0, 7), (7, 19), (19, 24)]
     assert eps[1]["videos/observation.images.cam/from_timestamp"] == pytest.approx(0.7)
-    assert eps[2]["dpctl/success"] is True and eps[1]["dpctl/success"] is False
+    assert eps[2]["dpctrl/success"] is True and eps[1]["dpctrl/success"] is False
     tasks = pq.read_table(root / "meta/tasks.parquet").to_pandas()
     assert list(tasks.index) == ["lift"] and tasks["task_index"].tolist() == [0]
     stats = json.loads((root / "meta/stats.json").read_text())
@@ -161,10 +161,10 @@ def test_timestamps_off_the_video_grid_are_refused(store, tmp_path):
 
 def test_against_real_lerobot(tmp_path):
     """Both directions and the robot adapter, checked by lerobot 0.4.4 in its side venv."""
-    from launch.lerobot_roundtrip import roundtrip, venv_python
+    from dpctrl.launch.lerobot_roundtrip import roundtrip, venv_python
     python = venv_python()
     if python is None:
-        pytest.skip("no lerobot side venv (build it with `dpctl lerobot roundtrip --build`)")
+        pytest.skip("no lerobot side venv (build it with `dpctrl lerobot roundtrip --build`)")
     rng = np.random.default_rng(1)
     buf = ReplayBuffer.create(tmp_path / "rec.zarr")
     for n in (9, 6):

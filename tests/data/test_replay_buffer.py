@@ -9,7 +9,7 @@ import pytest
 import zarr
 from episodes import check_episode, make_episode
 
-from data import ReplayBuffer
+from dpctrl.data import ReplayBuffer
 
 CHILD = str(Path(__file__).with_name("append_child.py"))
 

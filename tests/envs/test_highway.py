@@ -4,7 +4,7 @@ import pytest
 
 pytest.importorskip("highway_env")
 
-from envs.highway import N_AGENTS, N_WAYPOINTS, DriveTask, future_in_frame, record_expert  # noqa: E402
+from dpctrl.envs.highway import N_AGENTS, N_WAYPOINTS, DriveTask, future_in_frame, record_expert  # noqa: E402
 
 
 def test_fork_scene_has_a_slow_leader_ahead_and_free_side_lanes():

@@ -4,7 +4,7 @@ import pytest
 
 pytest.importorskip("gymnasium_robotics")
 
-from envs.maze import SUCCESS_RADIUS, MazeExpert, MazeTask, maze_name, record_expert  # noqa: E402
+from dpctrl.envs.maze import SUCCESS_RADIUS, MazeExpert, MazeTask, maze_name, record_expert  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -2,11 +2,11 @@
 import numpy as np
 import pytest
 
-import envs  # noqa: E402,F401  (sets MUJOCO_GL=egl before metaworld imports mujoco)
+from dpctrl import envs  # noqa: E402,F401  (sets MUJOCO_GL=egl before metaworld imports mujoco)
 
 pytest.importorskip("metaworld")
 
-from envs.rollout import expert_episode  # noqa: E402
+from dpctrl.envs.rollout import expert_episode  # noqa: E402
 
 
 def test_seeds_name_placements_and_images_are_right_way_up():

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-import envs
-from envs.rollout import expert_episode, run_episode
+from dpctrl import envs
+from dpctrl.envs.rollout import expert_episode, run_episode
 
 
 @pytest.fixture(scope="module")

@@ -3,16 +3,16 @@ import json
 import pytest
 import torch
 
-from launch.cli import main
-from launch.results import replace_block
+from dpctrl.launch.cli import main
+from dpctrl.launch.results import replace_block
 
 
 @pytest.fixture(scope="module")
 def tiny_lift_run(tmp_path_factory):
-    """`dpctl train` end to end on 3 demos for 30 steps (an untrained policy: the pipeline
+    """`dpctrl train` end to end on 3 demos for 30 steps (an untrained policy: the pipeline
     is under test here, not success; the shipped checkpoint's numbers are in the README)."""
     root = tmp_path_factory.mktemp("train")
-    from launch.train import train_task
+    from dpctrl.launch.train import train_task
     rec = train_task("lift", steps=30, out=root / "run", demos=3, eval_episodes=2, data_dir=root / "data",
                      batch_size=16, progress=False)
     return root, rec
@@ -50,12 +50,12 @@ def test_eval_cli_json_and_video(tiny_lift_run, tmp_path, capsys):
     other = tmp_path / "bench.json"
     other.write_text(json.dumps({"rows": []}))
     assert main(["results", "evals", str(js), str(other)]) == 2
-    assert "is not a `dpctl eval` report" in capsys.readouterr().err
+    assert "is not a `dpctrl eval` report" in capsys.readouterr().err
 
 
 def test_demo_table_plot_video(tiny_lift_run, tmp_path, capsys):
     root, _ = tiny_lift_run
-    from launch.demo import demo
+    from dpctrl.launch.demo import demo
     rep = demo(tmp_path, episodes=2, progress=False, checkpoint_name=str(root / "run" / "checkpoint"), max_steps=16)
     out = capsys.readouterr().out
     assert "| DDPM-100 |" in out and "| DDIM-10 |" in out and "| RTI (DDIM, K'=2) |" in out
@@ -80,22 +80,25 @@ def test_bench_checks_readme_before_running(tmp_path, capsys):
 
 
 def test_ship_fp16_with_recipe(tiny_lift_run, tmp_path, monkeypatch):
+    """`ship` writes under $DPCTRL_HOME, never into the package; the name then resolves."""
     root, _ = tiny_lift_run
-    from launch.train import ship
-    from policy import checkpoint
-    monkeypatch.setattr(checkpoint, "SHIPPED_DIR", tmp_path / "shipped")
+    from dpctrl.launch.train import ship
+    from dpctrl.policy import checkpoint
+    monkeypatch.setenv("DPCTRL_HOME", str(tmp_path / "home"))
+    shipped_before = checkpoint.shipped()
     info = ship(root / "run" / "checkpoint", "tiny")
-    assert checkpoint.shipped() == ["tiny"]
+    assert info.pop("path") == str(tmp_path / "home" / "checkpoints" / "tiny")
+    assert checkpoint.list_checkpoints() == {"shipped": shipped_before, "user": ["tiny"]}
     assert info["dtype"] == "float16" and info["max_abs_action_diff_vs_fp32"] < 0.05
-    assert json.loads((tmp_path / "shipped" / "tiny" / "recipe.json").read_text())["shipped"] == info
+    assert json.loads((tmp_path / "home" / "checkpoints" / "tiny" / "recipe.json").read_text())["shipped"] == info
     assert checkpoint.load("tiny").cfg.sampler == "ddim"
 
 
 @pytest.mark.parametrize("async_inference", [False, True])
 def test_run_sim_lift_records_episodes(tiny_lift_run, tmp_path, async_inference):
     root, _ = tiny_lift_run
-    from data import ReplayBuffer
-    from launch.run import run
+    from dpctrl.data import ReplayBuffer
+    from dpctrl.launch.run import run
     res = run(str(root / "run" / "checkpoint"), "sim:lift", 40.0, async_inference, episodes=2, seed_start=100000,
               record=str(tmp_path / "rec.zarr"), status=False, max_steps=20)
     assert res["episodes"] == 2 and res["cycles"] == 40 and res["stopped"] == ["done", "done"]
@@ -110,7 +113,7 @@ def test_run_sim_lift_records_episodes(tiny_lift_run, tmp_path, async_inference)
 
 def test_run_with_the_torchscript_denoiser_and_an_early_replan(tiny_lift_run):
     root, _ = tiny_lift_run
-    from launch.run import run
+    from dpctrl.launch.run import run
     res = run(str(root / "run" / "checkpoint"), "sim:lift", 40.0, True, episodes=1, seed_start=100000, status=False,
               max_steps=16, configure=lambda p: p.set_deploy("torchscript"), replan_at=6)
     assert res["deploy"] == "torchscript" and res["replan_at"] == 6 and res["cycles"] == 16
@@ -118,7 +121,7 @@ def test_run_with_the_torchscript_denoiser_and_an_early_replan(tiny_lift_run):
 
 
 def test_compare_with_eval_uses_the_same_seeds(tmp_path):
-    from launch.run import compare_with_eval
+    from dpctrl.launch.run import compare_with_eval
     ev = tmp_path / "eval.json"
     ev.write_text(json.dumps({"per_episode": [{"seed": s, "success": s % 2 == 0} for s in range(10, 20)]}))
     run_rep = {"per_episode": [{"seed": s, "success": True} for s in (10, 11, 12, 13)]}
@@ -227,10 +230,10 @@ def test_calibrate_rti_within_a_call_budget_sets_the_eval_default(tiny_lift_run,
     (["--device", "cuda", "--deploy", "cuda_graph", "--fused"], None if torch.cuda.is_available() else "no CUDA"),
 ])
 def test_run_refuses_gpu_options_it_cannot_honour_before_starting(flags, message, capsys):
-    """``dpctl run``'s GPU flags: a combination that cannot run fails at once with a message
+    """``dpctrl run``'s GPU flags: a combination that cannot run fails at once with a message
     naming what to pass, before a checkpoint is loaded or a simulator started."""
     if message is None:
-        pytest.skip("runs on a CUDA machine (the real loop; covered by `dpctl bench gpu`)")
-    from launch.cli import main
+        pytest.skip("runs on a CUDA machine (the real loop; covered by `dpctrl bench gpu`)")
+    from dpctrl.launch.cli import main
     rc = main(["run", "--checkpoint", "does-not-exist", "--robot", "sim:lift", "--episodes", "1", *flags])
     assert rc == 2 and message in capsys.readouterr().err

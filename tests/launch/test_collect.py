@@ -4,9 +4,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from data import ReplayBuffer
-from launch.cli import main
-from launch.collect import collect
+from dpctrl.data import ReplayBuffer
+from dpctrl.launch.cli import main
+from dpctrl.launch.collect import collect
 
 
 def test_collect_resumes_and_records_metadata(tmp_path):
@@ -57,7 +57,7 @@ def test_image_store_from_before_cameras_were_recorded_counts_as_agentview(tmp_p
 
 
 def test_camera_names():
-    import envs
+    from dpctrl import envs
     assert envs.cameras_of(["agentview_image", "robot0_eye_in_hand_image"]) == ("agentview", "robot0_eye_in_hand")
     assert envs.cameras_of([]) == envs.DEFAULT_CAMERAS
     assert envs.parse_cameras(" agentview , robot0_eye_in_hand") == ("agentview", "robot0_eye_in_hand")
@@ -66,7 +66,7 @@ def test_camera_names():
     for bad in ("", "a,a", " , "):
         with pytest.raises(ValueError, match="--cameras"):
             envs.parse_cameras(bad)
-    from launch.train import train_task
+    from dpctrl.launch.train import train_task
     with pytest.raises(ValueError, match="--cameras is for robosuite"):
         train_task("metaworld:reach", 1, "unused", images=True, cameras=("agentview",))
     with pytest.raises(ValueError, match="--cameras is for robosuite"):
@@ -90,7 +90,7 @@ def test_two_camera_image_policy_trains_and_evaluates(tmp_path):
     """The image recipe's cameras (agentview + wrist, the default) reach the data store, the
     policy's image keys, and the evaluation envs; its recovery episodes get a store beside the
     demos' with the same cameras."""
-    from launch.train import IMAGE_RECIPE, train_task
+    from dpctrl.launch.train import IMAGE_RECIPE, train_task
     assert IMAGE_RECIPE["recoveries"] > 0
     rec = train_task("lift", 2, tmp_path / "run", images=True, demos=1, recoveries=1,
                      eval_episodes=1, data_dir=tmp_path, progress=False, batch_size=4)
@@ -113,8 +113,8 @@ def test_collect_recoveries_keeps_the_part_from_the_miss_on(tmp_path):
     assert rep.episodes == 2 and rep.successes == 2
     rb = ReplayBuffer.open(out)
     assert rb.attrs["recoveries"] is True and "missed" in rb.attrs["collector"]
-    import envs
-    from envs.rollout import expert_episode
+    from dpctrl import envs
+    from dpctrl.envs.rollout import expert_episode
     env = envs.make("lift")
     for i, seed in enumerate(rb.meta_column("seed")):
         expert = envs.expert("lift", miss=True)
@@ -138,7 +138,7 @@ def test_collect_recoveries_keeps_the_part_from_the_miss_on(tmp_path):
 
 
 def test_train_with_recoveries_reads_both_stores(tmp_path):
-    from launch.train import train_task
+    from dpctrl.launch.train import train_task
     rec = train_task("lift", 2, tmp_path / "run", demos=1, recoveries=1, eval_episodes=1, data_dir=tmp_path,
                      progress=False, batch_size=4)
     demo = ReplayBuffer.open(tmp_path / "lift.zarr")

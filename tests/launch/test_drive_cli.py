@@ -1,17 +1,17 @@
-"""``dpctl drive``: collect -> train -> closed-loop eval end to end, on a tiny budget."""
+"""``dpctrl drive``: collect -> train -> closed-loop eval end to end, on a tiny budget."""
 import json
 
 import pytest
 
 pytest.importorskip("highway_env")
 
-from launch import drive_cli  # noqa: E402
-from launch.cli import main  # noqa: E402
+from dpctrl.launch import drive_cli  # noqa: E402
+from dpctrl.launch.cli import main  # noqa: E402
 
 
 def test_choices_match_the_modules():
-    from envs.highway import SCENARIOS
-    from policy.drive import METHODS
+    from dpctrl.envs.highway import SCENARIOS
+    from dpctrl.policy.drive import METHODS
     assert drive_cli.SCENARIOS == SCENARIOS and drive_cli.PLANNERS == METHODS
 
 
@@ -20,7 +20,7 @@ def test_train_then_eval_in_the_control_loop(tmp_path):
     assert main(["drive", "train", "--scenario", "fork", "--method", "anchored", "--demos", "3", "--steps", "4",
                  "--batch-size", "16", "--data", str(data), "--out", str(out), "--no-progress"]) == 0
     cfg = json.loads((out / "checkpoint" / "config.json").read_text())
-    assert cfg["format"] == "dpctl-drive" and cfg["demos"] == 3 and cfg["command"].startswith("dpctl drive train")
+    assert cfg["format"] == "dpctrl-drive" and cfg["demos"] == 3 and cfg["command"].startswith("dpctrl drive train")
     res_path = tmp_path / "eval.json"
     assert main(["drive", "eval", "--scenario", "fork", "--checkpoint", str(out / "checkpoint"), "--episodes", "2",
                  "--json", str(res_path), "--no-progress"]) == 0

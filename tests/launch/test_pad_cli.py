@@ -1,25 +1,25 @@
-"""PAD end to end on a tiny budget: demos -> `dpctl train --policy pad` -> `dpctl eval` ->
-`dpctl pad frames` (an untrained policy: the pipeline is under test, not success)."""
+"""PAD end to end on a tiny budget: demos -> `dpctrl train --policy pad` -> `dpctrl eval` ->
+`dpctrl pad frames` (an untrained policy: the pipeline is under test, not success)."""
 import json
 
 import pytest
 
-import envs  # noqa: E402,F401  (sets MUJOCO_GL=egl before metaworld imports mujoco)
+from dpctrl import envs  # noqa: E402,F401  (sets MUJOCO_GL=egl before metaworld imports mujoco)
 
 pytest.importorskip("metaworld")
 
-from launch.cli import main  # noqa: E402
+from dpctrl.launch.cli import main  # noqa: E402
 
 
 def test_train_eval_and_frame_report(tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("DPCTL_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("DPCTRL_DATA_DIR", str(tmp_path / "data"))
     out = tmp_path / "run"
     assert main(["train", "--task", "metaworld:reach", "--policy", "pad", "--steps", "3", "--demos", "2",
                  "--batch-size", "4", "--out", str(out), "--no-progress"]) == 0
     assert "ms per batch" in capsys.readouterr().out
     ck = out / "checkpoint"
     cfg = json.loads((ck / "config.json").read_text())
-    assert cfg["format"] == "dpctl-pad" and cfg["recipe"]["demos"] == 2 and cfg["pad"]["tasks"] == ["reach"]
+    assert cfg["format"] == "dpctrl-pad" and cfg["recipe"]["demos"] == 2 and cfg["pad"]["tasks"] == ["reach"]
     ev = tmp_path / "eval.json"
     assert main(["eval", "--checkpoint", str(ck), "--env", "metaworld:reach", "--episodes", "1", "--max-steps", "8",
                  "--json", str(ev), "--no-progress"]) == 0
@@ -75,14 +75,14 @@ def test_train_eval_and_frame_report(tmp_path, monkeypatch, capsys):
 
 
 def test_pad_table_averages_each_multi_task_run(tmp_path):
-    from launch.pad import pad_table
+    from dpctrl.launch.pad import pad_table
     cfg = {"tasks": ["reach", "push"], "image_loss_weight": 1.0, "state_index": [0, 1, 2, 3, 36, 37, 38]}
 
     def report(task, rate, start, n=50):
         f = tmp_path / f"eval_{task}_{start}_{n}.json"
         f.write_text(json.dumps({"env": f"metaworld:{task}", "checkpoint": "runs/pad/mt/checkpoint", "config": cfg,
                                  "success_rate": rate, "episodes": n, "seeds": list(range(start, start + n)),
-                                 "chunk_latency_ms": {"p50": 30.0}, "command": f"dpctl eval {task} {start}"}))
+                                 "chunk_latency_ms": {"p50": 30.0}, "command": f"dpctrl eval {task} {start}"}))
         return str(f)
 
     files = [report("reach", 0.9, 100000), report("push", 0.4, 100000)]
@@ -93,7 +93,7 @@ def test_pad_table_averages_each_multi_task_run(tmp_path):
     # a second seed range of the same checkpoint and task pools into the row (0.4 * 50 + 0.7 * 100) / 150
     pooled = pad_table(files + [report("push", 0.7, 100050, 100)])
     assert "| push | PAD (multi-task: reach+push), state: proprio+goal | 0.600 | 150 |" in pooled
-    assert "`dpctl eval push 100000`<br>`dpctl eval push 100050`" in pooled
+    assert "`dpctrl eval push 100000`<br>`dpctrl eval push 100050`" in pooled
     assert "mean success 0.750 over push, reach (150/50 episodes)" in pooled
     with pytest.raises(ValueError, match="seeds"):  # the same episodes twice would count twice
         pad_table(files + [report("push", 0.7, 100040, 20)])

@@ -1,4 +1,4 @@
-"""``dpctl plan``: collect -> train -> closed-loop eval end to end on a tiny budget."""
+"""``dpctrl plan``: collect -> train -> closed-loop eval end to end on a tiny budget."""
 import json
 
 import numpy as np
@@ -6,14 +6,14 @@ import pytest
 
 pytest.importorskip("gymnasium_robotics")
 
-from launch import plan_cli  # noqa: E402
-from launch.cli import main  # noqa: E402
-from launch.plan import reference, track  # noqa: E402
+from dpctrl.launch import plan_cli  # noqa: E402
+from dpctrl.launch.cli import main  # noqa: E402
+from dpctrl.launch.plan import reference, track  # noqa: E402
 
 
 def test_choices_match_the_modules():
-    from envs.maze import MAZES
-    from policy.planner import METHODS
+    from dpctrl.envs.maze import MAZES
+    from dpctrl.policy.planner import METHODS
     assert plan_cli.MAZES == tuple(MAZES) and plan_cli.PLANNERS == METHODS
 
 
@@ -31,7 +31,7 @@ def test_train_then_eval_in_the_control_loop(tmp_path):
     assert main(["plan", "train", "--maze", "umaze", "--planner", "trajdiff", "--data", str(data),
                  "--data-steps", "10000", "--steps", "3", "--batch-size", "8", "--out", str(out), "--no-progress"]) == 0
     cfg = json.loads((out / "checkpoint" / "config.json").read_text())
-    assert cfg["format"] == "dpctl-planner" and cfg["command"].startswith("dpctl plan train")
+    assert cfg["format"] == "dpctrl-planner" and cfg["command"].startswith("dpctrl plan train")
     res_path = tmp_path / "eval.json"
     assert main(["plan", "eval", "--maze", "umaze", "--planner", "trajdiff", "--checkpoint", str(out / "checkpoint"),
                  "--episodes", "2", "--replan-every", "100", "--json", str(res_path), "--no-progress"]) == 0

@@ -1,8 +1,8 @@
 """The checkpoint that ships with the package: it loads by name, is small, and works."""
 import json
 
-from launch.evaluate import evaluate
-from policy import checkpoint
+from dpctrl.launch.evaluate import evaluate
+from dpctrl.policy import checkpoint
 
 
 def test_shipped_lift_is_small_and_documented():
@@ -10,7 +10,7 @@ def test_shipped_lift_is_small_and_documented():
     d = checkpoint.SHIPPED_DIR / "lift"
     assert (d / "model.safetensors").stat().st_size <= 5 * 1024 * 1024
     recipe = json.loads((d / "recipe.json").read_text())
-    assert recipe["command"].startswith("dpctl train --task lift") and recipe["shipped"]["dtype"] == "float16"
+    assert recipe["command"].startswith("dpctrl train --task lift") and recipe["shipped"]["dtype"] == "float16"
 
 
 def test_shipped_lift_solves_held_out_seeds():
@@ -23,13 +23,13 @@ def test_shipped_lift_solves_held_out_seeds():
 def test_shipped_drive_fork_keeps_both_lanes_among_its_top_3():
     import pytest
     pytest.importorskip("highway_env")
-    from envs.highway import DriveTask
-    from policy.drive import DrivePlanner
-    from policy.trajectories import lateral_side
+    from dpctrl.envs.highway import DriveTask
+    from dpctrl.policy.drive import DrivePlanner
+    from dpctrl.policy.trajectories import lateral_side
     d = checkpoint.SHIPPED_DIR / "drive-fork"
     assert (d / "model.safetensors").stat().st_size <= 5 * 1024 * 1024
     cfg = json.loads((d / "config.json").read_text())
-    assert cfg["command"].startswith("dpctl drive train --scenario fork --method anchored")
+    assert cfg["command"].startswith("dpctrl drive train --scenario fork --method anchored")
     planner = DrivePlanner.load("drive-fork")
     task = DriveTask("fork")
     both = 0
@@ -43,13 +43,13 @@ def test_shipped_drive_fork_keeps_both_lanes_among_its_top_3():
 def test_shipped_umaze_planners_solve_held_out_seeds():
     import pytest
     pytest.importorskip("gymnasium_robotics")
-    from launch.plan import evaluate
+    from dpctrl.launch.plan import evaluate
     for method in ("diffuser", "trajdiff"):
         name = f"plan-umaze-{method}"
         d = checkpoint.SHIPPED_DIR / name
         assert (d / "model.safetensors").stat().st_size <= 5 * 1024 * 1024
         cfg = json.loads((d / "config.json").read_text())
-        assert cfg["command"].startswith(f"dpctl plan train --maze umaze --planner {method}")
+        assert cfg["command"].startswith(f"dpctrl plan train --maze umaze --planner {method}")
         res = evaluate("umaze", method, episodes=4, checkpoint=name, progress=False)
         assert res["success_rate"] >= 3 / 4 and res["plan_waypoints_in_walls"] <= 0.1, (name, res["success_rate"])
 
@@ -57,12 +57,12 @@ def test_shipped_umaze_planners_solve_held_out_seeds():
 def test_shipped_pad_reach_solves_held_out_seeds_in_the_control_loop():
     import pytest
     pytest.importorskip("metaworld")
-    from launch.run import run_loop
-    from policy.pad import PadPolicy
+    from dpctrl.launch.run import run_loop
+    from dpctrl.policy.pad import PadPolicy
     d = checkpoint.SHIPPED_DIR / "pad-reach"
     assert (d / "model.safetensors").stat().st_size <= 5 * 1024 * 1024
     recipe = json.loads((d / "recipe.json").read_text())
-    assert recipe["command"].startswith("dpctl train --task metaworld:reach --policy pad")
+    assert recipe["command"].startswith("dpctrl train --task metaworld:reach --policy pad")
     policy = PadPolicy.load("pad-reach")
     policy.set_task("reach")
     res = evaluate(policy, "metaworld:reach", episodes=4, seed_start=100_000, batch=4, progress=False)

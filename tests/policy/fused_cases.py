@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from policy.accel.fused import FusedDecoder, available
-from policy.nets.transformer import Transformer, TransformerConfig
+from dpctrl.policy.accel.fused import FusedDecoder, available
+from dpctrl.policy.nets.transformer import Transformer, TransformerConfig
 from tests.policy.test_graph import cuda, episode, make_policy, setup
 
 pytestmark = pytest.mark.skipif(available() is not None, reason=str(available()))
@@ -48,8 +48,8 @@ def test_fused_decode_equals_the_eager_decoder(B, T, n_emb, n_head, n_obs):
 
 @pytest.mark.parametrize("prediction,clip", [("epsilon", True), ("v_prediction", False)])
 def test_fused_decode_step_is_decode_then_the_ddim_step(prediction, clip):
-    from policy.samplers import make_sampler
-    from policy.schedule import NoiseSchedule
+    from dpctrl.policy.samplers import make_sampler
+    from dpctrl.policy.schedule import NoiseSchedule
     ddim = make_sampler("ddim", NoiseSchedule("squaredcos_cap_v2", 100), prediction_type=prediction,
                         clip_sample=clip, clip_range=0.5)
     net, x, memory = net_and_memory(2, 16)

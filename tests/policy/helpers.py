@@ -2,8 +2,8 @@
 import numpy as np
 import torch
 
-from policy.diffusion_policy import DiffusionPolicy, PolicyConfig
-from policy.normalizer import Normalizer
+from dpctrl.policy.diffusion_policy import DiffusionPolicy, PolicyConfig
+from dpctrl.policy.normalizer import Normalizer
 
 OBS_DIMS = {"pos": 3, "object": 4}
 

@@ -5,7 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from helpers import obs_window, tiny_policy
-from policy.accel.cache import (BlockCache, BlockRecorder, TeaCacheGate, acs_steps, acs_steps_brute_force,
+from dpctrl.policy.accel.cache import (BlockCache, BlockRecorder, TeaCacheGate, acs_steps, acs_steps_brute_force,
                                 action_error_segments,
                                 bubbling_union, rederive, schedule_value, similarity_and_change,
                                 uniform_schedule)

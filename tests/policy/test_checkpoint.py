@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from policy import checkpoint
-from policy.checkpoint import CheckpointError
+from dpctrl.policy import checkpoint
+from dpctrl.policy.checkpoint import CheckpointError
 from helpers import obs_window, tiny_policy
 
 
@@ -73,16 +73,16 @@ def test_replacing_a_checkpoint_names_the_calibration_files_it_drops(tmp_path, c
     import logging
 
     from helpers import tiny_policy
-    from policy import checkpoint
+    from dpctrl.policy import checkpoint
     pol = tiny_policy()
     ck = checkpoint.save(pol, tmp_path / "ck")
     (ck / "rti.json").write_text("{}")
     (ck / "recipe.json").write_text("{}")
-    with caplog.at_level(logging.WARNING, logger="policy.checkpoint"):
+    with caplog.at_level(logging.WARNING, logger="dpctrl.policy.checkpoint"):
         checkpoint.save(pol, ck)
     assert "rti.json" in caplog.text and "recipe.json" in caplog.text
     assert sorted(f.name for f in ck.iterdir()) == ["config.json", "model.safetensors"]
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="policy.checkpoint"):
+    with caplog.at_level(logging.WARNING, logger="dpctrl.policy.checkpoint"):
         checkpoint.save(pol, ck)  # nothing left to drop: no warning
     assert caplog.text == ""

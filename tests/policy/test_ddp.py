@@ -7,7 +7,7 @@ import torch.multiprocessing as mp
 from safetensors.torch import load_file, save_file
 
 from helpers import ToyDataset, tiny_policy
-from policy.train import Trainer, TrainConfig
+from dpctrl.policy.train import Trainer, TrainConfig
 
 CFG = dict(steps=6, batch_size=8, lr=1e-3, warmup_steps=1, save_every=1000, log_every=3, seed=3)
 

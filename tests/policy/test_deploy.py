@@ -5,7 +5,7 @@ from helpers import obs_window, tiny_policy
 
 
 def test_traced_denoiser_equals_eager_and_leaves_the_checkpoint_alone(tmp_path):
-    from policy import checkpoint
+    from dpctrl.policy import checkpoint
     pol = tiny_policy().eval()
     keys = sorted(pol.state_dict())
     outs = {}
@@ -30,7 +30,7 @@ def test_traced_denoiser_equals_eager_and_leaves_the_checkpoint_alone(tmp_path):
 
 
 def test_traced_denoiser_refuses_caches_and_other_batch_sizes():
-    from policy.accel.cache import BlockCache
+    from dpctrl.policy.accel.cache import BlockCache
     pol = tiny_policy().eval()
     pol.set_deploy("torchscript", batch=1)
     with pytest.raises(ValueError, match="eager denoiser"):

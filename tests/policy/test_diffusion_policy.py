@@ -74,9 +74,9 @@ def test_image_policy_trains_and_predicts(tmp_path):
     """Image observations go through the GroupNorm ResNet encoder (random crop in training,
     center crop in eval), a training step moves every encoder weight, and the encoder's
     widths survive a checkpoint round trip."""
-    from policy import checkpoint
-    from policy.diffusion_policy import DiffusionPolicy, PolicyConfig
-    from policy.normalizer import Normalizer
+    from dpctrl.policy import checkpoint
+    from dpctrl.policy.diffusion_policy import DiffusionPolicy, PolicyConfig
+    from dpctrl.policy.normalizer import Normalizer
     torch.manual_seed(0)
     cfg = PolicyConfig(obs_dims={"pos": 3}, action_dim=2, image_keys=["cam_image"], image_size=32, image_crop=28,
                        image_feature_dim=16, image_widths=[8, 16], n_layer=1, n_head=2, n_emb=32, horizon=8,

@@ -3,10 +3,10 @@ import numpy as np
 import pytest
 import torch
 
-from policy import checkpoint
-from policy.drive import DriveConfig, DrivePlanner, focal_loss
-from policy.train import TrainConfig, Trainer
-from policy.trajectories import kmeans, lateral_side, mode_diversity
+from dpctrl.policy import checkpoint
+from dpctrl.policy.drive import DriveConfig, DrivePlanner, focal_loss
+from dpctrl.policy.train import TrainConfig, Trainer
+from dpctrl.policy.trajectories import kmeans, lateral_side, mode_diversity
 
 W = 8
 
@@ -129,5 +129,5 @@ def test_drive_checkpoints_refuse_other_formats(tmp_path):
     (tmp_path / "x.pkl").write_bytes(b"\x80\x04junk")
     with pytest.raises(checkpoint.CheckpointError, match="pickle"):
         DrivePlanner.load(tmp_path / "x.pkl")
-    with pytest.raises(checkpoint.CheckpointError, match="expected 'dpctl-drive'"):
+    with pytest.raises(checkpoint.CheckpointError, match="expected 'dpctrl-drive'"):
         DrivePlanner.load("lift")  # a shipped policy, not a planner

@@ -29,7 +29,7 @@ def _env() -> dict:
         if not (PRIVATE / "triton").is_dir():
             pytest.skip("Triton is not installed: `make setup-test` puts it in .triton/ "
                         "(pip install --target .triton triton==3.7.0)")
-        env["PYTHONPATH"] = os.pathsep.join([str(PRIVATE), str(ROOT), env.get("PYTHONPATH", "")])
+        env["PYTHONPATH"] = os.pathsep.join([str(PRIVATE), env.get("PYTHONPATH", "")])
     return env
 
 

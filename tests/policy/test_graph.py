@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from policy.accel.cache import BlockCache, TeaCacheGate, uniform_schedule
-from policy.accel.warmstart import WarmStartConfig
-from policy.diffusion_policy import DiffusionPolicy, PolicyConfig
-from policy.normalizer import Normalizer
+from dpctrl.policy.accel.cache import BlockCache, TeaCacheGate, uniform_schedule
+from dpctrl.policy.accel.warmstart import WarmStartConfig
+from dpctrl.policy.diffusion_policy import DiffusionPolicy, PolicyConfig
+from dpctrl.policy.normalizer import Normalizer
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -114,10 +114,10 @@ def test_graph_path_refuses_what_it_cannot_capture():
 
 
 def test_bench_gpu_refuses_without_cuda_and_its_loop_runs_on_the_static_path(tmp_path):
-    from launch.bench_gpu import gpu_loop
-    from policy import checkpoint
+    from dpctrl.launch.bench_gpu import gpu_loop
+    from dpctrl.policy import checkpoint
     if not torch.cuda.is_available():
-        from launch.bench_gpu import bench_gpu
+        from dpctrl.launch.bench_gpu import bench_gpu
         with pytest.raises(RuntimeError, match="CUDA"):
             bench_gpu("lift", "unused")
     pol = checkpoint.load("lift").eval()
@@ -166,7 +166,7 @@ def test_replays_follow_new_inputs():
 @cuda
 def test_switching_deploy_paths_repeatedly_keeps_capturing():
     """Dropped graphs must not be destroyed in the middle of a later capture (that invalidates
-    it: seen on an H200 when `dpctl bench gpu` switched paths per variant)."""
+    it: seen on an H200 when `dpctrl bench gpu` switched paths per variant)."""
     pol = make_policy("diffusion", "ddpm", 100, device="cuda")
     pol.set_warm_start(WarmStartConfig(start_t=2))
     for precision in ("fp32", "tf32", "bf16", "fp32"):

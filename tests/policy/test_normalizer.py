@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from policy.normalizer import Normalizer
+from dpctrl.policy.normalizer import Normalizer
 
 
 def test_round_trip_and_range():

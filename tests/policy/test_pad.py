@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from data import ReplayBuffer
-from data.samples import FrameActionSamples
-from policy.nets.dit import DiT, DiTConfig
-from policy.pad import PadConfig, PadPolicy
+from dpctrl.data import ReplayBuffer
+from dpctrl.data.samples import FrameActionSamples
+from dpctrl.policy.nets.dit import DiT, DiTConfig
+from dpctrl.policy.pad import PadConfig, PadPolicy
 
 SMALL = dict(image_size=16, patch=4, width=32, depth=2, heads=2, horizon=4, n_action_steps=2, state_dim=5,
              action_dim=3)

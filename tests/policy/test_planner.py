@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from policy.planner import PlannerConfig, TrajectoryPlanner
+from dpctrl.policy.planner import PlannerConfig, TrajectoryPlanner
 
 
 def _lines(n=256, points=16, seed=0):

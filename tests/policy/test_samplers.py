@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from policy.samplers import DDIM, DDPM, DPMSolverPP, FlowEuler, make_sampler
-from policy.schedule import NoiseSchedule
+from dpctrl.policy.samplers import DDIM, DDPM, DPMSolverPP, FlowEuler, make_sampler
+from dpctrl.policy.schedule import NoiseSchedule
 
 diffusers = pytest.importorskip("diffusers")
 
@@ -163,8 +163,8 @@ def test_training_targets_consistent_with_x0_eps():
 def test_ddim_affine_form_is_its_step(prediction, clip):
     """The scalars a fused kernel applies (``Sampler.affine``) give DDIM's step at every pair of
     a run, the clean last step included; samplers with noise or state have none."""
-    from policy.samplers import make_sampler
-    from policy.schedule import NoiseSchedule
+    from dpctrl.policy.samplers import make_sampler
+    from dpctrl.policy.schedule import NoiseSchedule
     sched = NoiseSchedule("squaredcos_cap_v2", 100)
     ddim = make_sampler("ddim", sched, prediction_type=prediction, clip_sample=clip)
     g = torch.Generator().manual_seed(0)

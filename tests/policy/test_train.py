@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from helpers import ToyDataset, obs_window, tiny_policy
-from policy import checkpoint
-from policy.train import Trainer, TrainConfig
+from dpctrl.policy import checkpoint
+from dpctrl.policy.train import Trainer, TrainConfig
 
 
 def _cfg(**kw):

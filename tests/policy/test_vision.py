@@ -1,7 +1,7 @@
 """The image encoder's crops: each training image gets its own random window, eval the center."""
 import torch
 
-from policy.nets.vision import ImageEncoder
+from dpctrl.policy.nets.vision import ImageEncoder
 
 
 def _windows(full: torch.Tensor, crop: torch.Tensor) -> list[tuple[int, int]]:

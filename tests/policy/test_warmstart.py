@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from helpers import obs_window, tiny_policy
-from policy.accel.warmstart import WarmStartConfig, shift_chunk
+from dpctrl.policy.accel.warmstart import WarmStartConfig, shift_chunk
 
 
 class CountingNet(torch.nn.Module):
