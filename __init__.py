@@ -23,7 +23,7 @@ __version__ = "0.2.0"
 
 # public name -> (module, attribute): imported on first use
 _API = {
-    "load_policy": ("dpctrl.policy.checkpoint", "load_policy"),
+    "load_policy": ("dpctrl.policy.registry", "load_policy"),
     "list_checkpoints": ("dpctrl.policy.checkpoint", "list_checkpoints"),
     "checkpoint_home": ("dpctrl.policy.checkpoint", "user_dir"),
     "ChunkStepper": ("dpctrl.policy.stepper", "ChunkStepper"),
@@ -51,7 +51,8 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load lazi
     from .envs import expert as make_expert, make as make_env, names as env_names
     from .launch.evaluate import evaluate
     from .launch.run import run_loop
-    from .policy.checkpoint import list_checkpoints, load_policy, user_dir as checkpoint_home
+    from .policy.checkpoint import list_checkpoints, user_dir as checkpoint_home
+    from .policy.registry import load_policy
     from .policy.stepper import ChunkStepper
 
 

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from dpctrl.policy.diffusion_policy import DiffusionPolicy
 from dpctrl.launch.calibrate import default_rti_config, make_cache
 from dpctrl.policy.accel.cache import BlockCache, uniform_schedule
 
@@ -129,9 +130,8 @@ def variants(checkpoint_name, policy, budget: int, bac_exec: int | None) -> dict
 
 def bench_cache(checkpoint_name: str, data_path, budget: int = 10, episodes: int = 8, chunks: int = 12,
                 timing_chunks: int = 30, bases: tuple[str, ...] = tuple(BASES), progress: bool = True) -> dict:
-    from dpctrl.policy import checkpoint
-    policy = checkpoint.load(checkpoint_name)
-    twin = checkpoint.load(checkpoint_name)  # uncached twin, timed interleaved with each variant
+    policy = DiffusionPolicy.load(checkpoint_name)
+    twin = DiffusionPolicy.load(checkpoint_name)  # uncached twin, timed interleaved with each variant
     windows = episode_windows(policy, data_path, episodes, chunks)
     disc = list(policy.cfg.discrete_action_dims)
     cont = [d for d in range(policy.cfg.action_dim) if d not in disc]

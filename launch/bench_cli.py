@@ -12,6 +12,7 @@ import json
 import sys
 from pathlib import Path
 
+from dpctrl.policy import registry
 from dpctrl.launch.options import publish, write_json
 
 KINDS = {
@@ -53,7 +54,7 @@ def bench_store(args: argparse.Namespace, episodes: int) -> str:
                                 f"names no task to collect; pass --data")
     from dpctrl import envs
     from dpctrl.launch.collect import collect
-    image_keys = checkpoint.load_policy(path).cfg.image_keys
+    image_keys = registry.load_policy(path).cfg.image_keys
     cams = envs.cameras_of(image_keys)
     print(f"dpctrl bench: {f'no dataset at {data}' if not have else f'{data} holds {have} episodes'}; collecting "
           f"{episodes - have} {task} expert episodes into it (dpctrl collect --env {task} --episodes {episodes} "

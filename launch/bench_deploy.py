@@ -10,14 +10,14 @@ import time
 import numpy as np
 import torch
 
+from dpctrl.policy.diffusion_policy import DiffusionPolicy
 from dpctrl.launch.bench_cache import BASES, episode_windows
 from dpctrl.launch.calibrate import default_rti_config
 
 
 def bench_deploy(checkpoint_name: str, data_path, chunks: int = 12, episodes: int = 4,
                  bases: tuple[str, ...] = ("DDIM-10", "RTI")) -> dict:
-    from dpctrl.policy import checkpoint
-    pols = {"eager": checkpoint.load(checkpoint_name), "torchscript": checkpoint.load(checkpoint_name)}
+    pols = {"eager": DiffusionPolicy.load(checkpoint_name), "torchscript": DiffusionPolicy.load(checkpoint_name)}
     batches = episode_windows(pols["eager"], data_path, episodes, chunks)
     rows = []
     for base in bases:

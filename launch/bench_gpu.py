@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from dpctrl.policy.diffusion_policy import DiffusionPolicy
 from dpctrl.launch.bench_cache import episode_windows
 from dpctrl.launch.bench_policy import VARIANTS, _timed, big_policy, calibrate_big, configure
 
@@ -41,10 +42,9 @@ def bench_gpu(checkpoint_name: str, data_path, batches=(1, 8), models=("lift", "
               loop_precision: str = "fp32", device: str = "cuda", progress: bool = True) -> dict:
     from tqdm import tqdm
 
-    from dpctrl.policy import checkpoint
     if device == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("`dpctrl bench gpu` needs a CUDA device; torch sees none")
-    lift = checkpoint.load(checkpoint_name).to(device).eval()
+    lift = DiffusionPolicy.load(checkpoint_name).to(device).eval()
     rows, big = [], None
     for model in models:
         pol = lift if model == "lift" else big_policy(lift).to(device)

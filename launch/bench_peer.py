@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dpctrl.policy.diffusion_policy import DiffusionPolicy
 from dpctrl.launch.bench_cache import episode_windows
 from dpctrl.launch.bench_policy import _timed, big_policy, configure
 
@@ -32,9 +33,8 @@ OURS = ("DDPM-100", "DDIM-10", "RTI")
 
 def bench_peer(checkpoint_name: str, data_path, python: Path, reps: int = 5, threads: int = 2,
                lerobot_sizes: dict | None = None) -> dict:
-    from dpctrl.policy import checkpoint
     torch.set_num_threads(threads)
-    lift = checkpoint.load(checkpoint_name).eval()
+    lift = DiffusionPolicy.load(checkpoint_name).eval()
     cfg = lift.cfg
     state = sum(d for k, d in cfg.obs_dims.items() if k.startswith("robot0_"))
     env = sum(cfg.obs_dims.values()) - state

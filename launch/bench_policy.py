@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from dpctrl.launch.bench_cache import episode_windows
+from dpctrl.policy.diffusion_policy import DiffusionPolicy
 from dpctrl.launch.calibrate import calibrate_cache, dataset_windows, default_rti_config, make_cache
 
 # name -> (sampler, steps, warm start, cache)
@@ -32,8 +33,7 @@ VARIANTS = {
 
 
 def big_policy(like):
-    """A DP-T of the paper's size with ``like``'s observation/action spaces and normalizer."""
-    from dpctrl.policy.diffusion_policy import DiffusionPolicy, PolicyConfig
+    from dpctrl.policy.diffusion_policy import PolicyConfig
     cfg = PolicyConfig(**{**like.cfg.to_dict(), "n_layer": 8, "n_emb": 256, "n_head": 4})
     torch.manual_seed(0)
     return DiffusionPolicy(cfg, like.normalizer).eval()
@@ -81,8 +81,7 @@ def bench_policy(checkpoint_name: str, data_path, batches=(1, 8), models=("lift"
                  device: str = "cpu", progress: bool = True) -> dict:
     from tqdm import tqdm
 
-    from dpctrl.policy import checkpoint
-    lift = checkpoint.load(checkpoint_name).to(device).eval()
+    lift = DiffusionPolicy.load(checkpoint_name).to(device).eval()
     rows = []
     for model in models:
         pol = lift if model == "lift" else big_policy(lift).to(device)

@@ -17,9 +17,9 @@ import time
 import numpy as np
 import torch
 
+from dpctrl.policy.diffusion_policy import DiffusionPolicy
 from dpctrl.launch.bench_cache import episode_windows, run_sequence
 from dpctrl.launch.calibrate import dataset_windows
-from dpctrl.policy import checkpoint
 from dpctrl.policy.accel.cache import (BlockCache, BlockRecorder, acs_steps, action_error_segments, bubbling_union,
                                 similarity_and_change, uniform_schedule)
 
@@ -32,7 +32,7 @@ def main() -> None:
     ap.add_argument("--windows", type=int, default=16)
     args = ap.parse_args()
     torch.set_num_threads(1)
-    pol = checkpoint.load(args.checkpoint)
+    pol = DiffusionPolicy.load(args.checkpoint)
     pol.set_sampler("ddpm", 100)
     rec = BlockRecorder()
     pol.set_cache(rec)

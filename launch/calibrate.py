@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dpctrl.policy.diffusion_policy import DiffusionPolicy
 from dpctrl.policy import checkpoint
 from dpctrl.policy.accel.warmstart import WarmStartConfig, shift_chunk
 
@@ -97,7 +98,7 @@ def calibrate_from_dataset(checkpoint_name: str, data_path: str | Path, n_window
     checkpoint's. Saves ``rti.json`` next to the checkpoint."""
     from dpctrl.data import ReplayBuffer
     from dpctrl.data.dataset import WindowDataset
-    policy = checkpoint.load(checkpoint_name)
+    policy = DiffusionPolicy.load(checkpoint_name)
     if sampler is not None or steps is not None:
         policy.set_sampler(sampler or policy.cfg.sampler, steps or policy.cfg.num_inference_steps)
     ds = WindowDataset(ReplayBuffer.open(data_path), obs_keys=list(policy.cfg.obs_dims),
@@ -169,7 +170,7 @@ def dataset_windows(policy, data_path, n_windows: int) -> list[dict]:
 def calibrate_cache_from_dataset(checkpoint_name: str, data_path, budget: int, objective: str = "adjacent",
                                  bu_top_n: int = 3, sampler: str = "ddpm", steps: int = 100,
                                  n_windows: int = 16) -> dict:
-    policy = checkpoint.load(checkpoint_name)
+    policy = DiffusionPolicy.load(checkpoint_name)
     policy.set_sampler(sampler, steps)
     res = calibrate_cache(policy, dataset_windows(policy, data_path, n_windows), budget, objective, bu_top_n)
     res["data"], res["windows"] = str(data_path), n_windows

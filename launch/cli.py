@@ -6,6 +6,7 @@ import os
 import sys
 from pathlib import Path
 
+from dpctrl.policy import registry
 from dpctrl.launch.options import add_warm_start_args, apply_warm_start, command_line, compare_and_write, write_json
 
 
@@ -26,9 +27,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     import torch
 
     from dpctrl.launch.evaluate import evaluate
-    from dpctrl.policy import checkpoint
     torch.set_num_threads(args.threads)
-    policy = checkpoint.load_policy(args.checkpoint, seed=args.seed_start)
+    policy = registry.load_policy(args.checkpoint, seed=args.seed_start)
     if args.env.startswith("metaworld:") and hasattr(policy, "set_task"):
         policy.set_task(args.env.split(":", 1)[1])
     if args.sampler or args.steps:

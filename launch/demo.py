@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from dpctrl.policy.diffusion_policy import DiffusionPolicy
 from dpctrl.launch.calibrate import default_rti_config, make_cache
 from dpctrl.launch.evaluate import evaluate, record_video
 from dpctrl.launch.results import markdown_table
@@ -30,12 +31,12 @@ DEFAULT_TRAIN_STEPS = 6000
 
 def _load_or_train(out: Path, progress: bool, name: str = "lift"):
     try:
-        return checkpoint.load(name), str(name) + (" (shipped)" if name in checkpoint.shipped() else "")
+        return DiffusionPolicy.load(name), str(name) + (" (shipped)" if name in checkpoint.shipped() else "")
     except checkpoint.CheckpointError as e:
         print(f"no shipped lift checkpoint ({e}); training one with the default recipe "
               f"({DEFAULT_TRAIN_STEPS} steps, ~25 min on 2 cores)")
         train_task("lift", DEFAULT_TRAIN_STEPS, out / "train", progress=progress)
-        return checkpoint.load(out / "train" / "checkpoint"), str(out / "train" / "checkpoint")
+        return DiffusionPolicy.load(out / "train" / "checkpoint"), str(out / "train" / "checkpoint")
 
 
 def latency_plot(rows: list[dict], path: Path) -> None:

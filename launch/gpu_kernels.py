@@ -20,8 +20,8 @@ from collections import Counter
 import torch
 from torch.profiler import ProfilerActivity, profile
 
+from dpctrl.policy.diffusion_policy import DiffusionPolicy
 from dpctrl.launch.bench_policy import big_policy
-from dpctrl.policy import checkpoint
 
 
 def kernels(fn) -> list:
@@ -91,7 +91,7 @@ def main() -> None:
     ap.add_argument("--fused", action="store_true", help="also the fused Triton decoder")
     ap.add_argument("--chunk", action="store_true", help="profile whole chunks on the fused tf32 graph path")
     args = ap.parse_args()
-    pol = big_policy(checkpoint.load("lift").eval()).cuda()
+    pol = big_policy(DiffusionPolicy.load("lift").eval()).cuda()
     net = pol.net
     x = torch.randn(1, pol.horizon, pol.cfg.action_dim, device="cuda")
     cond = torch.randn(1, pol.n_obs_steps, pol.cond_dim, device="cuda")

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import os
 import signal
+from dpctrl.policy.diffusion_policy import DiffusionPolicy
 
 
 def serve(checkpoint_name: str, host: str, port: int, token: str | None, allow_remote: bool,
           configure=None, max_message_bytes: int | None = None, ready=None) -> dict:
     from dpctrl.control.server import PolicyServer, check_bind
-    from dpctrl.policy import checkpoint
     check_bind(host, token, allow_remote)  # before loading anything
-    policy = checkpoint.load(checkpoint_name)
+    policy = DiffusionPolicy.load(checkpoint_name)
     if configure is not None:
         configure(policy)
     kw = {"max_message_bytes": max_message_bytes} if max_message_bytes else {}

@@ -7,12 +7,12 @@ import time
 
 import numpy as np
 
+from dpctrl.policy.diffusion_policy import DiffusionPolicy
 from dpctrl import envs
 from dpctrl.control.loop import ControlLoop, EpisodeReport, LoopConfig
 from dpctrl.control.robot import MockArm, SimRobot
 from dpctrl.control.safety import SafetyFilter
 from dpctrl.data import ReplayBuffer
-from dpctrl.policy import checkpoint
 
 
 def _pct(values: list[float]) -> dict:
@@ -62,7 +62,7 @@ def run(checkpoint_name: str, robot: str, rate_hz: float | None, async_inference
         max_steps: int | None = None, configure=None, action_steps: int | None = None,
         replan_at: int | None = None) -> dict:
     _sim_task(robot)  # validate before loading anything
-    policy = checkpoint.load(checkpoint_name, seed=seed_start)
+    policy = DiffusionPolicy.load(checkpoint_name, seed=seed_start)
     if configure is not None:
         configure(policy)
     res = run_loop(policy, robot, rate_hz, async_inference, episodes, seed_start, record=record, overlap=overlap,

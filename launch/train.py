@@ -172,11 +172,11 @@ def ship(run_checkpoint: str | Path, name: str, fp16: bool = True, check_windows
     src = Path(run_checkpoint)
     recipe = json.loads((src / "recipe.json").read_text())
     dest = checkpoint.ship_target(name, to)
-    full = checkpoint.load(src)
+    full = DiffusionPolicy.load(src)
     if discrete_dims is not None:  # for runs trained before the config carried them
         full.cfg.discrete_action_dims = list(discrete_dims)
-    checkpoint.save(full, dest, dtype=torch.float16 if fp16 else torch.float32)
-    half = checkpoint.load(dest)
+    full.save(dest, dtype=torch.float16 if fp16 else torch.float32)
+    half = DiffusionPolicy.load(dest)
     rb = ReplayBuffer.open(recipe["data"]["path"])
     ds = WindowDataset(rb, obs_keys=list(full.cfg.obs_dims), image_keys=full.cfg.image_keys,
                        n_obs_steps=full.n_obs_steps, horizon=full.horizon, n_action_steps=full.n_action_steps)

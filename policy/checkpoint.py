@@ -19,11 +19,6 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from dpctrl.policy.diffusion_policy import DiffusionPolicy, PolicyConfig
-from dpctrl.policy.normalizer import Normalizer
-
-FORMAT = "dpctrl-policy"
-VERSION = 1
 WEIGHTS, CONFIG = "model.safetensors", "config.json"
 log = logging.getLogger(__name__)
 PICKLE_MAGIC = (b"\x80", b"PK\x03\x04")  # pickle protocol 2+, torch's zip-of-pickles
@@ -73,20 +68,6 @@ def resolve(name_or_dir: str | os.PathLike) -> Path:
                           f"user ones (in {user_dir()}) are {have['user']}")
 
 
-def load_policy(name_or_dir: str | os.PathLike, seed: int = 0):
-    """A chunk policy from a checkpoint of any chunk-policy format (the transformer diffusion
-    policy, or PAD), in eval mode; ``seed`` seeds its noise."""
-    path = resolve(name_or_dir)
-    try:
-        fmt = json.loads((path / CONFIG).read_text()).get("format")
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
-        fmt = None  # read_config below says what is wrong
-    if fmt == "dpctrl-pad":
-        from dpctrl.policy.pad import PadPolicy
-        return PadPolicy.load(path, seed=seed)
-    return load(path, seed=seed)
-
-
 def ship_target(name: str, to: str | os.PathLike | None = None) -> Path:
     """Where ``dpctrl ship`` writes checkpoint ``name``: ``to/<name>`` or ``user_dir()/<name>``.
     Refuses anything inside an installed package directory (site-packages), which an install
@@ -133,19 +114,7 @@ def write_atomic_dir(final: Path, write) -> None:
         raise
 
 
-def save(policy: DiffusionPolicy, path: str | os.PathLike, extra: dict | None = None,
-         dtype: torch.dtype = torch.float32) -> Path:
-    """Save weights (+ normalizer) and config. ``dtype=torch.float16`` halves the size."""
-    if policy.normalizer is None:
-        raise CheckpointError("policy has no normalizer; fit one before saving")
-    tensors = {k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous()
-               for k, v in policy.state_dict().items()}
-    tensors.update({f"normalizer.{k}": v.contiguous() for k, v in policy.normalizer.state_dict().items()})
-    config = {"format": FORMAT, "version": VERSION, "policy": policy.cfg.to_dict(), **(extra or {})}
-    return write_dir(path, tensors, config)
-
-
-def read_config(path: str | os.PathLike, fmt: str = FORMAT, version: int = VERSION) -> dict:
+def read_config(path: str | os.PathLike, fmt: str, version: int) -> dict:
     """The config of a checkpoint directory of format ``fmt``; CheckpointError otherwise."""
     path = Path(path)
     if not path.is_dir():
@@ -196,30 +165,31 @@ def write_dir(path: str | os.PathLike, tensors: dict[str, torch.Tensor], config:
     return path
 
 
-def load(path: str | os.PathLike, seed: int = 0) -> DiffusionPolicy:
-    """Load a policy in eval mode from a directory or a shipped name; weights cast to float32."""
-    path = resolve(path)
-    config = read_config(path)
-    weights = path / WEIGHTS
-    tensors = read_tensors(path)
+def read_format(path: str | os.PathLike) -> str | None:
+    """The ``format`` a checkpoint directory's config.json names (None if it cannot be read;
+    ``read_config`` then says what is wrong)."""
     try:
-        cfg = PolicyConfig(**config["policy"])
-    except TypeError as e:
-        raise CheckpointError(f"{path / CONFIG}: bad policy config: {e}") from None
-    norm = {k[len("normalizer."):]: v.float() for k, v in tensors.items() if k.startswith("normalizer.")}
-    state = {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()
-             if not k.startswith("normalizer.")}
-    policy = DiffusionPolicy(cfg, Normalizer.from_state_dict(norm), seed=seed)
-    missing, unexpected = policy.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise CheckpointError(f"{weights}: weights do not match the config (missing {missing[:5]}, "
-                              f"unexpected {unexpected[:5]})")
-    return policy.eval()
+        return json.loads((Path(path) / CONFIG).read_text()).get("format")
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        return None
+
+
+def read_calibration(name_or_dir: str | os.PathLike, file: str) -> dict | None:
+    """A calibration saved next to a checkpoint's weights (``rti.json``, ``cache_bac.json``), or None."""
+    path = resolve(name_or_dir) / file
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def write_calibration(name_or_dir: str | os.PathLike, file: str, payload: dict) -> Path:
+    """Write a calibration next to a checkpoint's weights (refused inside an installed package)."""
+    out = writable(resolve(name_or_dir) / file)
+    out.write_text(json.dumps(payload, indent=2) + "\n")
+    return out
 
 
 class ConfigCheckpoint:
     """``save(dir)`` / ``load(dir)`` for models built as ``cls(cfg, seed=...)`` from one config
-    dataclass (the planners): the subclass sets ``FORMAT``, ``VERSION``, ``SECTION`` (the
+    dataclass (every model; policy/registry.py maps each format to its class): the subclass sets ``FORMAT``, ``VERSION``, ``SECTION`` (the
     config's key in config.json) and ``CONFIG`` (the dataclass). A loaded model keeps the
     whole config.json as ``checkpoint_config``."""
 
@@ -228,10 +198,20 @@ class ConfigCheckpoint:
     SECTION: str
     CONFIG: type
 
-    def save(self, path: str | os.PathLike, extra: dict | None = None) -> Path:
+    def save(self, path: str | os.PathLike, extra: dict | None = None, **kw) -> Path:
+        """Weights and config, atomically; ``kw`` goes to ``checkpoint_tensors``."""
         from dataclasses import asdict
         config = {"format": self.FORMAT, "version": self.VERSION, self.SECTION: asdict(self.cfg), **(extra or {})}
-        return write_dir(path, dict(self.state_dict()), config)
+        return write_dir(path, self.checkpoint_tensors(**kw), config)
+
+    def checkpoint_tensors(self) -> dict[str, torch.Tensor]:
+        """What goes into the weights file (default: the state dict)."""
+        return dict(self.state_dict())
+
+    @classmethod
+    def from_checkpoint(cls, cfg, tensors: dict[str, torch.Tensor], seed: int = 0):
+        """A model from its config and weights file; returns (model, its state to load)."""
+        return cls(cfg, seed=seed), tensors
 
     @classmethod
     def load(cls, path: str | os.PathLike, seed: int = 0):
@@ -241,8 +221,8 @@ class ConfigCheckpoint:
             cfg = cls.CONFIG(**config[cls.SECTION])
         except (TypeError, ValueError, KeyError) as e:
             raise CheckpointError(f"{path}: bad {cls.SECTION} config: {e}") from None
-        model = cls(cfg, seed=seed)
-        missing, unexpected = model.load_state_dict(read_tensors(path), strict=False)
+        model, state = cls.from_checkpoint(cfg, read_tensors(path), seed=seed)
+        missing, unexpected = model.load_state_dict(state, strict=False)
         if missing or unexpected:
             raise CheckpointError(f"{path}: weights do not match the config "
                                   f"(missing {missing[:5]}, unexpected {unexpected[:5]})")

@@ -26,7 +26,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from dpctrl.policy import checkpoint
+from dpctrl.policy.denoise import StepPlan, denoise, draw_noise, draw_start
 from dpctrl.policy.nets.transformer import decay_groups, sinusoidal_embedding
+from dpctrl.policy.normalizer import Normalizer
 from dpctrl.policy.samplers import DDIM
 from dpctrl.policy.schedule import NoiseSchedule
 from dpctrl.policy.trajectories import kmeans
@@ -181,7 +183,6 @@ class DrivePlanner(checkpoint.ConfigCheckpoint, nn.Module):
         super().__init__()
         self.cfg = cfg
         self.net = DriveNet(cfg)
-        self.encoders = nn.ModuleDict()  # the trainer's interface: no separate observation encoders
         self.schedule = NoiseSchedule(cfg.schedule, cfg.num_train_timesteps)
         eps = cfg.prediction_type == "epsilon"
         self.sampler = DDIM(self.schedule, prediction_type=cfg.prediction_type, clip_sample=eps, clip_range=1.0)
@@ -191,14 +192,13 @@ class DrivePlanner(checkpoint.ConfigCheckpoint, nn.Module):
         self.gen = torch.Generator().manual_seed(seed)
 
     # ------------------------------------------------------------------ normalisation
-    def _norm(self, traj: torch.Tensor) -> torch.Tensor:
-        lo, hi = traj.new_tensor(self.cfg.traj_lo), traj.new_tensor(self.cfg.traj_hi)
-        return ((traj - lo) / (hi - lo) * 2 - 1).flatten(-2)
+    def normalize(self, traj: torch.Tensor) -> torch.Tensor:
+        """Trajectories (..., W, 2) in metres -> flat normalized (..., W*2)."""
+        return Normalizer.from_ranges({"traj": (self.cfg.traj_lo, self.cfg.traj_hi)}).normalize("traj", traj).flatten(-2)
 
-    def _unnorm(self, flat: torch.Tensor) -> torch.Tensor:
-        lo, hi = flat.new_tensor(self.cfg.traj_lo), flat.new_tensor(self.cfg.traj_hi)
+    def unnormalize(self, flat: torch.Tensor) -> torch.Tensor:
         traj = flat.unflatten(-1, (self.cfg.n_waypoints, 2))
-        return (traj + 1) / 2 * (hi - lo) + lo
+        return Normalizer.from_ranges({"traj": (self.cfg.traj_lo, self.cfg.traj_hi)}).unnormalize("traj", traj)
 
     def fit_trajectories(self, futures: np.ndarray, seed: int = 0) -> None:
         """Normalisation range from training futures (N, W, 2); anchors by k-means."""
@@ -206,13 +206,13 @@ class DrivePlanner(checkpoint.ConfigCheckpoint, nn.Module):
         self.cfg.traj_lo = futures.reshape(-1, 2).min(0).tolist()
         self.cfg.traj_hi = (futures.reshape(-1, 2).max(0) + 1e-3).tolist()
         if self.cfg.method == "anchored":
-            flat = self._norm(torch.as_tensor(futures)).numpy()
+            flat = self.normalize(torch.as_tensor(futures)).numpy()
             self.anchors.copy_(torch.as_tensor(kmeans(flat, self.cfg.n_anchors, seed=seed), dtype=torch.float32))
 
     # ------------------------------------------------------------------ training
     def loss(self, batch: dict, generator: torch.Generator | None = None) -> torch.Tensor:
         cfg, obs = self.cfg, batch["obs"]
-        gt = self._norm(batch["future"])  # (B, W*2)
+        gt = self.normalize(batch["future"])  # (B, W*2)
         B = gt.shape[0]
         mem, pad = self.net.encode(obs["ego"], obs["agents"])
         if cfg.method == "regression":
@@ -241,6 +241,9 @@ class DrivePlanner(checkpoint.ConfigCheckpoint, nn.Module):
     def forward(self, batch: dict, **kw) -> torch.Tensor:
         return self.loss(batch, **kw)
 
+    def param_groups(self, weight_decay: float) -> list[dict]:
+        return self.net.optim_groups(weight_decay)
+
     # ------------------------------------------------------------------ inference
     @torch.no_grad()
     def plan(self, obs: dict, n_steps: int | None = None, n_samples: int = 1) -> Plan:
@@ -263,22 +266,27 @@ class DrivePlanner(checkpoint.ConfigCheckpoint, nn.Module):
                 if n_steps not in (None, len(cfg.infer_ts)):
                     raise ValueError(f"the anchored planner runs its {len(cfg.infer_ts)} truncated steps "
                                      f"{cfg.infer_ts}; got n_steps={n_steps}")
-                levels = list(cfg.infer_ts)
                 x = self.anchors.expand(B, -1, -1)
-                x = self.schedule.add_noise(x, torch.randn(x.shape, generator=self.gen), levels[0])
+                plan = StepPlan.through(self.sampler, list(cfg.infer_ts), start_level=cfg.infer_ts[0])
+                noise = draw_noise(self.gen, self.sampler, plan, [tuple(x.shape)])
             else:
-                levels = self.sampler.grid(20 if n_steps is None else n_steps)
-                x = torch.randn((B, n_samples, D), generator=self.gen)
+                plan = StepPlan.through(self.sampler, self.sampler.grid(20 if n_steps is None else n_steps))
+                (x,) = draw_start(self.gen, [(B, n_samples, D)])
+                noise = None
             Q = x.shape[1]
             mem_q, pad_q = (mem.repeat_interleave(Q, 0), pad.repeat_interleave(Q, 0)) if cfg.method == "vanilla" \
                 else (mem, pad)
             if cfg.method == "vanilla":  # samples are independent: one query each
                 x = x.reshape(B * Q, 1, D)
-            for t, t_next in zip(levels, levels[1:] + [-1]):
-                out, logits = self.net.decode(mem_q, pad_q, x, torch.full((x.shape[0],), float(t)),
-                                              residual=cfg.prediction_type == "sample")[-1]
-                x = self.sampler.step(x, out, t, t_next, {})
+            last = {}
+
+            def model(x, i):
+                out, last["logits"] = self.net.decode(mem_q, pad_q, x, torch.full((x.shape[0],), float(plan.pairs[i][0])),
+                                                      residual=cfg.prediction_type == "sample")[-1]
+                return out
+            x = denoise(model, self.sampler, x, plan, noise)
+            logits = last["logits"]
             x = x.reshape(B, Q, D)
             logits = logits.reshape(B, Q) if cfg.method == "anchored" else torch.zeros(B, Q)
-        trajs = self._unnorm(x).numpy()
+        trajs = self.unnormalize(x).numpy()
         return Plan(trajs=trajs, scores=logits.sigmoid().numpy())

@@ -37,6 +37,18 @@ class Normalizer:
             params[k] = (scale, offset)
         return cls(params)
 
+    @classmethod
+    def from_ranges(cls, ranges: Mapping[str, tuple]) -> "Normalizer":
+        """``{key: (lo, hi)}`` with ``hi > lo`` everywhere (a model's stored ranges): lo -> -1, hi -> 1."""
+        params = {}
+        for k, (lo, hi) in ranges.items():
+            lo, hi = torch.as_tensor(lo, dtype=torch.float32), torch.as_tensor(hi, dtype=torch.float32)
+            if not torch.all(hi > lo):
+                raise ValueError(f"normalizer range for {k!r}: need hi > lo")
+            scale = 2.0 / (hi - lo)
+            params[k] = (scale, -1.0 - lo * scale)
+        return cls(params)
+
     def keys(self) -> list[str]:
         return sorted(self.params)
 

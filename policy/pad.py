@@ -35,8 +35,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from dpctrl.policy.checkpoint import ConfigCheckpoint
-from dpctrl.policy.diffusion_policy import ChunkShape
+from dpctrl.policy.denoise import StepPlan, denoise, draw_noise, draw_start
+from dpctrl.policy.interface import ChunkShape, finite_actions, validate_obs
 from dpctrl.policy.nets.dit import DiT, DiTConfig
+from dpctrl.policy.normalizer import Normalizer
 from dpctrl.policy.samplers import make_sampler
 from dpctrl.policy.schedule import NoiseSchedule
 
@@ -123,7 +125,6 @@ class PadPolicy(ChunkShape, ConfigCheckpoint, nn.Module):
         self.task_id = 0
         self.nfe_last = 0
         self.last_frames: np.ndarray | None = None
-        self.warm = self.cache = None  # no RTI warm start / block cache on this policy
 
     # ---------------------------------------------------------------- core interface
     def set_sampler(self, name: str, n_steps: int) -> None:
@@ -148,20 +149,18 @@ class PadPolicy(ChunkShape, ConfigCheckpoint, nn.Module):
             getattr(self, f"{name}_lo").copy_(torch.where(flat, lo - 1, lo))
             getattr(self, f"{name}_hi").copy_(torch.where(flat, hi + 1, hi))
 
-    def _norm(self, name: str, x: torch.Tensor) -> torch.Tensor:
-        lo, hi = getattr(self, f"{name}_lo"), getattr(self, f"{name}_hi")
-        return (x - lo) / (hi - lo) * 2 - 1
+    @property
+    def normalizer(self) -> Normalizer:
+        """The state and action ranges (buffers, so they travel in the weights) as a normalizer."""
+        return Normalizer.from_ranges({k: (getattr(self, f"{k}_lo"), getattr(self, f"{k}_hi"))
+                                       for k in ("state", "action")})
 
     def _state(self, x) -> torch.Tensor:
         """Observed states (..., state_dim) -> the normalized columns the network sees."""
         x = torch.as_tensor(x, dtype=torch.float32)
         if self.cfg.state_index is not None:
             x = x[..., self.cfg.state_index]
-        return self._norm("state", x)
-
-    def _unnorm(self, name: str, x: torch.Tensor) -> torch.Tensor:
-        lo, hi = getattr(self, f"{name}_lo"), getattr(self, f"{name}_hi")
-        return (x + 1) / 2 * (hi - lo) + lo
+        return self.normalizer.normalize("state", x)
 
     def _img(self, x: torch.Tensor) -> torch.Tensor:
         """(..., S, S, 3) uint8 -> (..., 3, s, s) in [-1, 1], average-pooled to the model size s."""
@@ -188,14 +187,7 @@ class PadPolicy(ChunkShape, ConfigCheckpoint, nn.Module):
         return {"state": (1, self.cfg.state_dim), self.cfg.image_key: (1, S, S, 3)}
 
     def validate_obs(self, obs: Mapping, batched: bool = False) -> None:
-        for k, shape in self.expected_obs().items():
-            if k not in obs:
-                raise ValueError(f"observation is missing key {k!r} (expected shape {shape})")
-            got = tuple(np.shape(obs[k])[1:] if batched else np.shape(obs[k]))
-            if got != shape:
-                raise ValueError(f"observation {k!r}: expected shape {shape}, got {got}")
-            if not np.isfinite(np.asarray(obs[k], dtype=np.float64)).all():
-                raise ValueError(f"observation {k!r} contains NaN/Inf")
+        validate_obs(self.expected_obs(), obs, batched)
 
     # ---------------------------------------------------------------- training
     def lambda_now(self) -> float:
@@ -207,7 +199,7 @@ class PadPolicy(ChunkShape, ConfigCheckpoint, nn.Module):
         action (B, T, A), task (B,) long."""
         cur = self._img(batch["image"])
         fut = self._img(batch["future"]).flatten(1, 2)  # (B, 3k, S, S)
-        act = self._norm("action", batch["action"].float())
+        act = self.normalizer.normalize("action", batch["action"].float())
         state = self._state(batch["state"])
         B = cur.shape[0]
         t = self.sampler.train_timesteps(B, generator=generator)
@@ -226,21 +218,21 @@ class PadPolicy(ChunkShape, ConfigCheckpoint, nn.Module):
     def forward(self, batch: Mapping, **kw) -> torch.Tensor:
         return self.loss(batch, **kw)
 
+    def param_groups(self, weight_decay: float) -> list[dict]:
+        return self.net.optim_groups(weight_decay)
+
     # ---------------------------------------------------------------- inference
     @torch.no_grad()
     def sample(self, cur: torch.Tensor, state: torch.Tensor, task: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Normalized (future frames (B, 3k, S, S), actions (B, T, A)) from noise."""
         B, S = cur.shape[0], self.cfg.model_size
-        fut = torch.randn((B, 3 * self.cfg.k_future, S, S), generator=self.generator)
-        act = torch.randn((B, self.cfg.horizon, self.cfg.action_dim), generator=self.generator)
-        pairs = self.sampler.steps(self.cfg.num_inference_steps)
-        s_img, s_act = self.sampler.new_state(), self.sampler.new_state()
-        for t, t_next in pairs:
-            o_img, o_act = self.net(cur, fut, act, state, self.sampler.model_time(t), task)
-            ddpm = self.sampler.name == "ddpm"
-            fut = self.sampler.step(fut, o_img, t, t_next, s_img, noise=torch.randn(fut.shape, generator=self.generator) if ddpm else None)
-            act = self.sampler.step(act, o_act, t, t_next, s_act, noise=torch.randn(act.shape, generator=self.generator) if ddpm else None)
-        self.nfe_last = len(pairs)
+        shapes = [(B, 3 * self.cfg.k_future, S, S), (B, self.cfg.horizon, self.cfg.action_dim)]
+        x = draw_start(self.generator, shapes)
+        plan = StepPlan.of(self.sampler, self.cfg.num_inference_steps)
+        noise = draw_noise(self.generator, self.sampler, plan, shapes)
+        fut, act = denoise(lambda x, i: self.net(cur, x[0], x[1], state, plan.net_times[i], task),
+                           self.sampler, x, plan, noise)
+        self.nfe_last = len(plan)
         return fut, act
 
     @torch.no_grad()
@@ -254,10 +246,7 @@ class PadPolicy(ChunkShape, ConfigCheckpoint, nn.Module):
         fut, act = self.sample(cur, state, task)
         frames = ((fut[0].view(self.cfg.k_future, 3, *fut.shape[-2:]).clamp(-1, 1) + 1) * 127.5).round()
         self.last_frames = frames.movedim(1, -1).to(torch.uint8).numpy()
-        actions = self._unnorm("action", act).numpy()
-        if not np.isfinite(actions).all():
-            raise FloatingPointError("policy produced non-finite actions")
-        return actions
+        return finite_actions(self.normalizer.unnormalize("action", act).numpy())
 
     def predict_chunk(self, obs_window: Mapping, committed=None) -> np.ndarray:
         self.validate_obs(obs_window)

@@ -27,7 +27,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from dpctrl.policy import checkpoint
+from dpctrl.policy.denoise import StepPlan, denoise, draw_noise, draw_start
 from dpctrl.policy.nets.unet1d import TemporalUNet
+from dpctrl.policy.normalizer import Normalizer
 from dpctrl.policy.samplers import DDIM
 from dpctrl.policy.schedule import NoiseSchedule
 
@@ -119,7 +121,6 @@ class TrajectoryPlanner(checkpoint.ConfigCheckpoint, nn.Module):
         super().__init__()
         self.cfg = cfg
         self.net = _Nets(cfg)
-        self.encoders = nn.ModuleDict()  # the trainer's interface
         self.schedule = NoiseSchedule(cfg.schedule, cfg.num_train_timesteps)
         self.sampler = DDIM(self.schedule, prediction_type="sample", clip_sample=True, clip_range=1.0)
         self.gen = torch.Generator().manual_seed(seed)
@@ -130,13 +131,11 @@ class TrajectoryPlanner(checkpoint.ConfigCheckpoint, nn.Module):
         self.cfg.state_lo = states.min(0).tolist()
         self.cfg.state_hi = (states.max(0) + 1e-3).tolist()
 
-    def norm(self, x: torch.Tensor) -> torch.Tensor:
-        lo, hi = x.new_tensor(self.cfg.state_lo)[: x.shape[-1]], x.new_tensor(self.cfg.state_hi)[: x.shape[-1]]
-        return (x - lo) / (hi - lo) * 2 - 1
-
-    def unnorm(self, x: torch.Tensor) -> torch.Tensor:
-        lo, hi = x.new_tensor(self.cfg.state_lo)[: x.shape[-1]], x.new_tensor(self.cfg.state_hi)[: x.shape[-1]]
-        return (x + 1) / 2 * (hi - lo) + lo
+    @property
+    def normalizer(self) -> Normalizer:
+        """States (4) and goals (the position, 2) to [-1, 1] over the ranges in the config."""
+        lo, hi = self.cfg.state_lo, self.cfg.state_hi
+        return Normalizer.from_ranges({"state": (lo, hi), "goal": (lo[:GOAL_DIM], hi[:GOAL_DIM])})
 
     @staticmethod
     def inpaint(x: torch.Tensor, start: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
@@ -147,7 +146,7 @@ class TrajectoryPlanner(checkpoint.ConfigCheckpoint, nn.Module):
 
     # ------------------------------------------------------------------ training
     def loss(self, batch: dict, generator: torch.Generator | None = None) -> torch.Tensor:
-        traj = self.norm(torch.as_tensor(batch["traj"], dtype=torch.float32))  # (B, N, 4)
+        traj = self.normalizer.normalize("state", torch.as_tensor(batch["traj"], dtype=torch.float32))  # (B, N, 4)
         B = traj.shape[0]
         start, goal = traj[:, 0], traj[:, -1, :GOAL_DIM]
         t = torch.randint(0, self.cfg.num_train_timesteps, (B,), generator=generator)
@@ -164,6 +163,9 @@ class TrajectoryPlanner(checkpoint.ConfigCheckpoint, nn.Module):
     def forward(self, batch: dict, **kw) -> torch.Tensor:
         return self.loss(batch, **kw)
 
+    def param_groups(self, weight_decay: float) -> list[dict]:
+        return self.net.optim_groups(weight_decay)
+
     # ------------------------------------------------------------------ planning
     @torch.no_grad()
     def propose(self, start: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
@@ -173,14 +175,6 @@ class TrajectoryPlanner(checkpoint.ConfigCheckpoint, nn.Module):
             nxt = self.net.proposer(start, goal, chunks)[:, -1:]
             chunks = torch.cat([chunks, nxt], 1)
         return chunks.reshape(start.shape[0], self.cfg.n_points, STATE_DIM)
-
-    @torch.no_grad()
-    def denoise(self, x: torch.Tensor, start: torch.Tensor, goal: torch.Tensor, levels: list[int]) -> torch.Tensor:
-        x = self.inpaint(x, start, goal)
-        for t, t_next in zip(levels, levels[1:] + [-1]):
-            out = self.net.unet(x, torch.full((x.shape[0],), t, dtype=torch.long))
-            x = self.inpaint(self.sampler.step(x, out, t, t_next, {}), start, goal)
-        return x
 
     @torch.no_grad()
     def plan(self, state: np.ndarray, goal: np.ndarray, n_steps: int | None = None) -> np.ndarray:
@@ -194,17 +188,21 @@ class TrajectoryPlanner(checkpoint.ConfigCheckpoint, nn.Module):
             raise ValueError(f"plan needs states (B, 4) and goals (B, 2); got {state.shape}, {goal.shape}")
         if not (np.isfinite(state).all() and np.isfinite(goal).all()):
             raise ValueError("plan: non-finite state or goal")
-        start = self.norm(torch.from_numpy(state))
-        g = self.norm(torch.from_numpy(goal))
+        norm = self.normalizer
+        start, g = norm.normalize("state", torch.from_numpy(state)), norm.normalize("goal", torch.from_numpy(goal))
+        shape = (state.shape[0], cfg.n_points, STATE_DIM)
         if cfg.method == "diffuser":
-            levels = self.sampler.grid(n_steps or cfg.n_steps)
-            x = torch.randn((state.shape[0], cfg.n_points, STATE_DIM), generator=self.gen)
+            plan = StepPlan.through(self.sampler, self.sampler.grid(n_steps or cfg.n_steps))
+            (x,) = draw_start(self.gen, [shape])
         else:
             if n_steps not in (None, cfg.refine_steps):
                 raise ValueError(f"trajdiff refines with its {cfg.refine_steps} steps; got n_steps={n_steps}")
-            proposal = self.propose(start, g)
-            levels = [t for t in np.linspace(cfg.refine_t, 0, cfg.refine_steps, endpoint=False).round().astype(int)]
-            levels = [int(t) for t in levels]
-            noise = torch.randn(proposal.shape, generator=self.gen)
-            x = self.schedule.add_noise(proposal.clamp(-1, 1), noise, levels[0])
-        return self.unnorm(self.denoise(x, start, g, levels)).numpy()
+            x = self.propose(start, g).clamp(-1, 1)
+            levels = [int(t) for t in np.linspace(cfg.refine_t, 0, cfg.refine_steps, endpoint=False).round()]
+            plan = StepPlan.through(self.sampler, levels, start_level=levels[0])
+        noise = draw_noise(self.gen, self.sampler, plan, [shape])
+
+        def model(x, i):
+            return self.net.unet(x, torch.full((x.shape[0],), plan.pairs[i][0], dtype=torch.long))
+        x = denoise(model, self.sampler, x, plan, noise, project=lambda x: self.inpaint(x, start, g))
+        return norm.unnormalize("state", x).numpy()

@@ -66,6 +66,14 @@ class Sampler:
         """The timestep value the network is given for a sample at level ``t`` (scalar or tensor)."""
         return t if torch.is_tensor(t) else float(t)
 
+    def diffuse(self, x0: torch.Tensor, noise: torch.Tensor, level) -> torch.Tensor:
+        """``x0`` forward-diffused to level ``level`` with ``noise``, from host scalars only (no
+        device-side table lookup, so it runs inside a CUDA graph); the clean level is ``x0``."""
+        if level == self.clean:
+            return x0
+        a = self.schedule.abar(int(level)).to(x0.dtype)
+        return a.sqrt() * x0 + (1 - a).sqrt() * noise
+
     # ---------------------------------------------------------------- predictions
     def _coeffs(self, t) -> tuple[torch.Tensor, torch.Tensor]:
         a = self.schedule.abar(int(t))
@@ -228,6 +236,12 @@ class FlowEuler(Sampler):
 
     def step(self, x, out, t, t_next, state, noise=None):
         return x + (t_next - t) * out
+
+    def diffuse(self, x0, noise, level):
+        if level == self.clean:
+            return x0
+        t = torch.tensor(float(level), dtype=torch.float32)
+        return t * noise + (1 - t) * x0
 
     def train_timesteps(self, batch, generator=None, device="cpu"):
         return torch.rand((batch,), generator=generator, device=device)

@@ -76,7 +76,7 @@ class Trainer:
         self.policy, self.dataset, self.cfg = policy, dataset, cfg
         self.out = Path(out_dir)
         self.eval_fn, self.progress = eval_fn, progress
-        self.save_fn = save_fn or checkpoint.save  # (model, path, extra=...) -> writes a checkpoint
+        self.save_fn = save_fn or (lambda m, path, extra=None: m.save(path, extra))  # writes a checkpoint
         self.world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
         self.rank = dist.get_rank() if self.world > 1 else 0
         self.ddp = None
@@ -98,12 +98,7 @@ class Trainer:
             self.resumed_from = self.step
 
     def _groups(self) -> list[dict]:
-        groups = self.policy.net.optim_groups(self.cfg.weight_decay)
-        encoders = getattr(self.policy, "encoders", None)  # image encoders outside the denoiser, if any
-        enc = [p for p in encoders.parameters()] if encoders is not None else []
-        if enc:
-            groups.append({"params": enc, "weight_decay": self.cfg.weight_decay})
-        return groups
+        return self.policy.param_groups(self.cfg.weight_decay)
 
     # ---------------------------------------------------------------- state
     def _save_state(self) -> None:

@@ -28,6 +28,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
+from dpctrl.policy.denoise import RunNoise
+
 OBJECTIVES = ("adjacent", "cached", "action")
 
 
@@ -255,15 +257,14 @@ def action_error_segments(policy, cond: torch.Tensor, n_probes: int = 8, seed: i
     network timesteps)."""
     g = torch.Generator().manual_seed(seed)
     shape = (cond.shape[0], policy.cfg.horizon, policy.cfg.action_dim)
-    pairs = policy.sampler.steps(policy.cfg.num_inference_steps)
-    net_times = [policy.sampler.model_time(t) for t, _ in pairs]
-    K = len(pairs)
+    plan = policy.cold_plan()
+    K = len(plan)
     if probes is not None:
         n_probes = len(probes)
     weight = 1.0 / n_probes if probes is None else 1.0  # a mean over random v; a sum over a basis
     x = torch.randn(shape, generator=g).to(cond)
-    step_noise = (torch.randn((K, *shape), generator=g).to(cond)
-                  if policy.sampler.name == "ddpm" else None)
+    noise = RunNoise(steps=(torch.randn((K, *shape), generator=g).to(cond),)) if policy.sampler.name == "ddpm" \
+        else RunNoise()
     rec = GradRecorder()
     params = [p for p in policy.parameters() if p.requires_grad]
     for p in params:
@@ -271,8 +272,7 @@ def action_error_segments(policy, cond: torch.Tensor, n_probes: int = 8, seed: i
     policy.set_cache(rec)
     try:
         with torch.enable_grad():  # the weights are frozen: the graph hangs on the starting sample
-            final = policy._denoise(x.requires_grad_(True), cond.detach(), pairs, net_times, step_noise, None, None,
-                                    net=policy.net)
+            final = policy.denoise_tensors(x.requires_grad_(True), cond.detach(), plan, noise)
         cont = torch.ones(policy.cfg.action_dim).to(cond)
         cont[list(policy.cfg.discrete_action_dims)] = 0.0
         names = policy.net.branch_names()

@@ -1,19 +1,19 @@
 """GPU deploy path: whole chunks captured as CUDA graphs.
 
 A chunk prediction for a fixed step list is the same sequence of kernels every time; only
-the values in a few tensors change. ``GraphDeploy`` records ``DiffusionPolicy._chunk`` (the
+the values in a few tensors change. ``GraphDeploy`` records ``DiffusionPolicy.chunk_tensors`` (the
 observations' normalization, a warm start's noising, all network calls, the sampler's
 updates, the guide, the block cache and the actions' scaling) once per chunk shape into a
 ``torch.cuda.CUDAGraph`` over static buffers, then replays it: one launch per chunk instead
 of hundreds of small kernels each paid in Python and launch overhead. ``run`` does the same
-for a bare denoising run (``DiffusionPolicy._denoise``, what ``sample`` calls).
+for a bare denoising run (``DiffusionPolicy.denoise_tensors``, what ``sample`` calls).
 
 A chunk's shape (its ``key``): batch, the (t, t_next) pairs, the network times, the warm
 start's noise level, the inputs' names, shapes and dtypes (observations go in as float32,
 uint8 images as uint8). The cold chunk (the configured sampler from pure noise) and the RTI
 chunk (the warm start's step list) are two keys; ``prepare()`` captures both before a
 control loop starts, any other shape is captured at its first use (logged). Changing the
-sampler, the warm start or the cache drops the captured runs (``clear()``), since they bake
+sampler, the warm start or the cache drops the captured runs (``release()``), since they bake
 those in.
 
 Inputs of a chunk (static buffers, copied in before each replay): the observations, the
@@ -52,6 +52,8 @@ import logging
 
 import numpy as np
 import torch
+
+from dpctrl.policy.denoise import InpaintGuide, RunNoise, draw_noise
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +106,9 @@ class _Run:
 
 
 class GraphDeploy:
+    """A runner (policy/accel/runners.py) over captured or static buffers."""
+    allows_cache = True
+
     def __init__(self, policy, batch: int, precision: str = "fp32", graph: bool = True, compile: bool = False,
                  fused: bool = False):
         if precision not in PRECISIONS:
@@ -134,8 +139,13 @@ class GraphDeploy:
         cfg = policy.cfg
         self._host_out = torch.empty((batch, cfg.horizon, cfg.action_dim), dtype=torch.float32, pin_memory=self._pin)
 
+    @property
+    def name(self) -> str:
+        return (f"{'cuda_graph' if self.graph else 'static'}-{self.precision}"
+                f"{'+compile' if self.compiled is not None else ''}{'+fused' if self.fused is not None else ''}")
+
     # ---------------------------------------------------------------- runs
-    def clear(self) -> None:
+    def release(self) -> None:
         for run in self.runs.values():
             run.release()
         self.runs.clear()
@@ -156,44 +166,33 @@ class GraphDeploy:
                              "scheduled BlockCache can (or call set_deploy(None) to run it eagerly)")
 
     @torch.no_grad()
-    def run(self, x, cond, pairs, net_times, step_noise, guide_noise, guide) -> torch.Tensor:
-        """The final sample of one run (as ``DiffusionPolicy._denoise``; ``DiffusionPolicy.sample``
-        calls it), captured on first use."""
-        inputs = {"x": x, "cond": cond, **self._noise_inputs(step_noise, guide_noise, guide)}
-        pol, (net, times) = self.policy, self._net(net_times)
+    def run(self, x, cond, plan, noise, guide=None) -> torch.Tensor:
+        """The final sample of one run (as ``DiffusionPolicy.denoise_tensors``;
+        ``DiffusionPolicy.sample`` calls it), captured on first use."""
+        inputs = {"x": x, "cond": cond, **_noise_inputs(noise, guide)}
+        pol, (net, times) = self.policy, self._net(plan.net_times)
 
-        def fn(x, cond, step_noise=None, guide_noise=None, target=None, w=None):
-            guide = None if target is None else (target, w)
-            return pol._denoise(x, cond, pairs, net_times, step_noise, guide_noise, guide, net=net, times=times)
-        return self._replay(("run",), pairs, net_times, inputs, fn)
+        def fn(x, cond, **noise_in):
+            noise, guide = _noise_of(noise_in)
+            return pol.denoise_tensors(x, cond, plan, noise, guide, denoiser=net, times=times)
+        return self._replay(("run",), plan, inputs, fn)
 
     @torch.no_grad()
-    def chunk(self, obs, x, pairs, net_times, step_noise, guide_noise, guide, start_noise=None,
-              level=None) -> tuple[torch.Tensor, torch.Tensor]:
-        """A whole chunk (as ``DiffusionPolicy._chunk``: observations in robot units to the
-        normalized sample and the actions; ``predict_batch`` calls it), captured on first use:
-        the observation normalization, a warm start's noising and the action scaling replay
-        inside the graph too, so a chunk is one launch between the copies in and out."""
-        inputs = {"x": x, **{f"obs:{k}": v for k, v in obs.items()},
-                  **self._noise_inputs(step_noise, guide_noise, guide)}
-        if start_noise is not None:
-            inputs["start_noise"] = start_noise
-        pol, (net, times) = self.policy, self._net(net_times)
+    def chunk(self, obs, x, plan, noise, guide=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """A whole chunk (as ``DiffusionPolicy.chunk_tensors``: observations in robot units to
+        the normalized sample and the actions; ``predict_batch`` calls it), captured on first
+        use: the observation normalization, a warm start's noising and the action scaling
+        replay inside the graph too, so a chunk is one launch between the copies in and out."""
+        inputs = {"x": x, **{f"obs:{k}": v for k, v in obs.items()}, **_noise_inputs(noise, guide)}
+        pol, (net, times) = self.policy, self._net(plan.net_times)
 
-        def fn(x, step_noise=None, guide_noise=None, target=None, w=None, start_noise=None, **obs):
-            guide = None if target is None else (target, w)
-            return pol._chunk({k[4:]: v for k, v in obs.items()}, x, pairs, net_times, step_noise, guide_noise,
-                              guide, start_noise, level, net=net, times=times)
-        return self._replay(("chunk", level), pairs, net_times, inputs, fn)
+        def fn(x, **named):
+            noise, guide = _noise_of({k: v for k, v in named.items() if not k.startswith("obs:")})
+            obs = {k[4:]: v for k, v in named.items() if k.startswith("obs:")}
+            return pol.chunk_tensors(obs, x, plan, noise, guide, denoiser=net, times=times)
+        return self._replay(("chunk",), plan, inputs, fn)
 
-    @staticmethod
-    def _noise_inputs(step_noise, guide_noise, guide) -> dict[str, torch.Tensor]:
-        out = {} if step_noise is None else {"step_noise": step_noise}
-        if guide is not None:
-            out.update(guide_noise=guide_noise, target=guide[0], w=guide[1])
-        return out
-
-    def _replay(self, kind: tuple, pairs, net_times, inputs: dict, fn):
+    def _replay(self, kind: tuple, plan, inputs: dict, fn):
         """Replay the captured run of this shape (``kind``, steps, inputs' names, shapes and
         dtypes), capturing it first if new."""
         if inputs["x"].shape[0] != self.batch:
@@ -205,12 +204,12 @@ class GraphDeploy:
             if on is not None and self.policy.cache is not None:
                 raise ValueError(f"{what} has no per-block hook; block caching runs without "
                                  f"(set_deploy(..., compile=False, fused=False))")
-        key = (*kind, tuple(pairs), tuple(float(t) for t in net_times),
+        key = (*kind, plan.start_level, tuple(plan.pairs), tuple(float(t) for t in plan.net_times),
                tuple((k, tuple(v.shape), v.dtype) for k, v in sorted(inputs.items())))
         run = self.runs.get(key)
         if run is None:
             log.info("capturing a %s %s of %d network calls (batch %d, %s)", "CUDA graph" if self.graph else "static",
-                     kind[0], len(pairs), self.batch, self.precision)
+                     kind[0], len(plan), self.batch, self.precision)
             run = self.runs[key] = _Run(fn, inputs, self.graph, self._context)
         return run(inputs)
 
@@ -236,16 +235,10 @@ class GraphDeploy:
             v = torch.rand((B, *s), generator=gen)
             obs[k] = (v * 255).to(torch.uint8) if k in pol.cfg.image_keys else v
             obs[k] = obs[k].to(self.device)
-        pairs = pol.sampler.steps(pol.cfg.num_inference_steps)
-        plans = [(pairs, [pol.sampler.model_time(t) for t, _ in pairs], None)]
-        if pol.warm is not None:
-            plans.append(pol._rti_start())
-        for pairs, net_times, level in plans:
-            step_noise = (torch.randn((len(pairs), *shape), generator=gen).to(self.device)
-                          if pol.sampler.name == "ddpm" else None)
-            start_noise = None if level is None else torch.randn(shape, generator=gen).to(self.device)
-            self.chunk(obs, torch.randn(shape, generator=gen).to(self.device), pairs, net_times, step_noise, None,
-                       None, start_noise, level)
+        plans = [pol.cold_plan()] + ([pol.warm_plan()] if pol.warm is not None else [])
+        for plan in plans:
+            noise = draw_noise(gen, pol.sampler, plan, [shape]).to(self.device)
+            self.chunk(obs, torch.randn(shape, generator=gen).to(self.device), plan, noise)
         return len(plans)
 
     # ---------------------------------------------------------------- host transfers
@@ -272,6 +265,26 @@ class GraphDeploy:
         if self.device.type == "cuda":
             torch.cuda.current_stream().synchronize()
         return self._host_out.numpy().copy()
+
+
+def _noise_inputs(noise: RunNoise, guide) -> dict[str, torch.Tensor]:
+    """A run's noise and guide as named static inputs."""
+    out = {}
+    if noise.start is not None:
+        out["start_noise"] = noise.start[0]
+    if noise.steps is not None:
+        out["step_noise"] = noise.steps[0]
+    if guide is not None:
+        out.update(guide_noise=noise.guide, target=guide.target, w=guide.weights)
+    return out
+
+
+def _noise_of(named: dict) -> tuple[RunNoise, InpaintGuide | None]:
+    """The inverse of ``_noise_inputs`` inside a captured function."""
+    start, steps = named.get("start_noise"), named.get("step_noise")
+    noise = RunNoise(None if start is None else (start,), None if steps is None else (steps,), named.get("guide_noise"))
+    guide = InpaintGuide(named["target"], named["w"]) if "target" in named else None
+    return noise, guide
 
 
 class _Float:

@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from dpctrl.policy.denoise import StepPlan
+
 DISCRETE_MODES = ("none", "clip", "scale")
 TAILS = ("fine", "coarse")
 
@@ -94,6 +96,12 @@ class WarmStart:
         rows = [shift_chunk(self.prev[i][None], self.executed.get(i, default_executed))[0] for i in ids]
         return torch.stack(rows)
 
+    def plan(self, sampler, n_inference_steps: int, n_train_timesteps: int, family: str = "diffusion") -> StepPlan:
+        """The step plan of a warm-started run: its (t, t_next) pairs, the network times (the
+        published code's mismatched ones with ``reproduce``) and the level the guess is
+        forward-diffused to (``noise``; None: the guess is used as it is)."""
+        return rti_plan(self.cfg, sampler, n_inference_steps, n_train_timesteps, family)
+
     def store(self, ids: list[int], x: torch.Tensor) -> None:
         x = x.detach().clone()
         if self.cfg.discrete_mode == "clip" and self.cfg.discrete_dims:
@@ -106,3 +114,22 @@ class WarmStart:
         for row, i in enumerate(ids):
             self.prev[i] = x[row]
             self.executed.pop(i, None)
+
+
+def rti_plan(w: WarmStartConfig, sampler, n_inference_steps: int, n_train_timesteps: int,
+             family: str = "diffusion") -> StepPlan:
+    """See ``WarmStart.plan``."""
+    flow = family == "flow"
+    level = w.start_t / n_train_timesteps if flow else w.start_t
+    if flow or w.tail == "coarse":
+        plan = StepPlan.of(sampler, n_inference_steps, start_t=level)
+    else:
+        fine = sampler.steps(n_train_timesteps, start_t=w.start_t)
+        if w.reproduce:
+            coarse = sampler.grid(n_inference_steps)[-len(fine):]
+            times = [float(t) for t in [coarse[0]] * (len(fine) - len(coarse)) + coarse]
+        else:
+            times = [sampler.model_time(t) for t, _ in fine]
+        plan = StepPlan(tuple(fine), tuple(times))
+    start = level if w.noise and level != sampler.clean else None
+    return StepPlan(plan.pairs, plan.net_times, start)

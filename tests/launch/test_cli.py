@@ -3,6 +3,7 @@ import json
 import pytest
 import torch
 
+from dpctrl.policy.diffusion_policy import DiffusionPolicy
 from dpctrl.launch.cli import main
 from dpctrl.launch.results import replace_block
 
@@ -91,7 +92,7 @@ def test_ship_fp16_with_recipe(tiny_lift_run, tmp_path, monkeypatch):
     assert checkpoint.list_checkpoints() == {"shipped": shipped_before, "user": ["tiny"]}
     assert info["dtype"] == "float16" and info["max_abs_action_diff_vs_fp32"] < 0.05
     assert json.loads((tmp_path / "home" / "checkpoints" / "tiny" / "recipe.json").read_text())["shipped"] == info
-    assert checkpoint.load("tiny").cfg.sampler == "ddim"
+    assert DiffusionPolicy.load("tiny").cfg.sampler == "ddim"
 
 
 @pytest.mark.parametrize("async_inference", [False, True])

@@ -1,6 +1,7 @@
 """The checkpoint that ships with the package: it loads by name, is small, and works."""
 import json
 
+from dpctrl.policy.diffusion_policy import DiffusionPolicy
 from dpctrl.launch.evaluate import evaluate
 from dpctrl.policy import checkpoint
 
@@ -14,7 +15,7 @@ def test_shipped_lift_is_small_and_documented():
 
 
 def test_shipped_lift_solves_held_out_seeds():
-    policy = checkpoint.load("lift")
+    policy = DiffusionPolicy.load("lift")
     assert policy.cfg.discrete_action_dims == [6]
     res = evaluate(policy, "lift", episodes=6, seed_start=100_000, batch=6, progress=False)
     assert res["success_rate"] >= 4 / 6 and res["nfe_per_chunk"] == 10

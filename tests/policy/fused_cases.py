@@ -158,6 +158,6 @@ def compare_fused(pol, kind, mode, precision="fp32"):
     pol.set_deploy(kind, batch=2, precision=precision, fused=True)
     setup(pol, mode)
     fast = episode(pol, mode)
-    runs = len(pol._graphs.runs)
+    runs = len(pol.runner.runs)
     pol.set_deploy(None)
     return eager, fast, runs

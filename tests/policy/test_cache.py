@@ -1,6 +1,8 @@
 import numpy as np
 import pytest
 import torch
+
+from dpctrl.policy.denoise import RunNoise
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -66,17 +68,16 @@ def test_action_segments_equal_a_finite_difference_through_the_run(block, a, b):
     g = torch.Generator().manual_seed(5)
     x = torch.randn(shape, generator=g)
     noise = torch.randn((10, *shape), generator=g)
-    pairs = pol.sampler.steps(10)
-    times = [pol.sampler.model_time(t) for t, _ in pairs]
+    plan, run_noise = pol.cold_plan(), RunNoise(steps=(noise,))
     rec = BlockRecorder()
     pol.set_cache(rec)
     with torch.no_grad():
-        pol._denoise(x, cond, pairs, times, noise, None, None, net=pol.net)
+        pol.denoise_tensors(x, cond, plan, run_noise)
         ref = [o.view(2, pol.horizon, -1) for o in rec.outputs[block]]
 
         def final(eps):
             pol.set_cache(_Inject(block, a, range(a + 1, b + 1), eps, ref))
-            return pol._denoise(x, cond, pairs, times, noise, None, None, net=pol.net)[..., 0]
+            return pol.denoise_tensors(x, cond, plan, run_noise)[..., 0]
         eps = 1e-1
         delta = (final(eps) - final(-eps)) / (2 * eps)
     pol.set_cache(None)

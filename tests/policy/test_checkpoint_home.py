@@ -1,6 +1,7 @@
 """Named checkpoints: shipped (read-only, in the package) and the user's ($DPCTRL_HOME)."""
 import pytest
 
+from dpctrl.policy import registry
 from dpctrl.policy import checkpoint
 
 
@@ -37,7 +38,7 @@ def test_ship_target_refuses_site_packages_and_bad_names(monkeypatch, tmp_path):
 def test_load_policy_picks_the_class_from_the_format():
     from dpctrl.policy.diffusion_policy import DiffusionPolicy
     from dpctrl.policy.pad import PadPolicy
-    assert isinstance(checkpoint.load_policy("lift"), DiffusionPolicy)
-    assert isinstance(checkpoint.load_policy("pad-reach"), PadPolicy)
-    with pytest.raises(checkpoint.CheckpointError, match="expected 'dpctrl-policy'"):
-        checkpoint.load_policy("drive-fork")  # a planner, not a chunk policy
+    assert isinstance(registry.load_policy("lift"), DiffusionPolicy)
+    assert isinstance(registry.load_policy("pad-reach"), PadPolicy)
+    with pytest.raises(checkpoint.CheckpointError, match="format 'dpctrl-drive' is not one of"):
+        registry.load_policy("drive-fork")  # a planner, not a chunk policy

@@ -2,10 +2,10 @@ import numpy as np
 import pytest
 
 from helpers import obs_window, tiny_policy
+from dpctrl.policy.diffusion_policy import DiffusionPolicy
 
 
 def test_traced_denoiser_equals_eager_and_leaves_the_checkpoint_alone(tmp_path):
-    from dpctrl.policy import checkpoint
     pol = tiny_policy().eval()
     keys = sorted(pol.state_dict())
     outs = {}
@@ -15,8 +15,8 @@ def test_traced_denoiser_equals_eager_and_leaves_the_checkpoint_alone(tmp_path):
         outs[kind] = np.stack([pol.predict_chunk(obs_window(i)) for i in range(3)])
     np.testing.assert_allclose(outs["torchscript"], outs[None], atol=1e-5)
     assert sorted(pol.state_dict()) == keys  # the trace is not a submodule
-    checkpoint.save(pol, tmp_path / "ck")  # saving while deployed writes the eager weights
-    assert sorted(checkpoint.load(tmp_path / "ck").state_dict()) == keys
+    pol.save(tmp_path / "ck")  # saving while deployed writes the eager weights
+    assert sorted(DiffusionPolicy.load(tmp_path / "ck").state_dict()) == keys
     # the prediction really goes through the frozen trace: swapping in a new eager weight
     # tensor (the trace holds the old one) changes eager outputs only
     import torch
@@ -53,7 +53,7 @@ def test_traced_run_memory_equals_eager_for_any_run_length():
     pol.set_deploy("torchscript", batch=1)
     cond = torch.randn(1, 2, pol.cond_dim)
     for times in ([90.0], [20.0, 10.0, 0.0], [float(t) for t in range(99, -1, -1)]):
-        got, ref = pol._traced.run_memory(times, cond), pol.net.run_memory(times, cond)
+        got, ref = pol.runner.denoiser.run_memory(times, cond), pol.net.run_memory(times, cond)
         assert len(got) == len(ref) == len(times)
         for i in (0, len(times) - 1):
             for (kg, vg), (kr, vr) in zip(got[i], ref[i]):

@@ -66,7 +66,8 @@ def test_inpainting_pulls_the_prefix_to_committed_actions():
     # full-weight part (first half of the committed steps) lands on the committed actions
     np.testing.assert_allclose(guided[To - 1: To + 1], committed[:2], atol=1e-4)
     assert np.abs(free[To - 1: To + 1] - committed[:2]).max() > 0.1  # the untrained net would not
-    target, w = pol.guide_from_actions(committed)
+    g = pol.guide_from_actions(committed)
+    w = g.weights
     assert w[To - 1: To + 1].tolist() == [1.0, 1.0] and 0 < w[To + 2] < w[To + 1] < 1 and w[To + 3:].sum() == 0
 
 
@@ -74,7 +75,6 @@ def test_image_policy_trains_and_predicts(tmp_path):
     """Image observations go through the GroupNorm ResNet encoder (random crop in training,
     center crop in eval), a training step moves every encoder weight, and the encoder's
     widths survive a checkpoint round trip."""
-    from dpctrl.policy import checkpoint
     from dpctrl.policy.diffusion_policy import DiffusionPolicy, PolicyConfig
     from dpctrl.policy.normalizer import Normalizer
     torch.manual_seed(0)
@@ -97,8 +97,8 @@ def test_image_policy_trains_and_predicts(tmp_path):
     obs = {"pos": np.zeros((2, 3), np.float32), "cam_image": rng.integers(0, 255, (2, 32, 32, 3), dtype=np.uint8)}
     assert pol.predict_chunk(obs).shape == (8, 2)
     assert pol.encoders["cam_image"].blocks[-1].conv2.out_channels == 16
-    checkpoint.save(pol, tmp_path / "ck")
-    back = checkpoint.load(tmp_path / "ck")
+    pol.save(tmp_path / "ck")
+    back = DiffusionPolicy.load(tmp_path / "ck")
     assert back.cfg.image_widths == [8, 16]
     pol.generator.manual_seed(1)
     back.generator.manual_seed(1)

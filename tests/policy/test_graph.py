@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from dpctrl.policy.accel.runners import make_runner
+
 from dpctrl.policy.accel.cache import BlockCache, TeaCacheGate, uniform_schedule
 from dpctrl.policy.accel.warmstart import WarmStartConfig
 from dpctrl.policy.diffusion_policy import DiffusionPolicy, PolicyConfig
@@ -58,7 +60,7 @@ def compare(pol, kind, mode, precision="fp32"):
     pol.set_deploy(kind, batch=2, precision=precision)
     setup(pol, mode)  # drops the captured runs; they are captured again at first use
     fast = episode(pol, mode)
-    runs = len(pol._graphs.runs)
+    runs = len(pol.runner.runs)
     pol.set_deploy(None)
     return eager, fast, runs
 
@@ -80,16 +82,16 @@ def test_prepare_captures_cold_and_rti_runs_without_shifting_the_noise():
     pol.set_warm_start(WarmStartConfig(start_t=20, tail="coarse"))
     ref = episode(pol, "warm")
     pol.set_deploy("static", batch=2)
-    assert len(pol._graphs.runs) == 2 and pol.deploy == "static-fp32"
+    assert len(pol.runner.runs) == 2 and pol.deploy == "static-fp32"
     np.testing.assert_array_equal(episode(pol, "warm"), ref)
-    assert len(pol._graphs.runs) == 2  # nothing captured mid-episode
+    assert len(pol.runner.runs) == 2  # nothing captured mid-episode
     # float64 observations (as simulators hand them out) go in as float32, the dtype the network
     # reads anyway: the same chunks, and still no capture mid-episode
     np.testing.assert_array_equal(episode(pol, "warm", dtype=np.float64), ref)
-    assert len(pol._graphs.runs) == 2
-    keys = set(pol._graphs.runs)
+    assert len(pol.runner.runs) == 2
+    keys = set(pol.runner.runs)
     pol.set_sampler("ddim", 5)  # a new step list: the old runs are dropped, the new ones captured at once
-    assert len(pol._graphs.runs) == 2 and not keys & set(pol._graphs.runs)
+    assert len(pol.runner.runs) == 2 and not keys & set(pol.runner.runs)
 
 
 def test_graph_path_refuses_what_it_cannot_capture():
@@ -115,12 +117,11 @@ def test_graph_path_refuses_what_it_cannot_capture():
 
 def test_bench_gpu_refuses_without_cuda_and_its_loop_runs_on_the_static_path(tmp_path):
     from dpctrl.launch.bench_gpu import gpu_loop
-    from dpctrl.policy import checkpoint
     if not torch.cuda.is_available():
         from dpctrl.launch.bench_gpu import bench_gpu
         with pytest.raises(RuntimeError, match="CUDA"):
             bench_gpu("lift", "unused")
-    pol = checkpoint.load("lift").eval()
+    pol = DiffusionPolicy.load("lift").eval()
     res = gpu_loop(pol, "lift", "RTI", rate_hz=20.0, cycles=30, precision="fp32", kind="static")
     assert res["cycles"] == 30 and res["policy_errors"] == 0 and res["nfe"] == 3
     assert pol.deploy == "eager" and pol.warm is None  # the loop leaves the policy as it found it
@@ -172,7 +173,7 @@ def test_switching_deploy_paths_repeatedly_keeps_capturing():
     for precision in ("fp32", "tf32", "bf16", "fp32"):
         pol.set_deploy("cuda_graph", batch=2, precision=precision)
         assert np.isfinite(episode(pol, "warm")).all()
-        object.__setattr__(pol, "_graphs", None)  # dropped without clear(): garbage in a reference cycle
+        pol.runner = make_runner(pol, None)  # dropped without release(): garbage in a reference cycle
 
 
 @pytest.mark.slow
@@ -197,7 +198,7 @@ def compare_compiled(pol, kind):
     pol.set_deploy(kind, batch=2, compile=True)
     assert pol.deploy.endswith("+compile")
     fast = episode(pol, "warm")
-    runs = len(pol._graphs.runs)
+    runs = len(pol.runner.runs)
     with pytest.raises(ValueError, match="compiled"):
         setup(pol, "cache")
     pol.set_deploy(None)

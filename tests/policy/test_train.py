@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from helpers import ToyDataset, obs_window, tiny_policy
-from dpctrl.policy import checkpoint
+from dpctrl.policy.diffusion_policy import DiffusionPolicy
 from dpctrl.policy.train import Trainer, TrainConfig
 
 
@@ -42,7 +42,7 @@ def test_training_learns_and_checkpoint_loads(tmp_path):
     losses = [r["loss"] for r in log if r["event"] == "train"]
     assert losses[-1] < 0.5 * losses[0]
     assert calls == [500, 1000]
-    loaded = checkpoint.load(tmp_path / "checkpoint")
+    loaded = DiffusionPolicy.load(tmp_path / "checkpoint")
     assert json.loads((tmp_path / "checkpoint" / "config.json").read_text())["train_step"] == 1000
     # the trained policy maps observation -> action as the data does (DDIM-10, EMA weights)
     obs = {k: v[:8] for k, v in ds.obs.items()}

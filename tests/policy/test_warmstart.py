@@ -100,12 +100,12 @@ def test_guess_is_the_shifted_previous_chunk():
     prev = pol.warm.prev[0].clone()
     pol.note_executed(3)
     seen = {}
-    orig = pol._chunk
+    orig = pol.chunk_tensors
 
     def spy(obs, x, *args, **kw):  # the chunk function predict_batch runs (the start sample: x)
         seen["x"] = x.clone()
         return orig(obs, x, *args, **kw)
-    pol._chunk = spy
+    pol.chunk_tensors = spy
     pol.predict_chunk(obs_window())
     torch.testing.assert_close(seen["x"][0], shift_chunk(prev[None], 3)[0])
 

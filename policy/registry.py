@@ -1,0 +1,35 @@
+"""Checkpoint formats -> model classes: one way to load any checkpoint.
+
+    model = registry.load("lift")          # the class its config.json's format names
+    policy = registry.load_policy("lift")  # the same, refusing anything that is not a chunk policy
+"""
+from __future__ import annotations
+
+import os
+
+from dpctrl.policy import checkpoint
+from dpctrl.policy.diffusion_policy import DiffusionPolicy
+from dpctrl.policy.drive import DrivePlanner
+from dpctrl.policy.pad import PadPolicy
+from dpctrl.policy.planner import TrajectoryPlanner
+
+MODELS = {cls.FORMAT: cls for cls in (DiffusionPolicy, PadPolicy, DrivePlanner, TrajectoryPlanner)}
+CHUNK_POLICIES = (DiffusionPolicy.FORMAT, PadPolicy.FORMAT)
+
+
+def load(name_or_dir: str | os.PathLike, seed: int = 0, formats: tuple[str, ...] | None = None):
+    """The model of a checkpoint directory or name, in eval mode; ``seed`` seeds its noise.
+    ``formats``: the formats accepted (default any registered one)."""
+    path = checkpoint.resolve(name_or_dir)
+    fmt = checkpoint.read_format(path)
+    accepted = formats or tuple(MODELS)
+    if fmt not in accepted:
+        if fmt is None:  # unreadable: the first accepted class's reader says exactly what is wrong
+            return MODELS[accepted[0]].load(path, seed=seed)
+        raise checkpoint.CheckpointError(f"{path}: format {fmt!r} is not one of {list(accepted)}")
+    return MODELS[fmt].load(path, seed=seed)
+
+
+def load_policy(name_or_dir: str | os.PathLike, seed: int = 0):
+    """A chunk policy (the transformer diffusion policy, or PAD) from a checkpoint, in eval mode."""
+    return load(name_or_dir, seed=seed, formats=CHUNK_POLICIES)
