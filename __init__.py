@@ -30,8 +30,8 @@ _API = {
     "make_env": ("dpctrl.envs", "make"),
     "make_expert": ("dpctrl.envs", "expert"),
     "env_names": ("dpctrl.envs", "names"),
-    "evaluate": ("dpctrl.launch.evaluate", "evaluate"),
-    "run_loop": ("dpctrl.launch.run", "run_loop"),
+    "evaluate": ("dpctrl.envs.evaluate", "evaluate"),
+    "run_loop": ("dpctrl.control.session", "run_loop"),
     "ControlLoop": ("dpctrl.control.loop", "ControlLoop"),
     "LoopConfig": ("dpctrl.control.loop", "LoopConfig"),
     "SafetyFilter": ("dpctrl.control.safety", "SafetyFilter"),
@@ -49,8 +49,8 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load lazi
     from .control.safety import SafetyFilter
     from .data.replay_buffer import ReplayBuffer
     from .envs import expert as make_expert, make as make_env, names as env_names
-    from .launch.evaluate import evaluate
-    from .launch.run import run_loop
+    from .envs.evaluate import evaluate
+    from .control.session import run_loop
     from .policy.checkpoint import list_checkpoints, user_dir as checkpoint_home
     from .policy.registry import load_policy
     from .policy.stepper import ChunkStepper

@@ -12,7 +12,7 @@ joint limits, and the safety filter and this adapter clip to them.
 
 lerobot itself (Python >= 3.12) is imported only by ``make_lerobot_robot``; the adapter works
 with any object of that interface (this module needs only numpy and gymnasium, so the
-lerobot side venv can import it: ``launch/lerobot_side.py robot``).
+lerobot side venv can import it: ``control/lerobot_side.py robot``).
 """
 from __future__ import annotations
 
@@ -95,5 +95,5 @@ def make_lerobot_robot(config: Any, action_low, action_high, calibrate: bool = T
         from lerobot.robots import make_robot_from_config
     except ImportError as e:
         raise ImportError("lerobot robots need the `lerobot` package (Python >= 3.12); see "
-                          "launch/lerobot_roundtrip.py for a side venv") from e
+                          "data/lerobot_roundtrip.py for a side venv") from e
     return LeRobotRobot(make_robot_from_config(config), action_low, action_high, calibrate=calibrate)

@@ -78,6 +78,31 @@ class WindowDataset(Dataset):
     def __len__(self) -> int:
         return len(self.index)
 
+    def dims(self) -> dict[str, int]:
+        """Size of every low-dim key (observations and the action)."""
+        return {k: int(v.shape[1]) for k, v in self._low.items()}
+
+    @property
+    def n_steps(self) -> int:
+        """Steps over the selected episodes."""
+        return int(self._lengths.sum())
+
+    def windows(self, indices) -> list[dict[str, np.ndarray]]:
+        """Observation windows ``{key: (To, ...)}`` of ``indices``, one dict each."""
+        obs = self.get_batch(np.asarray(indices))["obs"]
+        return [{k: v[i].numpy() for k, v in obs.items()} for i in range(len(indices))]
+
+    def spaced_windows(self, n: int) -> list[dict[str, np.ndarray]]:
+        """``n`` observation windows spread evenly over the dataset."""
+        return self.windows(np.linspace(0, len(self) - 1, n).astype(int))
+
+    def window_pairs(self, n: int, gap: int) -> tuple[list[dict], list[dict]]:
+        """``n`` pairs of observation windows ``gap`` steps apart within one episode (what a
+        warm start sees: the window a chunk was predicted at, and the one ``gap`` actions later)."""
+        same = np.nonzero(self.index[gap:, 0] == self.index[:-gap, 0])[0]
+        pick = same[np.linspace(0, len(same) - 1, n).astype(int)]
+        return self.windows(pick), self.windows(pick + gap)
+
     def stats(self) -> dict[str, dict[str, np.ndarray]]:
         """Per-dimension ``{"min", "max"}`` of every low-dim key over the selected episodes."""
         return {k: {"min": v.min(axis=0), "max": v.max(axis=0)} for k, v in self._low.items()}

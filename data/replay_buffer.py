@@ -276,3 +276,17 @@ class ReplayBuffer:
     def __repr__(self) -> str:
         return (f"ReplayBuffer({str(self.path)!r}, episodes={self.n_episodes}, steps={self.n_steps}, "
                 f"keys={self.keys()}, zarr_format={self.zarr_format})")
+
+
+def loop_recorder(path: str | os.PathLike):
+    """An ``on_episode_end(record, report)`` callback for the control loop that appends what
+    it observed and sent (``record``) to the store at ``path``, with the episode's seed,
+    success, deadline misses and whether it stopped early as metadata."""
+    rb = ReplayBuffer.open_or_create(path)
+
+    def on_end(record: dict, rep) -> None:
+        data = {k: v for k, v in record.items() if k != "held"}
+        data["held"] = record["held"].astype(np.uint8)
+        rb.add_episode(data, meta={"seed": -1 if rep.seed is None else rep.seed, "success": rep.success,
+                                   "deadline_misses": rep.deadline_misses, "stopped_early": rep.stopped != "done"})
+    return on_end

@@ -236,3 +236,24 @@ def record_expert(scenario: str, seed: int, kicks: bool = True) -> tuple[dict[st
         "future": np.asarray([future_in_frame(poses_arr, i) for i in keep], np.float32).reshape(m, N_WAYPOINTS, 2),
     }
     return data, meta
+
+
+# ------------------------------------------------------------------ metrics
+def summarize_drives(rows: list[dict], header: dict, latencies: list[float]) -> dict:
+    crashed = np.array([r["crashed"] for r in rows])
+    change = np.array([np.sign(r["final_lane"] - r["start_lane"]) for r in rows])
+    out = {**header, "episodes": len(rows), "collision_rate": float(crashed.mean()),
+           "offroad_rate": float(np.mean([r["offroad"] for r in rows])),
+           "progress_m": float(np.mean([r["progress_m"] for r in rows])),
+           "lane_change": {"left": int((change < 0).sum()), "right": int((change > 0).sum()),
+                           "keep": int((change == 0).sum())}}
+    if latencies:
+        lat = np.asarray(latencies)
+        out["plan_latency_ms"] = {"p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99)),
+                                  "mean": float(lat.mean()), "plans": len(lat)}
+    if rows and "diversity" in rows[0]:
+        out["diversity"] = float(np.mean([r["diversity"] for r in rows]))
+    if rows and "top3_both_lanes" in rows[0]:
+        out["top3_both_lanes"] = float(np.mean([r["top3_both_lanes"] for r in rows]))
+    out["per_episode"] = rows
+    return out

@@ -200,3 +200,40 @@ def record_expert(task: MazeTask, seed: int, steps: int, rng: np.random.Generato
             task.set_goal(task.grid.center(cell) + rng.uniform(-0.25, 0.25, 2) * task.grid.scaling)
             obs = {**obs, "goal": task.goal}
     return {"state": np.stack(states), "action": np.stack(actions), "goal": np.stack(goals), "goals_reached": reached}
+
+
+# ------------------------------------------------------------------ metrics
+def run_simple(task: MazeTask, seed: int, act) -> dict:
+    obs, _ = task.reset(seed=seed)
+    for _ in range(task.max_steps):
+        obs, *_ = task.step(act(obs))
+    return {"seed": seed, "success": task.reached, "score": task.score, "path_length": task.path_length}
+
+
+def baselines(maze: str, seeds: range) -> dict[str, list[dict]]:
+    """The expert and a uniform-random policy on ``seeds`` (the normalised score's ends)."""
+    task = MazeTask(maze)
+    expert = MazeExpert(task.grid)
+    rng = np.random.default_rng(0)
+    return {"expert": [run_simple(task, s, expert.act) for s in seeds],
+            "random": [run_simple(task, s, lambda o: rng.uniform(-1, 1, 2).astype(np.float32)) for s in seeds]}
+
+
+def summarize_plans(rows: list[dict], base: dict, header: dict, latencies: list[float], in_wall: float | None) -> dict:
+    score = np.mean([r["score"] for r in rows])
+    r_exp, r_rand = (np.mean([r["score"] for r in base[k]]) for k in ("expert", "random"))
+    both = [(r["path_length"], e["path_length"]) for r, e in zip(rows, base["expert"]) if r["success"] and e["success"]]
+    out = {**header, "episodes": len(rows), "success_rate": float(np.mean([r["success"] for r in rows])),
+           "score": float(score), "expert_score": float(r_exp), "random_score": float(r_rand),
+           "normalized_score": float(100 * (score - r_rand) / max(r_exp - r_rand, 1e-9)),
+           "expert_success_rate": float(np.mean([e["success"] for e in base["expert"]])),
+           "path_length": float(np.mean([a for a, _ in both])) if both else None,
+           "expert_path_length": float(np.mean([b for _, b in both])) if both else None,
+           "path_length_ratio": float(np.mean([a for a, _ in both]) / np.mean([b for _, b in both])) if both else None,
+           "plan_waypoints_in_walls": in_wall}
+    if latencies:
+        lat = np.asarray(latencies)
+        out["plan_time_ms"] = {"p50": float(np.median(lat)), "mean": float(lat.mean()),
+                               "p99": float(np.percentile(lat, 99)), "plans": len(lat)}
+    out["per_episode"] = rows
+    return out

@@ -8,17 +8,14 @@ held-out seeds, prints a table of success rate and per-chunk latency, and writes
 """
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
-import torch
-
-from dpctrl.policy.diffusion_policy import DiffusionPolicy
-from dpctrl.launch.calibrate import default_rti_config, make_cache
-from dpctrl.launch.evaluate import evaluate, record_video
+from dpctrl.launch.options import write_json
 from dpctrl.launch.results import markdown_table
-from dpctrl.launch.train import EVAL_SEED_START, train_task
-from dpctrl.policy import checkpoint
+
+EVAL_SEED_START = 100_000  # policy.recipes.EVAL_SEED_START: demonstrations use seeds from 0
 
 # (row name, sampler, steps, warm start, block cache): RTI warm-starts DDIM from the shifted
 # previous chunk at the checkpoint's calibrated K' (rti.json; 2 if uncalibrated); BAC uses
@@ -30,6 +27,9 @@ DEFAULT_TRAIN_STEPS = 6000
 
 
 def _load_or_train(out: Path, progress: bool, name: str = "lift"):
+    from dpctrl.launch.train import train_task
+    from dpctrl.policy import checkpoint
+    from dpctrl.policy.diffusion_policy import DiffusionPolicy
     try:
         return DiffusionPolicy.load(name), str(name) + (" (shipped)" if name in checkpoint.shipped() else "")
     except checkpoint.CheckpointError as e:
@@ -43,6 +43,7 @@ def latency_plot(rows: list[dict], path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import torch
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.boxplot([r["chunk_latency_ms"]["samples"] for r in rows], showfliers=True)
     ax.set_xticks(range(1, len(rows) + 1), [f"{r['name']}\n({r['nfe_per_chunk']} calls)" for r in rows], fontsize=8)
@@ -55,6 +56,7 @@ def latency_plot(rows: list[dict], path: Path) -> None:
 
 
 def table(rows: list[dict], source: str, episodes: int) -> str:
+    import torch
     base = rows[0]["chunk_latency_ms"]["p50"]
     ddim = rows[1]["chunk_latency_ms"]["p50"]
     body = markdown_table(
@@ -69,16 +71,19 @@ def table(rows: list[dict], source: str, episodes: int) -> str:
 
 def demo(out: Path, episodes: int = 20, progress: bool = True, checkpoint_name: str = "lift",
          max_steps: int | None = None) -> dict:
+    from dpctrl.envs.evaluate import evaluate, record_video
+    from dpctrl.policy.accel.cache import cache_for
+    from dpctrl.policy.accel.warmstart import rti_for
     out.mkdir(parents=True, exist_ok=True)
     policy, source = _load_or_train(out, progress, checkpoint_name)
     rows = []
     for name, sampler, steps, warm, cached in VARIANTS:
         policy.set_sampler(sampler, steps)
-        policy.set_warm_start(default_rti_config(checkpoint_name, policy) if warm else None)
+        policy.set_warm_start(rti_for(checkpoint_name, policy) if warm else None)
         policy.set_cache(None)
         if cached:
             try:
-                cache = make_cache("bac", checkpoint_name, policy)
+                cache = cache_for("bac", checkpoint_name, policy)
             except ValueError as e:
                 print(f"skipping the {name} row: {e}")
                 continue
@@ -101,3 +106,32 @@ def demo(out: Path, episodes: int = 20, progress: bool = True, checkpoint_name: 
     print(f"wrote {out / 'demo.json'}, {out / 'latency.png'}, {video['video']} "
           f"(seed {video['seed']}, success {video['success']})")
     return report
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    import torch
+
+    from dpctrl.launch.results import check_block, machine, replace_block
+    torch.set_num_threads(2)
+    if args.update_readme:
+        check_block(Path(args.update_readme), "policy")
+    rep = demo(Path(args.out), episodes=args.episodes, progress=not args.no_progress,
+               checkpoint_name=args.checkpoint, max_steps=args.max_steps)
+    write_json(args.json, rep)
+    if args.update_readme:
+        cmd = f"dpctrl demo --episodes {args.episodes}" + (f" --checkpoint {args.checkpoint}" if args.checkpoint != "lift" else "")
+        replace_block(Path(args.update_readme), "policy", f"Command: `{cmd}` — machine: {machine()}.\n\n"
+                      + table(rep["rows"], rep["checkpoint"], args.episodes))
+    return 0
+
+
+def add_parser(sub) -> None:
+    d = sub.add_parser("demo", help="the main job: the shipped Lift policy closed loop, DDPM-100 vs DDIM-10")
+    d.add_argument("--out", default="runs/demo", help="output directory")
+    d.add_argument("--episodes", type=int, default=20, help="held-out episodes per sampler")
+    d.add_argument("--checkpoint", default="lift", help="checkpoint directory or shipped name")
+    d.add_argument("--max-steps", type=int, help="cap episode length (default: the task's)")
+    d.add_argument("--update-readme", metavar="README", help="rewrite this README's policy results block")
+    d.add_argument("--json", help="write a machine-readable report here")
+    d.add_argument("--no-progress", action="store_true")
+    d.set_defaults(func=cmd_demo)

@@ -1,64 +1,33 @@
-"""``dpctrl drive collect|train|eval``: trajectory planning on highway-env (issue 7).
+"""``dpctrl drive collect|train|eval|bench``: trajectory planning on highway-env.
 
-collect: IDM/MOBIL expert episodes -> ``future`` waypoint targets in a zarr store
-(resumable; crashed expert episodes are counted, not stored).
-train:   one planner (anchored | vanilla | regression) on a store; collects first if missing.
-eval:    closed loop in ``control.ControlLoop`` on simulated time: every ``replan_every``
-         control steps the planner plans from the current observation and the follower turns
-         the plan into that many (acceleration, steering) commands. Also, on each episode's
-         first scene: all planner outputs for the mode-diversity score and, for the fork, the
-         lanes among the top 3. ``--method expert`` runs the IDM/MOBIL expert instead.
+collect: IDM/MOBIL expert episodes -> ``future`` waypoint targets (data/collect.py).
+train:   one planner (anchored | vanilla | regression; policy/drive.py) on a store.
+eval:    closed loop on simulated time (control/planning.py); ``--method expert`` runs the
+         IDM/MOBIL expert instead. Task metrics in envs/highway.py.
+bench:   plan latency of several planners on the same scenes (launch/bench/planners.py).
 """
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
-import numpy as np
-import torch
-from tqdm import tqdm
+from dpctrl.launch.options import label_pairs, write_json
 
-from dpctrl.control.clock import FakeClock
-from dpctrl.control.follower import follow
-from dpctrl.control.loop import ControlLoop, LoopConfig
-from dpctrl.control.robot import SimRobot
-from dpctrl.control.safety import SafetyFilter
-from dpctrl.data.samples import StepDataset
-from dpctrl.envs.highway import SIM_HZ, DriveTask, record_expert
-from dpctrl.launch.collect import open_store
-from dpctrl.launch.drive_cli import EVAL_SEED_START
-from dpctrl.policy.drive import DriveConfig, DrivePlanner
-from dpctrl.policy.train import train_config_model
-from dpctrl.policy.trajectories import lateral_side, mode_diversity
-
-BRAKE = np.array([-0.4, 0.0], np.float32)  # the safety filter's hold: brake at 2 m/s^2, wheels straight
-
-
-def collect(scenario: str, episodes: int, out: str | Path, progress: bool = True) -> dict:
-    rb = open_store(Path(out), {"env": f"highway:{scenario}", "images": False})
-    tried = [int(s) for s in rb.attrs.get("tried_seeds", [])]
-    seed, crashed, t0 = (max(tried) + 1 if tried else 0), 0, time.perf_counter()
-    bar = tqdm(total=episodes, initial=rb.n_episodes, desc=f"collect {scenario}", disable=not progress)
-    while rb.n_episodes < episodes:
-        data, meta = record_expert(scenario, seed)
-        tried.append(seed)
-        if len(data["future"]):
-            rb.add_episode(data, meta)
-            bar.update(1)
-        else:
-            crashed += 1
-        seed += 1
-    rb.set_attrs({"tried_seeds": tried})
-    bar.close()
-    return {"out": str(out), "episodes": rb.n_episodes, "samples": rb.n_steps, "expert_crashes_this_call": crashed,
-            "seconds": time.perf_counter() - t0}
+SCENARIOS = ("fork", "traffic")  # envs.highway.SCENARIOS (a test checks they agree)
+PLANNERS = ("anchored", "vanilla", "regression")  # policy.drive.METHODS
+EVAL_SEED_START = 100_000  # training data uses seeds from 0
 
 
 def train(scenario: str, method: str, steps: int, out: str | Path, data: str | Path | None = None,
           demos: int = 300, batch_size: int = 128, lr: float = 3e-4, seed: int = 0, progress: bool = True) -> dict:
+    import torch
+
+    from dpctrl.data.collect import collect_drive, open_store
+    from dpctrl.data.samples import StepDataset
+    from dpctrl.policy.drive import DriveConfig, DrivePlanner
+    from dpctrl.policy.train import train_config_model
     torch.manual_seed(seed)
     data = Path(data or f"runs/data/drive_{scenario}.zarr")
-    report = collect(scenario, demos, data, progress=progress)
+    report = collect_drive(scenario, demos, data, progress=progress)
     rb = open_store(data, {"env": f"highway:{scenario}", "images": False})
     ds = StepDataset(rb, ["ego", "agents"], "future", episodes=range(min(demos, rb.n_episodes)))
     planner = DrivePlanner(DriveConfig(method=method), seed=seed)
@@ -71,124 +40,91 @@ def train(scenario: str, method: str, steps: int, out: str | Path, data: str | P
     return {"collect": report, **recipe, "train": result}
 
 
-def _planner_predict(planner: DrivePlanner, n_steps: int | None, replan_every: int, latencies: list[float]):
-    dt = 1.0 / SIM_HZ
-
-    def predict(window: dict) -> np.ndarray:
-        obs = {k: window[k][-1:] for k in ("ego", "agents")}  # the newest observation, batch of 1
-        t0 = time.perf_counter()
-        plan = planner.plan(obs, n_steps=n_steps).best[0]
-        latencies.append((time.perf_counter() - t0) * 1000)
-        ego = obs["ego"][0]  # lateral position, road-frame velocity (vx, vy), heading
-        return follow(plan, speed=float(np.hypot(ego[1], ego[2])), n_steps=replan_every, dt=dt, heading=float(ego[3]))
-
-    return predict
-
-
-def _first_scene_stats(planner: DrivePlanner, obs: dict, n_steps: int | None, scenario: str) -> dict:
-    batch = {k: v[None] for k, v in obs.items()}
-    n = planner.cfg.n_anchors
-    plan = planner.plan(batch, n_steps=n_steps, n_samples=n if planner.cfg.method == "vanilla" else 1)
-    out = {"diversity": mode_diversity(plan.trajs[0])}
-    if scenario == "fork":
-        sides = set(lateral_side(plan.top(3)[0]).tolist())
-        out["top3_both_lanes"] = bool({-1, 1} <= sides)
-    return out
-
-
 def evaluate(method: str, scenario: str, episodes: int, checkpoint: str | None = None, n_steps: int | None = None,
              replan_every: int = 5, seed_start: int = EVAL_SEED_START, progress: bool = True) -> dict:
+    from dpctrl.control.planning import evaluate_drive
+    from dpctrl.policy.drive import DrivePlanner
+    from dpctrl.policy.registry import load_method
     if episodes < 1:
         raise ValueError("--episodes must be >= 1")
-    planner = None
-    if method != "expert":
-        if checkpoint is None:
-            raise ValueError("--checkpoint is required unless --method expert")
-        planner = DrivePlanner.load(checkpoint, seed=seed_start)
-        if planner.cfg.method != method:
-            raise ValueError(f"{checkpoint} holds a {planner.cfg.method!r} planner, not {method!r}")
-    task = DriveTask(scenario, expert=method == "expert")
-    latencies: list[float] = []
-    episodes_out = []
-    clock = FakeClock()
-    robot = SimRobot(task, clock=clock)
-    loop = None
-    if planner is not None:
-        safety = SafetyFilter(low=task.action_space.low, high=task.action_space.high, safe_action=BRAKE)
-        # simulated time: a fake clock that sleeping advances (no spinning on it)
-        cfg = LoopConfig(rate_hz=SIM_HZ, async_inference=False, spin_s=0.0)
-        loop = ControlLoop(robot, _planner_predict(planner, n_steps, replan_every, latencies), 1, 0, replan_every,
-                           cfg, safety, clock=clock, sleep=clock.sleep)
-    with robot:
-        for seed in tqdm(range(seed_start, seed_start + episodes), desc=f"drive eval {method}", disable=not progress):
-            obs = robot.reset(seed)
-            row: dict = {"seed": seed, "side": task.side}
-            if planner is not None:
-                row.update(_first_scene_stats(planner, {k: obs[k] for k in ("ego", "agents")}, n_steps, scenario))
-                loop.run_episode(seed)  # resets the robot again with the same seed: the same scene
-            else:
-                while not robot.done:
-                    robot.act(np.zeros(2, np.float32))
-            v = task.vehicle
-            row.update({"crashed": bool(v.crashed), "offroad": not v.on_road,
-                        "progress_m": float(v.position[0] - task.start_x), "final_lane": int(v.lane_index[2]),
-                        "start_lane": task.start_lane, "steps": robot.steps})
-            episodes_out.append(row)
-    if loop is not None:
-        loop.close()
-    return summarize(episodes_out, {"method": method, "scenario": scenario, "checkpoint": checkpoint,
-                                    "prediction_type": planner.cfg.prediction_type if planner else None,
-                                    "n_steps": n_steps if method != "anchored" else len(planner.cfg.infer_ts),
-                                    "replan_every_steps": replan_every, "control_hz": SIM_HZ,
-                                    "seed_start": seed_start, "torch_threads": torch.get_num_threads()}, latencies)
+    if method != "expert" and checkpoint is None:
+        raise ValueError("--checkpoint is required unless --method expert")
+    planner = None if method == "expert" else load_method(DrivePlanner, checkpoint, method, seed_start)
+    res = evaluate_drive(planner, scenario, range(seed_start, seed_start + episodes), method, n_steps, replan_every,
+                         progress)
+    return {"checkpoint": checkpoint, **res}
 
 
-def summarize(rows: list[dict], header: dict, latencies: list[float]) -> dict:
-    crashed = np.array([r["crashed"] for r in rows])
-    change = np.array([np.sign(r["final_lane"] - r["start_lane"]) for r in rows])
-    out = {**header, "episodes": len(rows), "collision_rate": float(crashed.mean()),
-           "offroad_rate": float(np.mean([r["offroad"] for r in rows])),
-           "progress_m": float(np.mean([r["progress_m"] for r in rows])),
-           "lane_change": {"left": int((change < 0).sum()), "right": int((change > 0).sum()),
-                           "keep": int((change == 0).sum())}}
-    if latencies:
-        lat = np.asarray(latencies)
-        out["plan_latency_ms"] = {"p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99)),
-                                  "mean": float(lat.mean()), "plans": len(lat)}
-    if rows and "diversity" in rows[0]:
-        out["diversity"] = float(np.mean([r["diversity"] for r in rows]))
-    if rows and "top3_both_lanes" in rows[0]:
-        out["top3_both_lanes"] = float(np.mean([r["top3_both_lanes"] for r in rows]))
-    out["per_episode"] = rows
-    return out
+def cmd_drive(args) -> int:
+    import torch
+
+    torch.set_num_threads(args.threads)
+    progress = not args.no_progress
+    if args.action == "collect":
+        from dpctrl.data.collect import collect_drive
+        res = collect_drive(args.scenario, args.demos, args.data or f"runs/data/drive_{args.scenario}.zarr", progress)
+        print(f"{res['episodes']} expert episodes ({res['samples']} samples) in {res['out']}; "
+              f"{res['expert_crashes_this_call']} crashed expert episodes skipped")
+    elif args.action == "train":
+        if not args.out:
+            raise ValueError("drive train needs --out")
+        res = train(args.scenario, args.method, args.steps, args.out, data=args.data, demos=args.demos,
+                    batch_size=args.batch_size, lr=args.lr, seed=args.seed, progress=progress)
+        print(f"trained {args.method} on {res['samples']} samples ({res['demos']} episodes): "
+              f"{res['train']['samples_per_s']:.0f} samples/s; checkpoint in {Path(args.out) / 'checkpoint'}")
+    elif args.action == "bench":
+        from dpctrl.launch.bench.planners import bench_drive
+        pairs = label_pairs(args.bench, "drive bench needs --bench LABEL=CHECKPOINT ...")
+        res = bench_drive(pairs, args.scenario, scenes=args.episodes)
+        res["command"] = f"dpctrl drive bench --scenario {args.scenario} --episodes {args.episodes} " \
+                         f"--threads {args.threads} --bench " + " ".join(args.bench)
+        for k, v in res["latency_ms"].items():
+            ratio = res["vs_vanilla20"][k] if res["vs_vanilla20"] else float("nan")
+            print(f"{k:12s} plan latency p50 {v['p50']:7.2f} ms  p99 {v['p99']:7.2f} ms  ({ratio:.3f} x vanilla-20)")
+    else:
+        ckpt = args.checkpoint if args.checkpoint or args.method == "expert" else "drive-fork"
+        res = evaluate(args.method, args.scenario, args.episodes, checkpoint=ckpt, n_steps=args.steps_per_plan,
+                       replan_every=args.replan_every, seed_start=args.seed_start, progress=progress)
+        res["command"] = " ".join(
+            ["dpctrl drive eval", f"--scenario {args.scenario} --method {args.method}"]
+            + ([f"--checkpoint {ckpt}"] if ckpt else [])
+            + ([f"--steps-per-plan {args.steps_per_plan}"] if args.steps_per_plan is not None else [])
+            + [f"--episodes {args.episodes} --seed-start {args.seed_start} --replan-every {args.replan_every}"
+               f" --threads {args.threads}"])
+        lat = res.get("plan_latency_ms", {})
+        lc = res["lane_change"]
+        print(f"{args.scenario} {args.method}{'' if args.steps_per_plan is None else f'-{args.steps_per_plan}'}: "
+              f"collision rate {res['collision_rate']:.3f} over {res['episodes']} episodes; progress "
+              f"{res['progress_m']:.0f} m; lane change left/right/keep {lc['left']}/{lc['right']}/{lc['keep']}"
+              + (f"; plan latency p50 {lat['p50']:.1f} ms" if lat else "")
+              + (f"; diversity {res['diversity']:.3f}" if "diversity" in res else "")
+              + (f"; both lanes in top-3 {res['top3_both_lanes']:.3f}" if "top3_both_lanes" in res else ""))
+    write_json(args.json, res)
+    return 0
 
 
-def bench_latency(checkpoints: dict[str, str], scenario: str = "fork", scenes: int = 50, reps: int = 3,
-                  seed_start: int = EVAL_SEED_START) -> dict:
-    """Plan latency (batch 1, as in the loop) of several planners on the same scenes, timed
-    interleaved in one process so that machine load hits them alike. ``checkpoints`` maps a
-    label (``anchored``, ``vanilla-20``, ``vanilla-2``, ``regression``) to a checkpoint."""
-    planners = {}
-    for label, ckpt in checkpoints.items():
-        method, _, steps = label.partition("-")
-        planner = DrivePlanner.load(ckpt)
-        if planner.cfg.method != method:
-            raise ValueError(f"{ckpt} holds a {planner.cfg.method!r} planner, not {method!r}")
-        planners[label] = (planner, int(steps) if steps else None)
-    task = DriveTask(scenario)
-    obs_list = [task.reset(seed=s)[0] for s in range(seed_start, seed_start + scenes)]
-    times: dict[str, list[float]] = {k: [] for k in planners}
-    for planner, steps in planners.values():  # warm-up: first calls pay for lazy initialisation
-        planner.plan({k: v[None] for k, v in obs_list[0].items()}, n_steps=steps)
-    for obs in obs_list:
-        batch = {k: v[None] for k, v in obs.items()}
-        for _ in range(reps):
-            for label, (planner, steps) in planners.items():
-                t0 = time.perf_counter()
-                planner.plan(batch, n_steps=steps)
-                times[label].append((time.perf_counter() - t0) * 1000)
-    p50 = {k: float(np.percentile(v, 50)) for k, v in times.items()}
-    base = p50.get("vanilla-20")
-    return {"scenario": scenario, "scenes": scenes, "reps": reps, "torch_threads": torch.get_num_threads(),
-            "latency_ms": {k: {"p50": p50[k], "p99": float(np.percentile(v, 99))} for k, v in times.items()},
-            "vs_vanilla20": {k: v / base for k, v in p50.items()} if base else None}
+def add_parser(sub) -> None:
+    d = sub.add_parser("drive", help="trajectory planning on highway-env: collect | train | eval")
+    d.add_argument("action", choices=["collect", "train", "eval", "bench"],
+                   help="bench: plan latency of --bench LABEL=CHECKPOINT planners on the same scenes")
+    d.add_argument("--bench", nargs="+", metavar="LABEL=CKPT",
+                   help="e.g. anchored=DIR vanilla-20=DIR vanilla-2=DIR regression=DIR")
+    d.add_argument("--scenario", choices=list(SCENARIOS), default="fork")
+    d.add_argument("--method", choices=[*PLANNERS, "expert"], default="anchored",
+                   help="expert: the IDM/MOBIL expert itself (eval only)")
+    d.add_argument("--data", help="zarr store of expert episodes (default runs/data/drive_<scenario>.zarr)")
+    d.add_argument("--demos", type=int, default=300, help="expert episodes to train on (collected if missing)")
+    d.add_argument("--steps", type=int, default=3000, help="training steps")
+    d.add_argument("--batch-size", type=int, default=128)
+    d.add_argument("--lr", type=float, default=3e-4)
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--out", help="training output directory (checkpoint in OUT/checkpoint)")
+    d.add_argument("--checkpoint", help="planner checkpoint for eval (default: the shipped drive-fork)")
+    d.add_argument("--steps-per-plan", type=int, help="vanilla: DDIM steps per plan (default 20)")
+    d.add_argument("--replan-every", type=int, default=5, help="control steps (at 10 Hz) between plans")
+    d.add_argument("--episodes", type=int, default=100)
+    d.add_argument("--seed-start", type=int, default=EVAL_SEED_START)
+    d.add_argument("--threads", type=int, default=1)
+    d.add_argument("--json", help="write the machine-readable result here")
+    d.add_argument("--no-progress", action="store_true")
+    d.set_defaults(func=cmd_drive)

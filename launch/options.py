@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -16,7 +17,7 @@ def write_json(path: str | None, payload: dict) -> None:
 
 def command_line() -> str | None:
     """The ``dpctrl ...`` command that is running, for reports; None when not started as ``dpctrl``."""
-    return "dpctrl " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("dpctrl") else None
+    return "dpctrl " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[0].endswith("dpctrl") else None
 
 
 def label_pairs(values: list[str] | None, usage: str) -> dict[str, str]:
@@ -43,18 +44,19 @@ def add_warm_start_args(p: argparse.ArgumentParser) -> None:
 
 def apply_warm_start(policy, args: argparse.Namespace) -> None:
     """Set the warm start and block cache that ``add_warm_start_args`` parsed."""
-    from dpctrl.launch.calibrate import default_rti_config, make_cache
+    from dpctrl.policy.accel.cache import cache_for
+    from dpctrl.policy.accel.warmstart import rti_for
     if args.warm_start == "rti":
-        policy.set_warm_start(default_rti_config(args.checkpoint, policy, k=args.rti_k, noise=args.rti_noise,
-                                                 reproduce=args.rti_reproduce, tail=args.rti_tail))
+        policy.set_warm_start(rti_for(args.checkpoint, policy, k=args.rti_k, noise=args.rti_noise,
+                                      reproduce=args.rti_reproduce, tail=args.rti_tail))
     if args.cache != "off":
-        policy.set_cache(make_cache(args.cache, args.checkpoint, policy, budget=args.cache_budget))
+        policy.set_cache(cache_for(args.cache, args.checkpoint, policy, budget=args.cache_budget))
 
 
 def compare_and_write(res: dict, args: argparse.Namespace) -> None:
     """``--compare-eval``: add and print the synchronous eval's success on the same seeds; then ``--json``."""
     if args.compare_eval:
-        from dpctrl.launch.run import compare_with_eval
+        from dpctrl.control.session import compare_with_eval
         res["vs_eval"] = cmp = compare_with_eval(res, args.compare_eval)
         print(f"same {cmp['seeds']} seeds in {args.compare_eval}: eval {cmp['eval_success_rate']:.3f}, this run "
               f"{cmp['run_success_rate']:.3f} ({cmp['difference_points']:+.1f} points)")

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import os
 import signal
-from dpctrl.policy.diffusion_policy import DiffusionPolicy
 
 
 def serve(checkpoint_name: str, host: str, port: int, token: str | None, allow_remote: bool,
           configure=None, max_message_bytes: int | None = None, ready=None) -> dict:
     from dpctrl.control.server import PolicyServer, check_bind
+    from dpctrl.policy.diffusion_policy import DiffusionPolicy
     check_bind(host, token, allow_remote)  # before loading anything
     policy = DiffusionPolicy.load(checkpoint_name)
     if configure is not None:
@@ -35,28 +35,6 @@ def serve(checkpoint_name: str, host: str, port: int, token: str | None, allow_r
             "errors": dict(s.errors)}
 
 
-def robot(server: str, token: str | None, robot_name: str, rate_hz: float, episodes: int, seed_start: int,
-          timeout_s: float = 1.0, max_hold_s: float = 10.0, async_inference: bool = True,
-          replan_at: int | None = None, max_cycles: int | None = None, status: bool = True) -> dict:
-    from dpctrl.control.client import RemotePolicy
-    from dpctrl.launch.run import _pct, run_loop
-    remote = RemotePolicy(server, token=token, timeout_s=timeout_s, name=robot_name)
-    try:
-        meta = remote.connect()
-        shapes = {k: tuple(s[1:]) for k, s in meta["obs"].items()}
-        res = run_loop(remote, robot_name, rate_hz, async_inference, episodes, seed_start, status=status,
-                       replan_at=replan_at, images=bool(meta["image_keys"]), obs_shapes=shapes,
-                       image_keys=meta["image_keys"],
-                       max_hold_cycles=max(1, int(max_hold_s * rate_hz)), max_cycles=max_cycles)
-    finally:
-        remote.close()
-    misses = res["deadline_misses"]
-    return {"server": server, "policy": meta.get("describe", ""), **res,
-            "deadline_miss_rate": misses / max(1, res["cycles"]),
-            "round_trip_ms": _pct(remote.rtt_ms), "server_ms": _pct(remote.server_ms),
-            "requests": len(remote.rtt_ms), "failed_requests": remote.failures, "reconnects": remote.reconnects}
-
-
 def cmd_serve(args) -> int:
     import torch
 
@@ -73,7 +51,8 @@ def cmd_serve(args) -> int:
 def cmd_robot(args) -> int:
     from dpctrl.launch.options import compare_and_write
     token = args.token or os.environ.get("DPCTRL_TOKEN")
-    res = robot(args.server, token, args.robot, args.rate, args.episodes, args.seed_start, timeout_s=args.timeout,
+    from dpctrl.control.session import run_remote
+    res = run_remote(args.server, token, args.robot, args.rate, args.episodes, args.seed_start, timeout_s=args.timeout,
                 max_hold_s=args.max_hold_s, async_inference=not args.sync, replan_at=args.replan_at,
                 max_cycles=args.max_cycles, status=not args.no_progress)
     rtt = res["round_trip_ms"]
@@ -85,7 +64,7 @@ def cmd_robot(args) -> int:
     return 0
 
 
-def add_parsers(sub) -> None:
+def add_parser(sub) -> None:
     from dpctrl.launch.options import add_warm_start_args
     s = sub.add_parser("serve", help="serve a checkpoint to robot processes (ZeroMQ + msgpack)")
     s.add_argument("--checkpoint", required=True, help="checkpoint directory or shipped name")

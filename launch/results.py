@@ -1,6 +1,12 @@
-"""Regenerate a block of README.md's Results section between marker comments."""
+"""Result tables: every ``dpctrl`` report rendered as markdown (``dpctrl results``), and the
+block of README.md a table is written into between marker comments.
+
+One renderer per kind of report: ``eval_table`` (``dpctrl eval``), ``plan_table``,
+``drive_table``, ``pad_table`` (PAD and DP-T evals on MetaWorld with ``dpctrl pad frames``),
+``lerobot_table`` (``dpctrl lerobot roundtrip``)."""
 from __future__ import annotations
 
+import json
 import platform
 from pathlib import Path
 
@@ -46,3 +52,197 @@ def replace_block(readme: Path, name: str, body: str) -> None:
     tmp = readme.with_suffix(".tmp")
     tmp.write_text(f"{head}{begin}\n{body.rstrip()}\n{end}{tail}")
     tmp.replace(readme)  # never leave a half-written README
+
+
+def eval_table(files: list[str]) -> str:
+    """The evaluation table from ``dpctrl eval`` JSON reports, one row each."""
+    rows = []
+    for f in files:
+        r = json.loads(Path(f).read_text())
+        if "success_rate" not in r or "per_episode" not in r or "sampler" not in r:
+            raise ValueError(f"{f} is not a `dpctrl eval` report")
+        w = r.get("warm_start")
+        warm = (f"RTI K'={w['start_t']}" + (f" {w['tail']} tail" if w.get("tail", "fine") != "fine" else "")
+                + (" +noise" if w.get("noise") else "")) if w else ""
+        cache = r.get("cache") or ""
+        variant = " + ".join(x for x in (f"{r['sampler']}-{r['num_inference_steps']}", warm, cache) if x)
+        image_keys = r.get("config", {}).get("image_keys")
+        env = r["env"] + (f" (images: {' + '.join(k.removesuffix('_image') for k in image_keys)})" if image_keys else "")
+        rows.append([env, variant, f"{r['success_rate']:.3f}", r["episodes"], r["nfe_per_chunk"],
+                     f"{r['chunk_latency_ms']['p50']:.1f}", f"`{r.get('command') or '?'}`"])
+    table = (f"Machine: {machine()}; seeds from 100000 (demonstrations use seeds from 0).\n\n"
+             + markdown_table(["env", "variant", "success", "episodes", "network calls/chunk", "latency p50 (ms)",
+                               "command"], rows))
+    return table
+
+
+def plan_table(files: list[str]) -> str:
+    """The README's planning table from ``dpctrl plan eval`` / ``dpctrl plan bench`` JSON reports."""
+    rows, notes = [], []
+    for f in files:
+        r = json.loads(Path(f).read_text())
+        if "plan_time_ms" in r and "scenes" in r:  # a `dpctrl plan bench` report
+            ref = next(iter(r["plan_time_ms"]))
+            notes.append(f"Planning time, batch 1, the same {r['scenes']} {r['maze']} start states timed interleaved in "
+                         f"one process (`{r['command']}`): "
+                         + ", ".join(f"{k} {v['p50']:.1f} ms ({r['ratio_vs_' + ref][k]:.3f} x {ref})"
+                                     for k, v in r["plan_time_ms"].items()) + ".")
+            continue
+        if "success_rate" not in r or "normalized_score" not in r or "command" not in r:
+            raise ValueError(f"{f} is not a `dpctrl plan eval` report")
+        t = r.get("plan_time_ms")
+        wall, ratio = r["plan_waypoints_in_walls"], r["path_length_ratio"]
+        name = r["planner"] + (f"-{r['n_steps']}" if r["planner"] in ("diffuser", "trajdiff") else "")
+        if r.get("replan_every_steps"):
+            name += f", replan every {r['replan_every_steps']} steps"
+        rows.append([r["maze"], name, f"{r['success_rate']:.3f}", f"{r['normalized_score']:.1f}",
+                     "-" if ratio is None else f"{ratio:.2f}", "-" if wall is None else f"{wall:.2%}",
+                     f"{t['p50']:.1f}" if t else "-", r["episodes"], f"`{r['command']}`"])
+    return (f"Machine: {machine()}; 1 torch thread; seeds from 100000 (expert data: seeds from 0). Normalised "
+            "score: 100 (R - R_random) / (R_expert - R_random) on the same seeds, R = steps within 0.45 m of "
+            "the goal. Path length: mean over episodes both this planner and the expert solved. Planning times "
+            "in the table come from separate, loaded runs; compare them within the line below.\n\n"
+            + "".join(n + "\n\n" for n in notes)
+            + markdown_table(["maze", "planner", "success", "normalised score", "path length / expert",
+                              "plan waypoints in walls", "planning time p50 (ms)", "episodes", "command"], rows))
+
+
+def drive_table(files: list[str]) -> str:
+    """The README's driving table from ``dpctrl drive eval`` JSON reports."""
+    rows, notes = [], []
+    for f in files:
+        r = json.loads(Path(f).read_text())
+        if "latency_ms" in r and "vs_vanilla20" in r:  # a `dpctrl drive bench` report
+            notes.append(f"Plan latency, batch 1, the same {r['scenes']} {r['scenario']} scenes timed interleaved "
+                         f"in one process (`{r['command']}`): "
+                         + ", ".join(f"{k} {v['p50']:.2f} ms" + (f" ({r['vs_vanilla20'][k]:.3f} x vanilla-20)"
+                                                                   if r["vs_vanilla20"] else "")
+                                     for k, v in r["latency_ms"].items()) + ".")
+            continue
+        if "collision_rate" not in r or "per_episode" not in r or "command" not in r:
+            raise ValueError(f"{f} is not a `dpctrl drive eval` report")
+        steps = "" if r["method"] in ("expert", "regression") else f"-{r['n_steps']}"
+        if r["method"] == "vanilla" and r.get("prediction_type") == "sample":
+            steps += " (x0 + L1)"
+        lat = r.get("plan_latency_ms")
+        lc = r["lane_change"]
+        rows.append([r["scenario"], r["method"] + steps, f"{r['collision_rate']:.3f}", f"{r['offroad_rate']:.3f}",
+                     f"{r['progress_m']:.0f}", f"{lc['left']}/{lc['right']}/{lc['keep']}",
+                     f"{lat['p50']:.1f}" if lat else "-",
+                     f"{r['diversity']:.3f}" if "diversity" in r else "-",
+                     f"{r['top3_both_lanes']:.3f}" if "top3_both_lanes" in r else "-", r["episodes"],
+                     f"`{r['command']}`"])
+    return (f"Machine: {machine()}; 1 torch thread; seeds from 100000 (expert data uses seeds from 0). "
+            "Latencies in the table come from separate, loaded runs; compare them within the line below.\n\n"
+            + "".join(n + "\n\n" for n in notes)
+            + markdown_table(["scenario", "planner", "collision", "off-road", "progress (m)", "lane change L/R/keep",
+                              "plan latency p50 (ms)", "diversity", "both lanes in top-3", "episodes", "command"],
+                             rows))
+
+
+def state_view_of(cfg: dict) -> str:
+    """The name of a PAD config's state view (envs.metaworld_tasks.STATE_VIEWS)."""
+    from dpctrl.envs.metaworld_tasks import STATE_VIEWS
+    index = cfg.get("state_index")
+    return next((k for k, v in STATE_VIEWS.items() if v == index), f"columns {index}")
+
+
+def _pooled(acc: dict | None, r: dict, name: str) -> dict:
+    """Several evals of one checkpoint on one task (other seed ranges) pool into one row:
+    success over all their episodes; the chunk latency is the first report's."""
+    seeds = list(r.get("seeds") or [])
+    new = {"success_rate": r["success_rate"], "episodes": r["episodes"], "seeds": seeds,
+           "chunk_latency_ms": r["chunk_latency_ms"], "commands": [r["command"]] if r.get("command") else []}
+    if acc is None:
+        return new
+    if set(acc["seeds"]) & set(seeds):
+        raise ValueError(f"{name} evaluates seeds of {r['checkpoint']} on {r['env']} that another report already "
+                         "counts: pool only disjoint seed ranges")
+    n = acc["episodes"] + r["episodes"]
+    return {**acc, "success_rate": (acc["success_rate"] * acc["episodes"] + r["success_rate"] * r["episodes"]) / n,
+            "episodes": n, "seeds": acc["seeds"] + seeds, "commands": acc["commands"] + new["commands"]}
+
+
+def pad_table(files: list[str]) -> str:
+    """README table from `dpctrl eval` reports of PAD checkpoints (and of the core's DP-T image
+    policy on MetaWorld, the baseline) and `dpctrl pad frames` reports: one row per (task,
+    checkpoint); evals of a row on disjoint seed ranges pool."""
+    rows: dict[tuple, dict] = {}
+    for f in files:
+        r = json.loads(Path(f).read_text())
+        if "psnr_pred_db" in r:
+            key = (r["task"], r["checkpoint"])
+            rows.setdefault(key, {}).update(frames=r, tasks=r["tasks"], w=r["image_loss_weight"],
+                                            view=r.get("state_view", "all"))
+        elif r.get("env", "").startswith("metaworld:") and ("image_loss_weight" in r.get("config", {})
+                                                            or r.get("config", {}).get("image_keys")):
+            cfg, key = r["config"], (r["env"].split(":", 1)[1], r["checkpoint"])
+            pad = "image_loss_weight" in cfg  # else the core's DP-T image policy: one task, full state
+            row = rows.setdefault(key, {})
+            row.update(eval=_pooled(row.get("eval"), r, f), tasks=cfg["tasks"] if pad else [key[0]],
+                       w=cfg["image_loss_weight"] if pad else None, view=state_view_of(cfg) if pad else "all")
+        else:
+            raise ValueError(f"{f} is neither a PAD or DP-T `dpctrl eval` report on MetaWorld nor a `dpctrl pad frames` "
+                             "report")
+    out = []
+    for (task, ck), d in sorted(rows.items()):
+        ev, fr = d.get("eval"), d.get("frames")
+        method = ("DP-T (images)" if d["w"] is None else "PAD" if d["w"] > 0 else "w/o image") + (
+            f" (multi-task: {'+'.join(d['tasks'])})" if len(d["tasks"]) > 1 else "") + (
+            f", state: {d['view']}" if d.get("view", "all") != "all" else "")
+        commands = (ev["commands"] if ev else []) + ([fr["command"]] if fr and fr.get("command") else [])
+        out.append([task, method, f"{ev['success_rate']:.3f}" if ev else "-", ev["episodes"] if ev else "-",
+                    f"{fr['psnr_pred_db']:.2f} / {fr['psnr_copy_last_db']:.2f}" if fr else "-",
+                    f"{ev['chunk_latency_ms']['p50']:.0f}" if ev else "-", Path(ck).parent.name,
+                    "<br>".join(f"`{c}`" for c in commands)])
+    means = []  # one line per multi-task run: its success averaged over the tasks it was evaluated on
+    for ck in sorted({ck for _, ck in rows}):
+        evs = {task: d["eval"] for (task, c), d in sorted(rows.items()) if c == ck and d.get("eval")}
+        if len(evs) > 1:
+            rate = sum(e["success_rate"] for e in evs.values()) / len(evs)
+            means.append(f"- `{Path(ck).parent.name}`: mean success {rate:.3f} over {', '.join(evs)} "
+                         f"({'/'.join(str(e['episodes']) for e in evs.values())} episodes)")
+    return (f"Machine: {machine()}; eval seeds from 100000, frame PSNR on held-out expert episodes (seeds from "
+            f"100000; demonstrations use seeds from 0).\n\n" + markdown_table(
+                ["task", "method", "success", "episodes", "next-frame PSNR pred / copy-last (dB)",
+                 "chunk latency p50 (ms)", "run", "commands"], out) + ("\n\n" + "\n".join(means) if means else ""))
+
+
+def lerobot_table(report: dict, command: str) -> str:
+    ex, wr, im, ro = report["export_check"], report["lerobot_write"], report["import_check"], report["robot_check"]
+    rows = [["dpctrl export -> `LeRobotDataset` (pyav backend)", f"{ex['lerobot_episodes']} episodes, {ex['lerobot_frames']} frames",
+             "; ".join(f"{k}: {v}" for k, v in ex["keys"].items() if k != "episode_index")],
+            ["lerobot writer -> `dpctrl lerobot import`", f"{wr['written_episodes']} episodes, {wr['written_frames']} frames",
+             "; ".join(f"{k}: {v}" for k, v in im["keys"].items())
+             + f" (vs what LeRobotDataset decodes; lerobot's {', '.join(wr['video_codec'].values())} encoding moved "
+             f"pixels by {', '.join(f'{v:.2f}' for v in wr['mean_abs_pixel_change_by_lerobot_encoding'].values())} "
+             "on average)"],
+            ["`LeRobotRobot` adapter -> subclass of `lerobot.robots.Robot`",
+             f"{ro['actions_sent']} actions", f"final joint error {ro['max_error']:.3g}, NaN action refused: "
+             f"{ro['nan_action_refused']}, disconnected: {ro['disconnected']}"]]
+    return (f"Command: `{command}` — lerobot {report['lerobot']} in its side venv (Python 3.12); machine: {machine()}."
+            f" Overall: {'pass' if report['ok'] else 'FAIL'}.\n\n"
+            + markdown_table(["direction", "data", "result"], rows))
+
+
+TABLES = {"evals": eval_table, "drive": drive_table, "plan": plan_table, "pad": pad_table}
+
+
+def cmd_results(args) -> int:
+    """Tabulate JSON reports (each names the command that produced it)."""
+    table = TABLES[args.what](args.files)
+    print(table)
+    if args.update_readme:
+        replace_block(Path(args.update_readme), args.block or args.what, table)
+    return 0
+
+
+def add_parser(sub) -> None:
+    rs = sub.add_parser("results", help="tabulate eval JSON reports into the README")
+    rs.add_argument("what", choices=list(TABLES),
+                    help="dpctrl eval, drive eval, plan eval reports, or PAD eval + `dpctrl pad frames` reports")
+    rs.add_argument("files", nargs="+")
+    rs.add_argument("--update-readme", metavar="README")
+    rs.add_argument("--block", help="the README block to rewrite (<!-- results:BLOCK:begin -->; default: `what`), "
+                                    "for a second table of the same kind")
+    rs.set_defaults(func=cmd_results)

@@ -1,180 +1,88 @@
-"""``dpctrl run``: a checkpoint as a real-time controller of a (simulated) robot, and
-``dpctrl bench loop``: the loop's timing with a synthetic policy on a mock arm."""
+"""``dpctrl run``: a checkpoint as a real-time controller of a (simulated) robot."""
 from __future__ import annotations
 
-import sys
-import time
+import argparse
 
-import numpy as np
-
-from dpctrl.policy.diffusion_policy import DiffusionPolicy
-from dpctrl import envs
-from dpctrl.control.loop import ControlLoop, EpisodeReport, LoopConfig
-from dpctrl.control.robot import MockArm, SimRobot
-from dpctrl.control.safety import SafetyFilter
-from dpctrl.data import ReplayBuffer
+from dpctrl.launch.options import add_warm_start_args, apply_warm_start, compare_and_write
 
 
-def _pct(values: list[float]) -> dict:
-    v = np.asarray(values if values else [np.nan])
-    return {"p50": float(np.percentile(v, 50)), "p99": float(np.percentile(v, 99)), "max": float(v.max())}
+def configure(policy, args: argparse.Namespace) -> None:
+    """The policy's warm start, cache, device and deploy path from the command line."""
+    apply_warm_start(policy, args)
+    if args.device != "cpu":
+        policy.to(args.device)
+    if args.deploy == "cuda_graph":
+        policy.set_deploy("cuda_graph", batch=1, precision=args.precision, fused=args.fused)
+    elif args.deploy != "eager":
+        policy.set_deploy(args.deploy, batch=1)
 
 
-def aggregate(reports: list[EpisodeReport]) -> dict:
-    return {
-        "episodes": len(reports),
-        "success_rate": float(np.mean([r.success for r in reports])),
-        "cycles": int(sum(r.cycles for r in reports)),
-        "period_jitter_ms": _pct([j for r in reports for j in r.jitter_ms]),
-        "deadline_misses": int(sum(r.deadline_misses for r in reports)),
-        "overruns": int(sum(r.timing.get("overruns", 0) for r in reports)),
-        "chunk_latency_ms": _pct([x for r in reports for x in r.chunk_latency_ms]),
-        "policy_errors": int(sum(r.policy_errors for r in reports)),
-        "stopped": [r.stopped for r in reports],
-        "per_episode": [{"seed": r.seed, "success": r.success, "cycles": r.cycles, "stopped": r.stopped,
-                         "deadline_misses": r.deadline_misses, "holds": r.safety.get("holds", 0)} for r in reports],
-    }
+def check_device(args: argparse.Namespace) -> None:
+    """Refuse a device/deploy combination that cannot run, before a simulator starts."""
+    import torch
+    gpu = args.deploy == "cuda_graph" or args.fused or args.precision != "fp32"
+    if gpu and (args.device != "cuda" or args.deploy != "cuda_graph"):
+        raise ValueError("--precision tf32|bf16 and --fused are options of the GPU path: "
+                         "--device cuda --deploy cuda_graph")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: torch sees no CUDA device here")
+    if args.deploy == "torchscript" and args.device != "cpu":
+        raise ValueError("--deploy torchscript is the CPU deploy path; on a GPU use --deploy cuda_graph")
 
 
-def status_line(s: dict) -> None:
-    j = s["period_jitter_ms"]
-    sys.stderr.write(f"\rcycle {s['cycles']:6d}  rate {1000 / s['mean_period_ms']:6.1f} Hz  jitter p99 "
-                     f"{j['p99']:.2f} ms  chunk {s['chunk_latency_ms']:.0f} ms  queue {s['queue']:2d}  "
-                     f"overruns {s['overruns']}   ")
-    sys.stderr.flush()
+def cmd_run(args: argparse.Namespace) -> int:
+    import torch
 
-
-def _recorder(path):
-    if path is None:
-        return None
-    rb = ReplayBuffer.open_or_create(path)
-
-    def on_end(record: dict, rep: EpisodeReport) -> None:
-        data = {k: v for k, v in record.items() if k != "held"}
-        data["held"] = record["held"].astype(np.uint8)
-        rb.add_episode(data, meta={"seed": -1 if rep.seed is None else rep.seed, "success": rep.success,
-                                   "deadline_misses": rep.deadline_misses, "stopped_early": rep.stopped != "done"})
-    return on_end
-
-
-def run(checkpoint_name: str, robot: str, rate_hz: float | None, async_inference: bool, episodes: int,
-        seed_start: int, record: str | None = None, overlap: str = "replace", status: bool = True,
-        max_steps: int | None = None, configure=None, action_steps: int | None = None,
-        replan_at: int | None = None) -> dict:
-    _sim_task(robot)  # validate before loading anything
-    policy = DiffusionPolicy.load(checkpoint_name, seed=seed_start)
-    if configure is not None:
-        configure(policy)
-    res = run_loop(policy, robot, rate_hz, async_inference, episodes, seed_start, record=record, overlap=overlap,
-                   status=status, max_steps=max_steps, action_steps=action_steps, replan_at=replan_at,
+    from dpctrl.control.session import run_loop, sim_task
+    from dpctrl.data.replay_buffer import loop_recorder
+    from dpctrl.policy.diffusion_policy import DiffusionPolicy
+    torch.set_num_threads(args.threads)
+    check_device(args)
+    sim_task(args.robot)  # validate before loading anything
+    policy = DiffusionPolicy.load(args.checkpoint, seed=args.seed_start)
+    configure(policy, args)
+    res = run_loop(policy, args.robot, args.rate, args.async_inference, args.episodes, args.seed_start,
+                   on_episode_end=loop_recorder(args.record) if args.record else None, overlap=args.overlap,
+                   status=not args.no_progress, action_steps=args.action_steps, replan_at=args.replan_at,
                    images=bool(policy.cfg.image_keys), image_keys=policy.cfg.image_keys)
-    return {"checkpoint": str(checkpoint_name), "sampler": policy.cfg.sampler,
-            "num_inference_steps": policy.cfg.num_inference_steps,
-            "warm_start": None if policy.warm is None else vars(policy.warm.cfg),
-            "cache": getattr(policy.cache, "kind", None) if policy.cache is not None else None,
-            "deploy": "torchscript" if policy._traced is not None else "eager", **res}
+    info = policy.describe()
+    res = {"checkpoint": str(args.checkpoint), **{k: info[k] for k in ("sampler", "num_inference_steps",
+                                                                         "warm_start", "cache", "deploy")}, **res}
+    j = res["period_jitter_ms"]
+    print(f"{args.robot}: success {res['success_rate']:.3f} over {res['episodes']} episodes at {res['rate_hz']:g} Hz "
+          f"({'async' if args.async_inference else 'sync'}); {res['deadline_misses']} deadline misses in "
+          f"{res['cycles']} cycles; jitter p99 {j['p99']:.2f} ms; chunk latency p50 "
+          f"{res['chunk_latency_ms']['p50']:.0f} ms")
+    compare_and_write(res, args)
+    return 0
 
 
-def _sim_task(robot: str) -> str:
-    kind, _, task = robot.partition(":")
-    if kind != "sim" or not task:
-        raise ValueError(f"--robot must be sim:<env> (e.g. sim:lift); got {robot!r}")
-    return task
-
-
-def make_robot(robot: str, images: bool = False, max_steps: int | None = None, obs_shapes: dict | None = None,
-               image_keys=()):
-    """``sim:<env>`` -> a SimRobot over ``envs.make`` rendering the cameras of ``image_keys``
-    (``<camera>_image``; none: the default camera); ``mock`` -> a MockArm observing ``obs_shapes``."""
-    if robot == "mock":
-        return MockArm(obs_shapes=obs_shapes)
-    return SimRobot(envs.make(_sim_task(robot), images=images, max_steps=max_steps,
-                              cameras=envs.cameras_of(image_keys)))
-
-
-def run_loop(policy, robot="sim:lift", rate_hz: float | None = None, async_inference: bool = False, episodes: int = 1,
-             seed_start: int = 100_000,
-             record: str | None = None, overlap: str = "replace", status: bool = True, max_steps: int | None = None,
-             action_steps: int | None = None, replan_at: int | None = None, images: bool = False,
-             max_hold_cycles: int = 50, max_cycles: int | None = None, obs_shapes: dict | None = None,
-             image_keys=()) -> dict:
-    """Episodes of ``policy`` (anything with ``predict_chunk``, ``note_executed``, ``reset``,
-    ``n_obs_steps``, ``n_action_steps``, ``horizon``: a local policy or a ``RemotePolicy``) in the
-    fixed-rate loop against ``robot``: a name (``sim:<env>``, ``mock``) or a ``Robot`` object with an
-    ``action_space`` and ``reset(seed)`` (``dpctrl.control.robot``)."""
-    sim = (make_robot(robot, images=images, max_steps=max_steps, obs_shapes=obs_shapes, image_keys=image_keys)
-           if isinstance(robot, str) else robot)
-    rate_hz = rate_hz or getattr(sim, "control_rate_hz", 20.0)
-    space = sim.action_space
-    safety = SafetyFilter(low=space.low, high=space.high, safe_action=np.zeros(space.shape, np.float32),
-                          max_hold_cycles=max_hold_cycles)
-    To, Ta = policy.n_obs_steps, action_steps or policy.n_action_steps
-    cfg = LoopConfig(rate_hz=rate_hz, async_inference=async_inference, overlap=overlap, replan_at=replan_at)
-    loop = ControlLoop(sim, policy.predict_chunk, To, To - 1, Ta, cfg, safety,
-                       status=status_line if status else None,
-                       note_executed=lambda n: policy.note_executed(min(n, policy.horizon)))
-    on_end = _recorder(record)
-    reports = []
-    try:
-        with sim:
-            for seed in range(seed_start, seed_start + episodes):
-                policy.reset()
-                reports.append(loop.run_episode(seed, max_cycles=max_cycles, on_episode_end=on_end))
-    finally:
-        loop.close()
-        if hasattr(sim, "env"):
-            sim.env.close()
-        if status:
-            sys.stderr.write("\n")
-    return {"robot": robot if isinstance(robot, str) else type(robot).__name__, "rate_hz": rate_hz,
-            "async": async_inference, "overlap": overlap,
-            "replan_at": loop.replan_at, "action_steps": Ta, **aggregate(reports)}
-
-
-def compare_with_eval(run_report: dict, eval_json: str) -> dict:
-    """Success of this run and of a synchronous ``dpctrl eval`` report on the same seeds."""
-    import json
-    from pathlib import Path
-    ev = {e["seed"]: bool(e["success"]) for e in json.loads(Path(eval_json).read_text())["per_episode"]}
-    ours = {e["seed"]: bool(e["success"]) for e in run_report["per_episode"]}
-    missing = sorted(set(ours) - set(ev))
-    if missing:
-        raise ValueError(f"{eval_json} has no episodes for seeds {missing[:5]}{'...' if len(missing) > 5 else ''}")
-    a = float(np.mean([ev[s] for s in ours]))
-    b = float(np.mean(list(ours.values())))
-    return {"eval_json": str(eval_json), "seeds": len(ours), "eval_success_rate": a, "run_success_rate": b,
-            "difference_points": 100 * (b - a)}
-
-
-def synthetic_policy(latency_s: float, chunk: int, action_dim: int = 7):
-    """Sleeps ``latency_s`` (releasing the GIL as torch kernels do) and returns a chunk."""
-    def predict(window: dict) -> np.ndarray:
-        time.sleep(latency_s)
-        return np.zeros((chunk, action_dim), np.float32)
-    return predict
-
-
-def bench_loop(rate_hz: float, latency_ms: float, chunk: int, cycles: int, replan_at: int | None = None,
-               status: bool = True) -> list[dict]:
-    """Async and sync on the same synthetic policy and mock arm; To = 1, all ``chunk`` executed."""
-    rows = []
-    for async_inference in (True, False):
-        arm = MockArm()
-        safety = SafetyFilter(low=arm.action_space.low, high=arm.action_space.high, safe_action=np.zeros(7),
-                              max_hold_cycles=cycles)
-        cfg = LoopConfig(rate_hz=rate_hz, async_inference=async_inference, replan_at=replan_at)
-        loop = ControlLoop(arm, synthetic_policy(latency_ms / 1000, chunk), 1, 0, chunk, cfg, safety,
-                           status=status_line if status else None)
-        try:
-            with arm:
-                rep = loop.run_episode(max_cycles=cycles)
-        finally:
-            loop.close()
-            if status:
-                sys.stderr.write("\n")
-        agg = aggregate([rep])
-        rows.append({"mode": "async" if async_inference else "sync", "rate_hz": rate_hz, "latency_ms": latency_ms,
-                     "chunk": chunk, **{k: agg[k] for k in ("cycles", "deadline_misses", "overruns",
-                                                            "period_jitter_ms", "chunk_latency_ms")},
-                     "holds": rep.safety["holds"]})
-    return rows
+def add_parser(sub) -> None:
+    r = sub.add_parser("run", help="a checkpoint as a real-time controller (fixed-rate loop)")
+    r.add_argument("--checkpoint", required=True, help="checkpoint directory or shipped name")
+    r.add_argument("--robot", default="sim:lift", help="sim:<env>")
+    r.add_argument("--rate", type=float, help="loop rate in Hz (default: the robot's control rate)")
+    r.add_argument("--async", dest="async_inference", action="store_true", help="compute chunks in a worker thread")
+    r.add_argument("--overlap", choices=["replace", "blend", "inpaint"], default="replace",
+                   help="new chunk vs queued actions: replace, blend (exp weights), inpaint (guide the prefix)")
+    r.add_argument("--episodes", type=int, default=10)
+    r.add_argument("--seed-start", type=int, default=100_000)
+    r.add_argument("--record", help="zarr store for what was observed and sent")
+    r.add_argument("--action-steps", type=int, help="actions per chunk before the next one is due (default Ta)")
+    r.add_argument("--compare-eval", metavar="JSON",
+                   help="a `dpctrl eval` report: print its success on this run's seeds next to this run's")
+    r.add_argument("--deploy", choices=["eager", "torchscript", "cuda_graph"], default="eager",
+                   help="denoiser path: eager, a frozen TorchScript trace (CPU), or whole chunks as CUDA "
+                        "graphs (--device cuda)")
+    r.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where the policy runs")
+    r.add_argument("--precision", choices=["fp32", "tf32", "bf16"], default="fp32",
+                   help="cuda_graph: the network's precision")
+    r.add_argument("--fused", action="store_true",
+                   help="cuda_graph: the decoder as fused Triton kernels (fp32 or tf32; not with a block cache)")
+    r.add_argument("--replan-at", type=int,
+                   help="async: request the next chunk when this many actions are left (default: half the chunk)")
+    add_warm_start_args(r)
+    r.add_argument("--threads", type=int, default=2)
+    r.add_argument("--json", help="write stats here")
+    r.add_argument("--no-progress", action="store_true")
+    r.set_defaults(func=cmd_run)

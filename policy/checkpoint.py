@@ -174,14 +174,15 @@ def read_format(path: str | os.PathLike) -> str | None:
         return None
 
 
-def read_calibration(name_or_dir: str | os.PathLike, file: str) -> dict | None:
-    """A calibration saved next to a checkpoint's weights (``rti.json``, ``cache_bac.json``), or None."""
+def read_sidecar(name_or_dir: str | os.PathLike, file: str) -> dict | None:
+    """A JSON file saved next to a checkpoint's weights (``recipe.json``, the calibrations ``rti.json``
+    and ``cache_bac.json``), or None if there is none."""
     path = resolve(name_or_dir) / file
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def write_calibration(name_or_dir: str | os.PathLike, file: str, payload: dict) -> Path:
-    """Write a calibration next to a checkpoint's weights (refused inside an installed package)."""
+def write_sidecar(name_or_dir: str | os.PathLike, file: str, payload: dict) -> Path:
+    """Write a JSON file next to a checkpoint's weights (refused inside an installed package)."""
     out = writable(resolve(name_or_dir) / file)
     out.write_text(json.dumps(payload, indent=2) + "\n")
     return out

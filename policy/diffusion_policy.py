@@ -190,6 +190,12 @@ class DiffusionPolicy(ChunkShape, checkpoint.ConfigCheckpoint, nn.Module):
     def deploy(self) -> str:
         return self.runner.name
 
+    def describe(self) -> dict:
+        return {"sampler": self.cfg.sampler, "num_inference_steps": self.cfg.num_inference_steps,
+                "warm_start": None if self.warm is None else vars(self.warm.cfg),
+                "cache": None if self.cache is None else getattr(self.cache, "kind", type(self.cache).__name__),
+                "deploy": self.deploy, "config": self.cfg.to_dict()}
+
     def note_executed(self, n: int, ids: list[int] | None = None) -> None:
         """How many actions of the last chunk ran since it was predicted (for the warm start)."""
         if self.warm is not None:

@@ -1,8 +1,11 @@
 """What the rest of the package depends on, not which model it is.
 
-- ``ChunkPolicy``: observations in, an action chunk out. The control loop, the evaluator,
-  the server and ``ChunkStepper`` use only these members. ``DiffusionPolicy`` (DP-T),
-  ``PadPolicy`` and ``RemotePolicy`` (a policy over the network) satisfy it.
+- ``LoopPolicy``: what the fixed-rate loop (control/session.py) and ``ChunkStepper`` use: the
+  chunk geometry, ``reset``, ``note_executed``, ``predict_chunk``. ``RemotePolicy`` (a policy
+  over the network, control/client.py) provides exactly this.
+- ``ChunkPolicy``: a ``LoopPolicy`` that also predicts batches and says what it expects and
+  is: what the evaluator (envs/evaluate.py) and the server (control/server.py) use.
+  ``DiffusionPolicy`` (DP-T) and ``PadPolicy`` satisfy it.
 - ``Trainable``: what the trainer (policy/train.py) uses: a loss on a batch and the
   parameter groups to optimise (with and without weight decay). Every model satisfies it.
 
@@ -20,10 +23,23 @@ import torch
 
 
 @runtime_checkable
-class ChunkPolicy(Protocol):
+class LoopPolicy(Protocol):
     n_obs_steps: int
     horizon: int
     n_action_steps: int
+
+    def reset(self) -> None:
+        """Start of an episode."""
+
+    def note_executed(self, n: int) -> None:
+        """``n`` actions of the last chunk ran since it was predicted."""
+
+    def predict_chunk(self, obs_window: Mapping[str, np.ndarray]) -> np.ndarray:
+        """``{key: (To, ...)}`` -> actions ``(T, A)`` in robot units, never non-finite."""
+
+
+@runtime_checkable
+class ChunkPolicy(LoopPolicy, Protocol):
     nfe_last: int  # network calls of the last prediction
 
     def expected_obs(self) -> dict[str, tuple[int, ...]]:
@@ -33,7 +49,11 @@ class ChunkPolicy(Protocol):
         """Start of an episode (of the envs ``ids`` only, if given)."""
 
     def note_executed(self, n: int, ids: list[int] | None = None) -> None:
-        """``n`` actions of the last chunk ran since it was predicted."""
+        """``n`` actions of the last chunk ran since it was predicted (by the envs ``ids``)."""
+
+    def describe(self) -> dict:
+        """What reports record: ``sampler``, ``num_inference_steps``, ``warm_start``, ``cache``,
+        ``deploy`` and the model's ``config``."""
 
     def predict_batch(self, obs: Mapping[str, np.ndarray], committed: np.ndarray | None = None,
                       ids: list[int] | None = None) -> np.ndarray:

@@ -176,6 +176,10 @@ class PadPolicy(ChunkShape, ConfigCheckpoint, nn.Module):
         x = self._img(torch.as_tensor(np.asarray(frames)))
         return ((x + 1) * 127.5).round().clamp(0, 255).movedim(-3, -1).to(torch.uint8).numpy()
 
+    def describe(self) -> dict:
+        return {"sampler": self.cfg.sampler, "num_inference_steps": self.cfg.num_inference_steps,
+                "warm_start": None, "cache": None, "deploy": "eager", "config": self.cfg.to_dict()}
+
     def note_executed(self, n: int, ids=None) -> None:
         pass
 

@@ -33,3 +33,12 @@ def load(name_or_dir: str | os.PathLike, seed: int = 0, formats: tuple[str, ...]
 def load_policy(name_or_dir: str | os.PathLike, seed: int = 0):
     """A chunk policy (the transformer diffusion policy, or PAD) from a checkpoint, in eval mode."""
     return load(name_or_dir, seed=seed, formats=CHUNK_POLICIES)
+
+
+def load_method(cls: type, name_or_dir: str | os.PathLike, method: str, seed: int = 0):
+    """A planner checkpoint of class ``cls`` (TrajectoryPlanner, DrivePlanner) that must hold a
+    ``method`` planner; ValueError naming what it holds otherwise."""
+    model = cls.load(name_or_dir, seed=seed)
+    if model.cfg.method != method:
+        raise ValueError(f"{name_or_dir} holds a {model.cfg.method!r} planner, not {method!r}")
+    return model

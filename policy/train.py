@@ -224,10 +224,17 @@ class Trainer:
 
 def train_config_model(model, dataset, out: str | Path, recipe: dict, steps: int, batch_size: int, lr: float,
                        seed: int = 0, warmup_steps: int = 500, save_every: int = 1000, progress: bool = True) -> dict:
-    """Train a ``ConfigCheckpoint`` model (the planners) with the recipe stored in every checkpoint;
-    warm-up and checkpoint period shrink for short runs (a tenth / a quarter of ``steps``)."""
+    """Train a ``ConfigCheckpoint`` model (the planners, PAD) with the recipe stored in every
+    checkpoint; warm-up and checkpoint period shrink for short runs (a tenth / a quarter of
+    ``steps``). The result adds the wall time, ms per batch and the parameter count."""
     tcfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed,
                        warmup_steps=min(warmup_steps, steps // 10), save_every=max(save_every, steps // 4))
     trainer = Trainer(model, dataset, tcfg, out, progress=progress,
                       save_fn=lambda m, path, extra=None: m.save(path, {**(extra or {}), **recipe}))
-    return trainer.run()
+    t0 = time.perf_counter()
+    rec = trainer.run()
+    rec["train_seconds"] = time.perf_counter() - t0
+    ran = steps - (rec.get("resumed_from") or 0)  # a resumed run trains only the remaining steps
+    rec["ms_per_batch"] = rec["train_seconds"] / max(1, ran) * 1000
+    rec["params"] = sum(p.numel() for p in model.parameters())
+    return rec

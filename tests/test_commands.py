@@ -193,7 +193,7 @@ def test_serve_and_robots_over_loopback(work):
 
 def test_server_load_test_module(work):
     res = dpctrl(work, "--clients", "1", "--rate", "20", "--seconds", "1", "--threads", "1", "--json", "serve.json",
-                 exe=[sys.executable, "-m", "dpctrl.launch.bench_serve"], timeout=300)
+                 exe=[sys.executable, "-m", "dpctrl.launch.bench.serve"], timeout=300)
     assert json.loads((work / "serve.json").read_text())["clients"] == 1, res.stdout
 
 

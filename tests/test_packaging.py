@@ -52,7 +52,7 @@ def test_wheel_holds_only_dpctrl(wheel):
     names = zipfile.ZipFile(wheel).namelist()
     assert {n.split("/")[0] for n in names} == {"dpctrl", "dpctrl-0.2.0.dist-info"}
     for must in ("dpctrl/__init__.py", "dpctrl/policy/checkpoints/lift/model.safetensors",
-                 "dpctrl/policy/checkpoints/lift/rti.json", "dpctrl/launch/cli.py", "dpctrl/launch/gpu_check.sh"):
+                 "dpctrl/policy/checkpoints/lift/rti.json", "dpctrl/launch/cli.py", "dpctrl/launch/bench/gpu_check.sh"):
         assert must in names
     assert not [n for n in names if n.startswith("dpctrl/tests/") or "__pycache__" in n]
 

@@ -22,113 +22,19 @@ Schedules: ``{block: set of timesteps at which it is recomputed}``.
 """
 from __future__ import annotations
 
-import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import numpy as np
 import torch
 
 from dpctrl.policy.denoise import RunNoise
 
-OBJECTIVES = ("adjacent", "cached", "action")
 
+from dpctrl.policy.accel.schedules import (OBJECTIVES, acs_steps, acs_steps_brute_force, block_layer,  # noqa: F401
+                                           bubbling_union, rederive, schedule_value, similarity_and_change,
+                                           uniform_schedule)
 
-# ------------------------------------------------------------------ schedules
-def _segment_value(S: np.ndarray, a: int, b: int, objective: str) -> float:
-    if objective == "adjacent":
-        return float(sum(S[k, k - 1] for k in range(a + 1, b + 1)))
-    if objective == "action":  # S holds segment values (action_error_segments)
-        return float(S[a, b])
-    return float(S[a, a:b + 1].sum())
-
-
-def acs_steps(S: np.ndarray, budget: int, objective: str = "adjacent") -> list[int]:
-    """Update step indices (0 and K-1 always) for one block: DP over contiguous segments.
-    ``S``: the similarity matrix, or for ``action`` the segment values V[a, b] of
-    ``action_error_segments``."""
-    K = S.shape[0]
-    if objective not in OBJECTIVES:
-        raise ValueError(f"objective must be one of {OBJECTIVES}")
-    if not 2 <= budget <= K:
-        if K == 1 and budget >= 1:
-            return [0]
-        raise ValueError(f"budget must be in [2, {K}] (first and last step always update), got {budget}")
-    n = K - 1  # steps 0..K-2 are split into budget-1 segments; step K-1 is its own update
-    m_total = budget - 1
-    NEG = -np.inf
-    best = np.full((m_total + 1, n + 1), NEG)  # best[m][j]: steps 0..j-1 covered by m segments
-    back = np.zeros((m_total + 1, n + 1), dtype=int)
-    best[0][0] = 0.0
-    for m in range(1, m_total + 1):
-        for j in range(1, n + 1):
-            for a in range(m - 1, j):  # last segment = [a, j-1]
-                if best[m - 1][a] == NEG:
-                    continue
-                v = best[m - 1][a] + _segment_value(S, a, j - 1, objective)
-                if v > best[m][j]:
-                    best[m][j], back[m][j] = v, a
-    starts, j = [], n
-    for m in range(m_total, 0, -1):
-        a = back[m][j]
-        starts.append(a)
-        j = a
-    return sorted(starts) + [K - 1]
-
-
-def acs_steps_brute_force(S: np.ndarray, budget: int, objective: str = "adjacent") -> tuple[list[int], float]:
-    """Reference for tests: best update set by enumeration (small K)."""
-    K = S.shape[0]
-    best, arg = -np.inf, None
-    for mid in itertools.combinations(range(1, K - 1), budget - 2):
-        starts = [0, *mid]
-        bounds = starts + [K - 1]
-        v = sum(_segment_value(S, bounds[i], bounds[i + 1] - 1, objective) for i in range(len(starts)))
-        if v > best + 1e-12:
-            best, arg = v, starts + [K - 1]
-    return arg, best
-
-
-def schedule_value(S: np.ndarray, steps: Sequence[int], objective: str) -> float:
-    bounds = list(steps)
-    return sum(_segment_value(S, bounds[i], bounds[i + 1] - 1, objective) for i in range(len(bounds) - 1))
-
-
-def block_layer(name: str) -> int:
-    return int(name.split(".")[0][len("layer"):])
-
-
-def bubbling_union(schedules: dict[str, set], change: dict[str, float], top_n: int = 3) -> dict[str, set]:
-    """Blocks with the largest mean output change get every downstream FFN's update steps."""
-    out = {k: set(v) for k, v in schedules.items()}
-    if top_n <= 0:
-        return out
-    chosen = sorted(change, key=lambda k: -change[k])[:top_n]
-    for u in chosen:
-        for name, steps in schedules.items():
-            if name.endswith(".ffn") and block_layer(name) >= block_layer(u):
-                out[u] |= steps
-    return out
-
-
-def uniform_schedule(blocks: Sequence[str], timesteps: Sequence, every: int) -> dict[str, set]:
-    upd = {t for i, t in enumerate(timesteps) if i % every == 0} | {timesteps[-1]}
-    return {b: set(upd) for b in blocks}
-
-
-def rederive(schedule: dict[str, set], timesteps: Sequence[float]) -> dict[str, set]:
-    """Map a schedule calibrated on one step list onto another (respaced or truncated):
-    a step t covering levels (t_next, t] updates a block if the calibrated schedule has an
-    update in that range; the first and last steps always update."""
-    ts = list(timesteps)
-    out = {}
-    for name, upd in schedule.items():
-        s = {ts[0], ts[-1]}
-        for i, t in enumerate(ts):
-            lo = ts[i + 1] if i + 1 < len(ts) else -np.inf
-            if any(lo < u <= t for u in upd):
-                s.add(t)
-        out[name] = s
-    return out
+CACHE_FILE = "cache_bac.json"  # a checkpoint's BAC calibration (``calibrate_cache``), next to its weights
 
 
 # ------------------------------------------------------------------ runtime
@@ -298,11 +204,75 @@ def action_error_segments(policy, cond: torch.Tensor, n_probes: int = 8, seed: i
     return {b: -c.numpy() for b, c in cost.items()}, rec.timesteps
 
 
-def similarity_and_change(outputs: list[torch.Tensor]) -> tuple[np.ndarray, float]:
-    """Cosine similarity matrix (K, K) of one block's per-step outputs, and its mean
-    adjacent L1 change (the Bubbling Union score)."""
-    B = torch.stack(outputs).double().cpu()
-    unit = B / (B.norm(dim=1, keepdim=True) + 1e-12)
-    S = (unit @ unit.T).numpy()
-    change = float((B[1:] - B[:-1]).abs().mean()) if len(B) > 1 else 0.0
-    return S, change
+@torch.no_grad()
+def calibrate_cache(policy, windows: list[dict], budget: int, objective: str = "adjacent", bu_top_n: int = 3) -> dict:
+    """A BAC calibration: record every block at every step of full runs on ``windows``
+    (batched), build the per-block similarity matrices, schedule each block by ACS, apply
+    Bubbling Union. The ``action`` objective schedules on first-order action errors instead
+    (``action_error_segments``: one more run with autograd on the same windows). The result
+    is what ``make_cache("bac", ...)`` reads back (saved as the checkpoint's cache_bac.json)."""
+    rec = BlockRecorder()
+    policy.set_cache(rec)
+    try:
+        device = next(policy.parameters()).device
+        batch = {k: torch.as_tensor(np.stack([w[k] for w in windows])).to(device) for k in policy.expected_obs()}
+        cond = policy.encode_obs(batch)
+        policy.sample(cond)
+    finally:
+        policy.set_cache(None)
+    timesteps = rec.timesteps
+    segments = action_error_segments(policy, cond)[0] if objective == "action" else None
+    schedules, change = {}, {}
+    for name in policy.net.branch_names():
+        S, change[name] = similarity_and_change(rec.outputs[name])
+        S = segments[name] if segments is not None else S
+        schedules[name] = {timesteps[i] for i in acs_steps(S, budget, objective)}
+    final = bubbling_union(schedules, change, top_n=bu_top_n)
+    return {"sampler": policy.cfg.sampler, "steps": policy.cfg.num_inference_steps, "timesteps": timesteps,
+            "budget": budget, "objective": objective, "bu_top_n": bu_top_n,
+            "bu_blocks": sorted(change, key=lambda k: -change[k])[:bu_top_n],
+            "block_updates_before_bu": sum(len(v) for v in schedules.values()),
+            "block_updates": sum(len(v) for v in final.values()),
+            "schedules": {k: sorted(v, reverse=True) for k, v in final.items()}}
+
+
+CACHES = ("bac", "uniform", "teacache")
+
+
+def make_cache(kind: str, policy, calibration: dict | None = None, budget: int | None = None,
+               teacache_threshold: float = 0.3) -> BlockCache:
+    """A BlockCache for ``kind`` bac | uniform | teacache on the policy's current step list.
+    BAC schedules come from ``calibration`` (a ``calibrate_cache`` result), re-derived onto
+    this list; uniform needs ``budget`` (update steps per run). The cache's ``kind`` names it
+    in reports (``bac (<objective>)`` for BAC)."""
+    steps = list(policy.cold_plan().net_times)
+    if kind == "teacache":
+        cache = BlockCache(gate=TeaCacheGate(teacache_threshold))
+    elif kind == "uniform":
+        if not budget:
+            raise ValueError("a uniform cache needs a budget (update steps per run: --cache-budget)")
+        cache = BlockCache(uniform_schedule(policy.net.branch_names(), steps, max(1, len(steps) // budget)))
+    elif kind == "bac":
+        if calibration is None:
+            raise ValueError(f"BAC needs a calibration: no {CACHE_FILE} next to the checkpoint; "
+                             "run `dpctrl calibrate cache` first")
+        if budget is not None and budget != calibration["budget"]:
+            raise ValueError(f"the BAC calibration is for budget {calibration['budget']}, not {budget}; recalibrate")
+        sched = {k: set(map(float, v)) for k, v in calibration["schedules"].items()}
+        if [float(t) for t in calibration["timesteps"]] != steps:
+            # keep the calibrated keys too: warm-started (RTI) runs use the fine-grid tail
+            derived = rederive(sched, steps)
+            sched = {k: sched[k] | derived[k] for k in sched}
+        cache, kind = BlockCache(sched), f"bac ({calibration.get('objective', '?')})"
+    else:
+        raise ValueError(f"unknown cache {kind!r}; known: {CACHES}")
+    cache.kind = kind
+    return cache
+
+
+def cache_for(kind: str, checkpoint_name, policy, calibration: dict | None = None, **kw) -> BlockCache:
+    """``make_cache`` with BAC's schedule from ``calibration`` or else the checkpoint's cache_bac.json."""
+    from dpctrl.policy.checkpoint import read_sidecar
+    if kind == "bac" and calibration is None:
+        calibration = read_sidecar(checkpoint_name, CACHE_FILE)
+    return make_cache(kind, policy, calibration, **kw)

@@ -1,7 +1,7 @@
 """Fused decoder step: ``Transformer.decode`` in 6 Triton kernels per layer (GPU deploy path).
 
 Why: a replayed CUDA graph of the 9M DP-T spends its time in kernels, not in launches: one
-eager ``decode`` step is 156 kernels (``launch/gpu_kernels.py``: cuBLAS gemv-style matmuls,
+eager ``decode`` step is 156 kernels (``launch/bench/gpu_kernels.py``: cuBLAS gemv-style matmuls,
 layer norms, adds, GELUs and one attention kernel per attention), ~3 us each on an H100, so a
 DDIM-10 chunk cannot get under ~5 ms however it is launched. Here a step is
 ``2 + 6 * n_layer`` kernels (50 for 8 layers), each fusing what sits around one matmul:
@@ -21,7 +21,7 @@ The cross-attention memory (keys and values of every step of a run) stays the ea
 is built (the q and kv projections of self-attention concatenated): build it after the
 weights are final, in eval mode. No branch hook: a block cache cannot run through it.
 
-Measured on an H200 (`python3 launch/gpu_kernels.py --fused`): 229 us of kernel time per 9M
+Measured on an H200 (`python3 launch/bench/gpu_kernels.py --fused`): 229 us of kernel time per 9M
 step at tf32 against eager's 451 us; at ieee 603 us (float32 products without tensor cores lose
 to cuBLAS). README "GPU path" has the chunk latencies.
 
@@ -75,7 +75,7 @@ class FusedDecoder:
     def __init__(self, net, precision: str = "ieee", linear_block: int = 16, attend_block: int = 16):
         """``linear_block`` / ``attend_block``: output columns per program of the linear and
         attention kernels. The defaults are the fastest of {16, 32, 64}^2 for the 9M DP-T at
-        batch 1 on an H200 (`python3 launch/gpu_kernels.py --fused`, runs/gpu/s8/run2/kernels.txt:
+        batch 1 on an H200 (`python3 launch/bench/gpu_kernels.py --fused`, runs/gpu/s8/run2/kernels.txt:
         227 us per decode step at tf32, 284 us at 64/64): at 16 rows, narrow column blocks
         mean more programs streaming weights in parallel."""
         if precision not in PRECISIONS:

@@ -133,3 +133,81 @@ def rti_plan(w: WarmStartConfig, sampler, n_inference_steps: int, n_train_timest
         plan = StepPlan(tuple(fine), tuple(times))
     start = level if w.noise and level != sampler.clean else None
     return StepPlan(plan.pairs, plan.net_times, start)
+
+
+RTI_FILE = "rti.json"  # a checkpoint's calibration (``calibrate_rti``), next to its weights
+
+
+def rti_config(policy, saved: dict | None = None, k: int | None = None, noise: bool | None = None,
+               reproduce: bool = False, tail: str | None = None) -> WarmStartConfig:
+    """K' (and tail, noise) from the arguments, else a saved calibration (``calibrate_rti``'s
+    result, the checkpoint's rti.json), else K'=2 on the fine tail with the clean guess."""
+    saved = saved or {}
+    k = saved.get("recommended_k", 2) if k is None else k
+    noise = saved.get("noise", False) if noise is None else noise
+    # a policy trained with discrete_scale > 1 warm-starts in scale mode, else clip mode
+    mode = "scale" if policy.cfg.discrete_scale > 1.0 else "clip"
+    return WarmStartConfig(start_t=int(k), noise=noise, reproduce=reproduce, tail=tail or saved.get("tail", "fine"),
+                           discrete_mode=mode, clip_factor=10.0 if policy.cfg.image_keys else 1.0)
+
+
+def rti_for(checkpoint_name, policy, **kw) -> WarmStartConfig:
+    """``rti_config`` from the checkpoint's rti.json (if it has one) and the options ``kw``."""
+    from dpctrl.policy.checkpoint import read_sidecar
+    return rti_config(policy, read_sidecar(checkpoint_name, RTI_FILE), **kw)
+
+
+@torch.no_grad()
+def calibrate_rti(policy, windows: list[dict], next_windows: list[dict], candidates=(0, 1, 2, 3, 5, 8, 12, 20),
+                  target: float = 0.5, tolerance: float = 0.01, seed: int = 0, tail: str = "fine",
+                  noise: bool = False, max_calls: int | None = None) -> dict:
+    """Choose the warm-start level K' offline, on pairs of observation windows Ta steps apart.
+
+    1. the full (cold) solution A0 of each window, with the policy's sampler;
+    2. the RTI guess for the next window: A0 shifted by Ta, as the loop would build it;
+    3. for each candidate K' (under ``tail`` and ``noise``): the contraction ratio
+       ||f(g + d) - f(g)|| / ||d|| of the warm-started map f (d: a random perturbation of the
+       guess, the same noise), and the error of the warm result against the next window's
+       own full solution.
+    Recommends, with ``max_calls``, the lowest-error K' within that many network calls;
+    otherwise the first K' that contracts below ``target`` within ``tolerance`` of the best
+    error. The result is what ``rti_config`` reads back (saved as the checkpoint's rti.json)."""
+    import numpy as np
+    Ta = policy.n_action_steps
+    policy.set_warm_start(None)
+    gen = torch.Generator().manual_seed(seed)
+
+    def batch(ws):
+        return {k: torch.as_tensor(np.stack([w[k] for w in ws])) for k in policy.expected_obs()}
+
+    cond, cond_next = policy.encode_obs(batch(windows)), policy.encode_obs(batch(next_windows))
+    full = policy.sample(cond)
+    full_next = policy.sample(cond_next)
+    guess = shift_chunk(full, Ta)
+    rows = []
+    for k in candidates:
+        policy.set_warm_start(WarmStartConfig(start_t=k, discrete_dims=[], tail=tail, noise=noise))
+        plan = policy.warm_plan()
+        state = policy.generator.get_state()  # the perturbed run sees the same noise
+        warm = policy.sample(cond_next, x=guess, plan=plan)
+        delta = 0.05 * torch.randn(guess.shape, generator=gen)
+        policy.generator.set_state(state)
+        warm_p = policy.sample(cond_next, x=guess + delta, plan=plan)
+        ratio = float((warm_p - warm).flatten(1).norm(dim=1).mean() / delta.flatten(1).norm(dim=1).mean())
+        err = float((warm - full_next).abs().mean())
+        rows.append({"k": k, "network_calls": len(plan), "contraction": ratio, "error_vs_full": err})
+    policy.set_warm_start(None)
+    if max_calls is not None:  # a latency budget: the most accurate K' within it
+        within = [r for r in rows if r["network_calls"] <= max_calls]
+        if not within:
+            raise ValueError(f"no candidate K' runs in <= {max_calls} network calls")
+        pick = min(within, key=lambda r: r["error_vs_full"])
+    else:
+        best = min(r["error_vs_full"] for r in rows)
+        ok = [r for r in rows if r["contraction"] <= target and r["error_vs_full"] <= best + tolerance]
+        pick = ok[0] if ok else min(rows, key=lambda r: r["error_vs_full"])
+    return {"recommended_k": pick["k"], "network_calls": pick["network_calls"], "tail": tail, "noise": noise,
+            "max_calls": max_calls, "sampler": policy.cfg.sampler, "steps": policy.cfg.num_inference_steps,
+            "target_contraction": target, "tolerance": tolerance,
+            "guess_error_vs_full": float((guess - full_next).abs().mean()), "candidates": rows,
+            "windows": len(windows)}

@@ -1,5 +1,5 @@
 """The lerobot robot adapter against a fake with lerobot's ``Robot`` interface (the same
-adapter drives a subclass of lerobot's real base class in ``launch/lerobot_side.py robot``)."""
+adapter drives a subclass of lerobot's real base class in ``control/lerobot_side.py robot``)."""
 import numpy as np
 import pytest
 

@@ -10,6 +10,7 @@ import pytest
 
 from dpctrl.data import ReplayBuffer
 from dpctrl.data import lerobot as lr
+from dpctrl.data import lerobot_import as lri
 from dpctrl.data.dataset import WindowDataset
 
 
@@ -37,7 +38,7 @@ def _expected(buf, e):
 def test_export_import_round_trip_is_exact(store, tmp_path):
     info = lr.export_lerobot(store, tmp_path / "ds", fps=20, task="lift", progress=False)
     assert info["codebase_version"] == "v3.0" and info["total_episodes"] == 3 and info["total_frames"] == 24
-    back = lr.import_lerobot(tmp_path / "ds", tmp_path / "back.zarr", progress=False)
+    back = lri.import_lerobot(tmp_path / "ds", tmp_path / "back.zarr", progress=False)
     assert back.n_episodes == 3 and sorted(back.keys()) == sorted(store.keys())
     for e in range(3):
         got, want = back.episode(e), _expected(store, e)
@@ -86,7 +87,7 @@ def test_files_roll_over_and_still_import(store, tmp_path):
     lr.export_lerobot(store, tmp_path / "ds", fps=20, data_file_mb=0.0005, video_file_mb=0.005, progress=False)
     assert len(list((tmp_path / "ds/data").glob("*/*.parquet"))) == 3
     assert len(list((tmp_path / "ds/videos/observation.images.cam").glob("*/*.mp4"))) >= 2
-    back = lr.import_lerobot(tmp_path / "ds", tmp_path / "back.zarr", progress=False)
+    back = lri.import_lerobot(tmp_path / "ds", tmp_path / "back.zarr", progress=False)
     for e in range(3):
         np.testing.assert_array_equal(back.episode(e)["cam"], store.episode(e)["cam"])
 
@@ -113,7 +114,7 @@ def test_failed_export_and_import_leave_nothing(store, tmp_path, monkeypatch):
                         lambda self, d, m=None: (_ for _ in ()).throw(OSError("killed")) if self.n_episodes == 2
                         else real_add(self, d, m))
     with pytest.raises(OSError, match="killed"):
-        lr.import_lerobot(tmp_path / "ds", tmp_path / "back.zarr", progress=False)
+        lri.import_lerobot(tmp_path / "ds", tmp_path / "back.zarr", progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ds", "src.zarr"]
 
 
@@ -132,17 +133,17 @@ def test_bad_arguments_and_broken_datasets_get_clear_errors(store, tmp_path):
     with pytest.raises(IndexError, match="out of range"):
         lr.export_lerobot(store, tmp_path / "x", fps=20, episodes=[5], progress=False)
     with pytest.raises(lr.LeRobotFormatError, match="info.json"):
-        lr.LeRobotSource(tmp_path)
+        lri.LeRobotSource(tmp_path)
     root = tmp_path / "ds"
     lr.export_lerobot(store, root, fps=20, progress=False)
     info = json.loads((root / "meta/info.json").read_text())
     (root / "meta/info.json").write_text(json.dumps({**info, "codebase_version": "v2.1"}))
     with pytest.raises(lr.LeRobotFormatError, match="v2.1"):
-        lr.LeRobotSource(root)
+        lri.LeRobotSource(root)
     (root / "meta/info.json").write_text(json.dumps(info))
     (root / "videos/observation.images.cam/chunk-000/file-000.mp4").unlink()
     with pytest.raises(lr.LeRobotFormatError, match="missing"):
-        lr.import_lerobot(root, tmp_path / "back.zarr", progress=False)
+        lri.import_lerobot(root, tmp_path / "back.zarr", progress=False)
     assert not (tmp_path / "back.zarr").exists()
 
 
@@ -156,12 +157,12 @@ def test_timestamps_off_the_video_grid_are_refused(store, tmp_path):
                                [[v + 0.02 for v in table[col].to_pylist()]])
     pq.write_table(shifted, path)
     with pytest.raises(lr.LeRobotFormatError, match="no frame within"):
-        lr.LeRobotSource(root).episode(0)
+        lri.LeRobotSource(root).episode(0)
 
 
 def test_against_real_lerobot(tmp_path):
     """Both directions and the robot adapter, checked by lerobot 0.4.4 in its side venv."""
-    from dpctrl.launch.lerobot_roundtrip import roundtrip, venv_python
+    from dpctrl.data.lerobot_roundtrip import roundtrip, venv_python
     python = venv_python()
     if python is None:
         pytest.skip("no lerobot side venv (build it with `dpctrl lerobot roundtrip --build`)")

@@ -83,11 +83,14 @@ def test_bench_checks_readme_before_running(tmp_path, capsys):
 def test_ship_fp16_with_recipe(tiny_lift_run, tmp_path, monkeypatch):
     """`ship` writes under $DPCTRL_HOME, never into the package; the name then resolves."""
     root, _ = tiny_lift_run
-    from dpctrl.launch.train import ship
+    from dpctrl.launch.calibrate import dataset
     from dpctrl.policy import checkpoint
+    from dpctrl.policy.shipping import ship_policy
     monkeypatch.setenv("DPCTRL_HOME", str(tmp_path / "home"))
     shipped_before = checkpoint.shipped()
-    info = ship(root / "run" / "checkpoint", "tiny")
+    src = root / "run" / "checkpoint"
+    windows = dataset(DiffusionPolicy.load(src), json.loads((src / "recipe.json").read_text())["data"]["path"])
+    info = ship_policy(src, "tiny", windows.spaced_windows(64))
     assert info.pop("path") == str(tmp_path / "home" / "checkpoints" / "tiny")
     assert checkpoint.list_checkpoints() == {"shipped": shipped_before, "user": ["tiny"]}
     assert info["dtype"] == "float16" and info["max_abs_action_diff_vs_fp32"] < 0.05
@@ -98,10 +101,12 @@ def test_ship_fp16_with_recipe(tiny_lift_run, tmp_path, monkeypatch):
 @pytest.mark.parametrize("async_inference", [False, True])
 def test_run_sim_lift_records_episodes(tiny_lift_run, tmp_path, async_inference):
     root, _ = tiny_lift_run
+    from dpctrl.control.session import run_loop, sim_task
     from dpctrl.data import ReplayBuffer
-    from dpctrl.launch.run import run
-    res = run(str(root / "run" / "checkpoint"), "sim:lift", 40.0, async_inference, episodes=2, seed_start=100000,
-              record=str(tmp_path / "rec.zarr"), status=False, max_steps=20)
+    from dpctrl.data.replay_buffer import loop_recorder
+    policy = DiffusionPolicy.load(root / "run" / "checkpoint", seed=100000)
+    res = run_loop(policy, "sim:lift", 40.0, async_inference, episodes=2, seed_start=100000,
+                   on_episode_end=loop_recorder(tmp_path / "rec.zarr"), status=False, max_steps=20)
     assert res["episodes"] == 2 and res["cycles"] == 40 and res["stopped"] == ["done", "done"]
     assert {"p50", "p99", "max"} <= set(res["period_jitter_ms"]) and res["chunk_latency_ms"]["p50"] > 0
     rb = ReplayBuffer.open(tmp_path / "rec.zarr")
@@ -109,20 +114,22 @@ def test_run_sim_lift_records_episodes(tiny_lift_run, tmp_path, async_inference)
     assert {"action", "t", "held", "object", "robot0_eef_pos"} <= set(rb.keys())
     assert rb.meta_column("seed").tolist() == [100000, 100001]
     with pytest.raises(ValueError, match="sim:<env>"):
-        run(str(root / "run" / "checkpoint"), "real:arm", 20.0, False, 1, 0, status=False)
+        sim_task("real:arm")
 
 
 def test_run_with_the_torchscript_denoiser_and_an_early_replan(tiny_lift_run):
     root, _ = tiny_lift_run
-    from dpctrl.launch.run import run
-    res = run(str(root / "run" / "checkpoint"), "sim:lift", 40.0, True, episodes=1, seed_start=100000, status=False,
-              max_steps=16, configure=lambda p: p.set_deploy("torchscript"), replan_at=6)
-    assert res["deploy"] == "torchscript" and res["replan_at"] == 6 and res["cycles"] == 16
+    from dpctrl.control.session import run_loop
+    policy = DiffusionPolicy.load(root / "run" / "checkpoint", seed=100000)
+    policy.set_deploy("torchscript")
+    res = run_loop(policy, "sim:lift", 40.0, True, episodes=1, seed_start=100000, status=False, max_steps=16,
+                   replan_at=6)
+    assert policy.describe()["deploy"] == "torchscript" and res["replan_at"] == 6 and res["cycles"] == 16
     assert res["policy_errors"] == 0 and res["stopped"] == ["done"]
 
 
 def test_compare_with_eval_uses_the_same_seeds(tmp_path):
-    from dpctrl.launch.run import compare_with_eval
+    from dpctrl.control.session import compare_with_eval
     ev = tmp_path / "eval.json"
     ev.write_text(json.dumps({"per_episode": [{"seed": s, "success": s % 2 == 0} for s in range(10, 20)]}))
     run_rep = {"per_episode": [{"seed": s, "success": True} for s in (10, 11, 12, 13)]}

@@ -6,7 +6,7 @@ import pytest
 
 from dpctrl.data import ReplayBuffer
 from dpctrl.launch.cli import main
-from dpctrl.launch.collect import collect
+from dpctrl.data.collect import collect
 
 
 def test_collect_resumes_and_records_metadata(tmp_path):
@@ -90,8 +90,9 @@ def test_two_camera_image_policy_trains_and_evaluates(tmp_path):
     """The image recipe's cameras (agentview + wrist, the default) reach the data store, the
     policy's image keys, and the evaluation envs; its recovery episodes get a store beside the
     demos' with the same cameras."""
-    from dpctrl.launch.train import IMAGE_RECIPE, train_task
-    assert IMAGE_RECIPE["recoveries"] > 0
+    from dpctrl.launch.train import train_task
+    from dpctrl.policy.recipes import IMAGES
+    assert IMAGES.recoveries > 0
     rec = train_task("lift", 2, tmp_path / "run", images=True, demos=1, recoveries=1,
                      eval_episodes=1, data_dir=tmp_path, progress=False, batch_size=4)
     assert (tmp_path / "lift_images_agentview+robot0_eye_in_hand.zarr").is_dir()

@@ -5,7 +5,7 @@ import pytest
 
 pytest.importorskip("highway_env")
 
-from dpctrl.launch import drive_cli  # noqa: E402
+from dpctrl.launch import drive as drive_cli  # noqa: E402
 from dpctrl.launch.cli import main  # noqa: E402
 
 

@@ -75,7 +75,7 @@ def test_train_eval_and_frame_report(tmp_path, monkeypatch, capsys):
 
 
 def test_pad_table_averages_each_multi_task_run(tmp_path):
-    from dpctrl.launch.pad import pad_table
+    from dpctrl.launch.results import pad_table
     cfg = {"tasks": ["reach", "push"], "image_loss_weight": 1.0, "state_index": [0, 1, 2, 3, 36, 37, 38]}
 
     def report(task, rate, start, n=50):

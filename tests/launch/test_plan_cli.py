@@ -6,9 +6,9 @@ import pytest
 
 pytest.importorskip("gymnasium_robotics")
 
-from dpctrl.launch import plan_cli  # noqa: E402
+from dpctrl.launch import plan as plan_cli  # noqa: E402
 from dpctrl.launch.cli import main  # noqa: E402
-from dpctrl.launch.plan import reference, track  # noqa: E402
+from dpctrl.control.tracking import reference, track  # noqa: E402
 
 
 def test_choices_match_the_modules():

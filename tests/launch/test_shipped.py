@@ -2,7 +2,7 @@
 import json
 
 from dpctrl.policy.diffusion_policy import DiffusionPolicy
-from dpctrl.launch.evaluate import evaluate
+from dpctrl.envs.evaluate import evaluate
 from dpctrl.policy import checkpoint
 
 
@@ -58,7 +58,7 @@ def test_shipped_umaze_planners_solve_held_out_seeds():
 def test_shipped_pad_reach_solves_held_out_seeds_in_the_control_loop():
     import pytest
     pytest.importorskip("metaworld")
-    from dpctrl.launch.run import run_loop
+    from dpctrl.control.session import run_loop
     from dpctrl.policy.pad import PadPolicy
     d = checkpoint.SHIPPED_DIR / "pad-reach"
     assert (d / "model.safetensors").stat().st_size <= 5 * 1024 * 1024

@@ -116,9 +116,9 @@ def test_graph_path_refuses_what_it_cannot_capture():
 
 
 def test_bench_gpu_refuses_without_cuda_and_its_loop_runs_on_the_static_path(tmp_path):
-    from dpctrl.launch.bench_gpu import gpu_loop
+    from dpctrl.launch.bench.gpu import gpu_loop
     if not torch.cuda.is_available():
-        from dpctrl.launch.bench_gpu import bench_gpu
+        from dpctrl.launch.bench.gpu import bench_gpu
         with pytest.raises(RuntimeError, match="CUDA"):
             bench_gpu("lift", "unused")
     pol = DiffusionPolicy.load("lift").eval()

@@ -10,7 +10,7 @@ from tqdm import tqdm
 
 from dpctrl import envs
 from dpctrl.envs.rollout import expert_episode
-from dpctrl.launch.collect import collect
+from dpctrl.data.collect import collect
 from dpctrl.launch.results import markdown_table
 
 

@@ -22,8 +22,9 @@ import numpy as np
 import torch
 
 from dpctrl.policy.diffusion_policy import DiffusionPolicy
-from dpctrl.launch.bench_cache import episode_windows
-from dpctrl.launch.bench_policy import VARIANTS, _timed, big_policy, calibrate_big, configure
+from dpctrl.launch.bench.cache import episode_windows
+from dpctrl.launch.bench.timing import stats
+from dpctrl.launch.bench.policy import VARIANTS, chunk_times, big_policy, calibrate_big, configure
 
 # path -> set_deploy arguments (kind, precision, compile, fused)
 PATHS = {"eager fp32": (None, "fp32", False, False), "graph fp32": ("cuda_graph", "fp32", False, False),
@@ -64,13 +65,13 @@ def bench_gpu(checkpoint_name: str, data_path, batches=(1, 8), models=("lift", "
                     pol.set_deploy(kind, batch=B, precision=precision, compile=compiled, fused=fused)  # captures
                     pol.generator.manual_seed(0)  # every path sees the same noise
                     outs: list = []
-                    ms = _timed(pol, seqs, reps, outs)
+                    ms = chunk_times(pol, seqs, reps, outs)
                     outs = np.stack(outs)
                     ref = outs if ref is None else ref
                     err = np.abs(outs - ref)
                     rows.append({"model": model, "params": n_params, "batch": B, "name": name, "path": path,
-                                 "nfe": pol.nfe_last, "p50_ms": float(np.percentile(ms, 50)),
-                                 "p99_ms": float(np.percentile(ms, 99)), "timed_chunks": len(ms),
+                                 "nfe": pol.nfe_last, "p50_ms": stats(ms)["p50_ms"],
+                                 "p99_ms": stats(ms)["p99_ms"], "timed_chunks": len(ms),
                                  "err_mean": float(err.mean()), "err_max": float(err.max())})
         pol.set_deploy(None)
         pol.set_cache(None)
@@ -98,7 +99,7 @@ def gpu_loop(policy, checkpoint_name, variant: str, rate_hz: float, cycles: int,
     """The control loop at ``rate_hz``, async inference, ``policy`` as ``variant`` on the
     graph path (``kind``; ``fused``: with the fused decoder kernels), driving the mock arm for
     ``cycles`` cycles."""
-    from dpctrl.launch.run import run_loop
+    from dpctrl.control.session import run_loop
     policy.set_deploy(None)
     configure(policy, checkpoint_name, variant, None)
     policy.set_deploy(kind, batch=1, precision=precision, fused=fused)

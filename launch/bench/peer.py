@@ -5,7 +5,7 @@ Ours (this process): the shipped Lift policy (1.2M) and the 9M DP-T of ``bench_p
 DDPM-100, DDIM-10 and RTI, per-chunk wall-clock of ``predict_batch`` (robot-unit
 observations in, robot-unit actions out) over demo windows in episode order, timed once
 before and once after the LeRobot side (p50 over both passes; each pass's p50 is kept).
-LeRobot (its side venv, ``launch/peer_lerobot_side.py``): ``DiffusionPolicy`` with Lift's
+LeRobot (its side venv, ``launch/bench/peer_lerobot_side.py``): ``DiffusionPolicy`` with Lift's
 sizes (state 9 = eef pos + quat + gripper, environment state 10 = object; action 7; 2
 observation steps, horizon 16, 8 executed) at its default U-Net (down_dims 512-1024-2048,
 ~249M parameters) and at two sizes near ours (~9.6M and ~1.2M), DDPM-100 and DDIM-10,
@@ -19,12 +19,12 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from dpctrl.policy.diffusion_policy import DiffusionPolicy
-from dpctrl.launch.bench_cache import episode_windows
-from dpctrl.launch.bench_policy import _timed, big_policy, configure
+from dpctrl.launch.bench.cache import episode_windows
+from dpctrl.launch.bench.timing import stats
+from dpctrl.launch.bench.policy import chunk_times, big_policy, configure
 
 SIDE = Path(__file__).with_name("peer_lerobot_side.py")
 LEROBOT_SIZES = {"default": [512, 1024, 2048], "~9M": [96, 192, 384], "~1.2M": [32, 64, 128]}
@@ -49,7 +49,7 @@ def bench_peer(checkpoint_name: str, data_path, python: Path, reps: int = 5, thr
             seqs = episode_windows(pol, data_path, 1, max(2, reps // 2 + 1))
             for name in OURS:
                 configure(pol, checkpoint_name, name, None)
-                ours.setdefault((model, name), []).append(_timed(pol, seqs, reps))
+                ours.setdefault((model, name), []).append(chunk_times(pol, seqs, reps))
                 ours[(model, name, "nfe")] = pol.nfe_last
             pol.set_warm_start(None)
 
@@ -73,10 +73,9 @@ def bench_peer(checkpoint_name: str, data_path, python: Path, reps: int = 5, thr
             ms = before + after
             rows.append({"impl": "dpctrl", "arch": f"DP-T {pol.cfg.n_layer}x{pol.cfg.n_emb}", "size": model,
                          "params": sum(p.numel() for p in pol.parameters()), "sampler": name,
-                         "nfe": ours[(model, name, "nfe")], "batch": 1, "p50_ms": float(np.percentile(ms, 50)),
-                         "p99_ms": float(np.percentile(ms, 99)), "timed_chunks": len(ms),
-                         "p50_before_ms": float(np.percentile(before, 50)),
-                         "p50_after_ms": float(np.percentile(after, 50))})
+                         "nfe": ours[(model, name, "nfe")], "batch": 1, "p50_ms": stats(ms)["p50_ms"],
+                         "p99_ms": stats(ms)["p99_ms"], "timed_chunks": len(ms),
+                         "p50_before_ms": stats(before)["p50_ms"], "p50_after_ms": stats(after)["p50_ms"]})
     rows += side["rows"]
     return {"checkpoint": str(checkpoint_name), "threads": threads, "reps": reps, "lerobot": side["lerobot"],
             "lerobot_torch": side["torch"], "torch": torch.__version__, "spec": spec, "rows": rows}

@@ -6,7 +6,7 @@ objective, ``action_error_segments``), with and without Bubbling Union, and unif
 each scored like ``dpctrl bench cache``: mean |a - a_full| over continuous action dims on the
 demo episodes' chunk sequences, same noise, and block executions per chunk.
 
-``python3 launch/cache_objectives.py [--checkpoint lift] [--data runs/data/lift.zarr] [--budget 10]``
+``python3 launch/bench/cache_objectives.py [--checkpoint lift] [--data runs/data/lift.zarr] [--budget 10]``
 (DDPM-100, 1 torch thread; a few minutes here).
 """
 from __future__ import annotations
@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 from dpctrl.policy.diffusion_policy import DiffusionPolicy
-from dpctrl.launch.bench_cache import episode_windows, run_sequence
-from dpctrl.launch.calibrate import dataset_windows
+from dpctrl.launch.bench.cache import episode_windows, run_sequence
+from dpctrl.launch.calibrate import dataset
 from dpctrl.policy.accel.cache import (BlockCache, BlockRecorder, acs_steps, action_error_segments, bubbling_union,
                                 similarity_and_change, uniform_schedule)
 
@@ -36,7 +36,7 @@ def main() -> None:
     pol.set_sampler("ddpm", 100)
     rec = BlockRecorder()
     pol.set_cache(rec)
-    cal = dataset_windows(pol, args.data, args.windows)
+    cal = dataset(pol, args.data).spaced_windows(args.windows)
     pol.sample(pol.encode_obs({k: torch.as_tensor(np.stack([w[k] for w in cal])) for k in pol.expected_obs()}))
     pol.set_cache(None)
     t0 = time.perf_counter()

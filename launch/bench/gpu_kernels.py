@@ -4,7 +4,7 @@ CUDA graph replays per denoising step. Two ways of calling the network:
   included (as training calls it);
 - ``decode``: a run's step after ``run_memory`` (the sampler's path): the memory, which
   depends on the timestep and observation only, computed once for all the run's steps.
-``python3 launch/gpu_kernels.py [--compile MODE ...]`` on a GPU machine (the checkpoint's sizes;
+``python3 launch/bench/gpu_kernels.py [--compile MODE ...]`` on a GPU machine (the checkpoint's sizes;
 random weights); ``--compile`` also profiles ``decode`` through ``torch.compile`` in each
 inductor MODE (``default``, ``max-autotune-no-cudagraphs``, ...), in fp32 and bf16 autocast:
 how many kernels fusion leaves per step; ``--fused`` profiles the Triton decoder of
@@ -21,7 +21,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from dpctrl.policy.diffusion_policy import DiffusionPolicy
-from dpctrl.launch.bench_policy import big_policy
+from dpctrl.launch.bench.policy import big_policy
 
 
 def kernels(fn) -> list:
@@ -51,7 +51,7 @@ def chunk_profile(pol, variant: str, chunks: int = 20) -> None:
     device's kernels, of ``chunks`` chunks after a warm-up."""
     import numpy as np
 
-    from dpctrl.launch.bench_policy import configure
+    from dpctrl.launch.bench.policy import configure
     pol.set_deploy(None)
     configure(pol, "lift", variant, None)
     pol.set_deploy("cuda_graph", batch=1, precision="tf32", fused=True)

@@ -1,7 +1,7 @@
 """Load test of the policy server: N robot processes at a fixed rate against one server;
 and (``--lift-episodes N``) Lift closed loop through the server vs in-process, same seeds.
 
-    python -m dpctrl.launch.bench_serve --clients 8 --rate 20 --seconds 60 --lift-episodes 50 \
+    python -m dpctrl.launch.bench.serve --clients 8 --rate 20 --seconds 60 --lift-episodes 50 \
         --json runs/bench_serve.json --update-readme README.md
 
 Starts ``dpctrl serve`` (loopback, a random free port) and N ``dpctrl robot --robot mock``
@@ -165,7 +165,7 @@ def main(argv=None) -> int:
     res = bench_serve(args.checkpoint, args.clients, args.rate, args.seconds, server_args, args.threads, replan)
     if args.lift_episodes:
         res["lift"] = lift_loopback(args.checkpoint, args.lift_episodes, args.rate, server_args, args.threads, replan)
-    res["command"] = (f"python -m dpctrl.launch.bench_serve --checkpoint {args.checkpoint} --clients {args.clients} "
+    res["command"] = (f"python -m dpctrl.launch.bench.serve --checkpoint {args.checkpoint} --clients {args.clients} "
                       f"--rate {args.rate:g} --seconds {args.seconds:g} --threads {args.threads} "
                       f"--server-args '{args.server_args}'" + (f" --replan-at {args.replan_at}" if replan else "")
                       + (f" --lift-episodes {args.lift_episodes}" if args.lift_episodes else ""))

@@ -5,14 +5,14 @@ alternating call by call so that machine load hits both alike; reports p50/p99 c
 latency, the speed-up and the largest action difference (robot units)."""
 from __future__ import annotations
 
-import time
 
 import numpy as np
 import torch
 
 from dpctrl.policy.diffusion_policy import DiffusionPolicy
-from dpctrl.launch.bench_cache import BASES, episode_windows
-from dpctrl.launch.calibrate import default_rti_config
+from dpctrl.launch.bench.cache import BASES, episode_windows
+from dpctrl.launch.bench.timing import stats, timed
+from dpctrl.policy.accel.warmstart import rti_for
 
 
 def bench_deploy(checkpoint_name: str, data_path, chunks: int = 12, episodes: int = 4,
@@ -24,7 +24,7 @@ def bench_deploy(checkpoint_name: str, data_path, chunks: int = 12, episodes: in
         sampler, steps, warm = BASES[base]
         for kind, pol in pols.items():
             pol.set_sampler(sampler, steps)
-            pol.set_warm_start(default_rti_config(checkpoint_name, pol) if warm else None)
+            pol.set_warm_start(rti_for(checkpoint_name, pol) if warm else None)
             pol.set_deploy(None if kind == "eager" else "torchscript")
         times = {k: [] for k in pols}
         diff = 0.0
@@ -37,20 +37,17 @@ def bench_deploy(checkpoint_name: str, data_path, chunks: int = 12, episodes: in
                 order = list(pols) if (e + c) % 2 else list(pols)[::-1]
                 out = {}
                 for kind in order:
-                    t0 = time.perf_counter()
-                    out[kind] = pols[kind].predict_batch(w)
+                    out[kind], ms = timed(pols[kind].predict_batch, w)
                     if c:  # the episode's first (cold) chunk is not timed
-                        times[kind].append((time.perf_counter() - t0) * 1e3)
+                        times[kind].append(ms)
                     pols[kind].note_executed(pols[kind].n_action_steps)
                 diff = max(diff, float(np.abs(out["eager"] - out["torchscript"]).max()))
-        e_ms, t_ms = np.asarray(times["eager"]), np.asarray(times["torchscript"])
+        e, t = stats(times["eager"]), stats(times["torchscript"])
         pol = pols["eager"]
         label = base if not warm else f"RTI (DDIM, K'={pol.warm.cfg.start_t}, {pol.warm.cfg.tail} tail)"
-        rows.append({"base": label, "nfe": pol.nfe_last, "eager_p50_ms": float(np.median(e_ms)),
-                     "eager_p99_ms": float(np.percentile(e_ms, 99)), "traced_p50_ms": float(np.median(t_ms)),
-                     "traced_p99_ms": float(np.percentile(t_ms, 99)),
-                     "speedup": float(np.median(e_ms) / np.median(t_ms)), "max_abs_action_diff": diff,
-                     "timed_chunks": len(e_ms)})
+        rows.append({"base": label, "nfe": pol.nfe_last, "eager_p50_ms": e["p50_ms"], "eager_p99_ms": e["p99_ms"],
+                     "traced_p50_ms": t["p50_ms"], "traced_p99_ms": t["p99_ms"],
+                     "speedup": e["p50_ms"] / t["p50_ms"], "max_abs_action_diff": diff, "timed_chunks": e["n"]})
     return {"checkpoint": str(checkpoint_name), "threads": torch.get_num_threads(), "rows": rows}
 
 

@@ -1,5 +1,5 @@
 """The LeRobot half of ``dpctrl bench peer``; runs in the side venv (Python >= 3.12, the real
-``lerobot`` package) and imports nothing of dpctrl. Driven by ``launch/bench_peer.py``.
+``lerobot`` package) and imports nothing of dpctrl. Driven by ``launch/bench/peer.py``.
 
     python peer_lerobot_side.py SPEC.json
 

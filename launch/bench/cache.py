@@ -22,14 +22,15 @@ previous chunks, as in closed loop. Reported per variant:
 """
 from __future__ import annotations
 
-import time
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from dpctrl.policy.diffusion_policy import DiffusionPolicy
-from dpctrl.launch.calibrate import default_rti_config, make_cache
+from dpctrl.launch.bench.timing import interleaved, stats, timed
+from dpctrl.policy.accel.cache import cache_for
+from dpctrl.policy.accel.warmstart import rti_for
 from dpctrl.policy.accel.cache import BlockCache, uniform_schedule
 
 
@@ -82,18 +83,13 @@ def time_chunks(policies: list, windows: list[dict], n: int) -> list[np.ndarray]
     for p in policies:
         p.reset()
     single = [{k: v[:1] for k, v in w.items()} for w in windows]
-    times = [[] for _ in policies]
-    for i in range(n + 1):
-        w = single[i % len(single)]
-        order = range(len(policies)) if i % 2 == 0 else reversed(range(len(policies)))
-        for j in order:
-            t0 = time.perf_counter()
-            policies[j].predict_batch(w)
-            dt = (time.perf_counter() - t0) * 1e3
-            policies[j].note_executed(policies[j].n_action_steps)
-            if i:  # the first chunk is cold (and warms caches/allocators)
-                times[j].append(dt)
-    return [np.asarray(t) for t in times]
+
+    def step(j: int, i: int) -> float | None:
+        _, ms = timed(policies[j].predict_batch, single[i % len(single)])
+        policies[j].note_executed(policies[j].n_action_steps)
+        return ms if i else None  # the first chunk is cold (and warms caches/allocators)
+    times = interleaved(range(len(policies)), n + 1, step)
+    return [times[j] for j in range(len(policies))]
 
 
 BASES = {"DDPM-100": ("ddpm", 100, False), "DDIM-10": ("ddim", 10, False), "RTI": ("ddim", 10, True)}
@@ -102,9 +98,8 @@ BASES = {"DDPM-100": ("ddpm", 100, False), "DDIM-10": ("ddim", 10, False), "RTI"
 def variants(checkpoint_name, policy, budget: int, bac_exec: int | None) -> dict:
     """Cache objects for the policy's current step list (warm start already set)."""
     blocks = policy.net.branch_names()
-    cold = [policy.sampler.model_time(t) for t, _ in policy.sampler.steps(policy.cfg.num_inference_steps)]
-    times = (policy._rti_run(torch.zeros(1, policy.horizon, policy.cfg.action_dim))[2]
-             if policy.warm is not None else cold)
+    cold = list(policy.cold_plan().net_times)
+    times = list(policy.warm_plan().net_times) if policy.warm is not None else cold
     K = len(times)
 
     def uniform(every: int) -> dict[str, set]:
@@ -116,7 +111,7 @@ def variants(checkpoint_name, policy, budget: int, bac_exec: int | None) -> dict
             sched = {b: sched[b] | cold_sched[b] for b in blocks}
         return sched
 
-    out = {"none": None, "bac": make_cache("bac", checkpoint_name, policy)}
+    out = {"none": None, "bac": cache_for("bac", checkpoint_name, policy)}
     out[f"uniform (M={budget})"] = BlockCache(uniform(max(1, K // budget)))
     if bac_exec is not None:
         # the sparsest uniform schedule with at least BAC's block executions (steady state)
@@ -124,7 +119,7 @@ def variants(checkpoint_name, policy, budget: int, bac_exec: int | None) -> dict
             if len(blocks) * len(uniform_schedule(blocks, times, every)[blocks[0]]) >= bac_exec:
                 out[f"uniform (every {every}, >= BAC executions)"] = BlockCache(uniform(every))
                 break
-    out["teacache (0.3)"] = make_cache("teacache", checkpoint_name, policy)
+    out["teacache (0.3)"] = cache_for("teacache", checkpoint_name, policy)
     return out
 
 
@@ -140,12 +135,12 @@ def bench_cache(checkpoint_name: str, data_path, budget: int = 10, episodes: int
         sampler, steps, warm = BASES[base]
         for p in (policy, twin):
             p.set_sampler(sampler, steps)
-            p.set_warm_start(default_rti_config(checkpoint_name, p) if warm else None)
+            p.set_warm_start(rti_for(checkpoint_name, p) if warm else None)
         label = base if not warm else f"RTI (DDIM, K'={policy.warm.cfg.start_t})"
         policy.set_cache(None)
         full, _ = run_sequence(policy, windows)
         # BAC's executions per prediction decide the matched uniform row
-        policy.set_cache(make_cache("bac", checkpoint_name, policy))
+        policy.set_cache(cache_for("bac", checkpoint_name, policy))
         bac_exec = round(run_sequence(policy, windows)[1])
         for name, cache in tqdm(variants(checkpoint_name, policy, budget, bac_exec).items(), desc=label,
                                 disable=not progress):
@@ -160,7 +155,7 @@ def bench_cache(checkpoint_name: str, data_path, budget: int = 10, episodes: int
             flips = float((np.sign(acts[..., disc]) != np.sign(full[..., disc])).mean()) if disc else 0.0
             rows.append({"base": label, "cache": name, "nfe": policy.nfe_last, "block_exec": float(n_blocks),
                          "action_err": float(err.mean()), "action_err_max": float(err.max()), "gripper_flips": flips,
-                         "p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)),
+                         **{k: v for k, v in stats(ms).items() if k in ("p50_ms", "p99_ms")},
                          "speedup": float(np.percentile(base_ms, 50) / np.percentile(ms, 50))})
     policy.set_cache(None)
     policy.set_warm_start(None)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU checks of issue 11 as one prepared run on a CUDA machine: the CUDA tests of the
 # graph path and of the fused decoder (tests/policy/test_graph.py, test_run_memory.py,
-# test_fused.py), the kernels of one network call, eager and fused (launch/gpu_kernels.py
+# test_fused.py), the kernels of one network call, eager and fused (launch/bench/gpu_kernels.py
 # --fused --chunk: also whole chunks profiled), then `dpctrl bench gpu` (arguments pass through).
 # Logs and the report JSON go under $OUT (default runs/gpu); render the report into the
 # README elsewhere with `dpctrl bench gpu --from-json <out>/bench_gpu.json --update-readme README.md`.
@@ -21,7 +21,7 @@ export PYTHONPATH=/tmp/dpctrl-link:${PYTHONPATH:-}
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/gpu.txt"
 python3 -m pytest tests/policy/test_graph.py tests/policy/test_run_memory.py tests/policy/test_fused.py -q -p no:cacheprovider ${PYTEST_K:+-k "$PYTEST_K"} >"$out/pytest_graph.log" 2>&1
 echo "pytest exit $?"; tail -n 25 "$out/pytest_graph.log"
-python3 -m dpctrl.launch.gpu_kernels --fused --chunk >"$out/kernels.txt" 2>&1; echo "kernels exit $?"; cat "$out/kernels.txt"
+python3 -m dpctrl.launch.bench.gpu_kernels --fused --chunk >"$out/kernels.txt" 2>&1; echo "kernels exit $?"; cat "$out/kernels.txt"
 python3 -m dpctrl.launch.cli bench gpu --json "$out/bench_gpu.json" \
     --no-progress "$@" >"$out/bench_gpu.log" 2>&1
 echo "bench exit $?"; tail -n 80 "$out/bench_gpu.log"

@@ -12,7 +12,6 @@ import json
 import sys
 from pathlib import Path
 
-from dpctrl.policy import registry
 from dpctrl.launch.options import publish, write_json
 
 KINDS = {
@@ -32,7 +31,7 @@ def bench_store(args: argparse.Namespace, episodes: int) -> str:
     holds fewer or does not exist (a line on stderr says so); a missing ``--data`` is an error."""
     import torch
 
-    from dpctrl.policy import checkpoint
+    from dpctrl.policy import checkpoint, registry
     torch.set_num_threads(args.threads)
     if args.data:
         if not Path(args.data).exists():
@@ -53,7 +52,7 @@ def bench_store(args: argparse.Namespace, episodes: int) -> str:
         raise FileNotFoundError(f"{data} holds {have} of the {episodes} episodes this bench needs and {recipe_file} "
                                 f"names no task to collect; pass --data")
     from dpctrl import envs
-    from dpctrl.launch.collect import collect
+    from dpctrl.data.collect import collect
     image_keys = registry.load_policy(path).cfg.image_keys
     cams = envs.cameras_of(image_keys)
     print(f"dpctrl bench: {f'no dataset at {data}' if not have else f'{data} holds {have} episodes'}; collecting "
@@ -64,7 +63,7 @@ def bench_store(args: argparse.Namespace, episodes: int) -> str:
 
 
 def _experts(args) -> int:
-    from dpctrl.launch.bench_experts import bench_experts, markdown
+    from dpctrl.launch.bench.experts import bench_experts, markdown
     from dpctrl.launch.results import machine, replace_block
     rows = bench_experts(args.tasks, args.episodes, args.collect_episodes, progress=not args.no_progress)
     command = (f"dpctrl bench experts --episodes {args.episodes} --collect-episodes {args.collect_episodes}"
@@ -79,7 +78,7 @@ def _experts(args) -> int:
 
 def _loop(args) -> int:
     from dpctrl.launch.results import machine, markdown_table, replace_block
-    from dpctrl.launch.run import bench_loop
+    from dpctrl.launch.bench.loop import bench_loop
     rows = bench_loop(args.rate, args.latency_ms, args.chunk, args.cycles, status=not args.no_progress)
     command = (f"dpctrl bench loop --rate {args.rate:g} --latency-ms {args.latency_ms:g} --chunk {args.chunk} "
                f"--cycles {args.cycles}")
@@ -96,7 +95,7 @@ def _loop(args) -> int:
 
 
 def _cache(args) -> int:
-    from dpctrl.launch.bench_cache import bench_cache, markdown
+    from dpctrl.launch.bench.cache import bench_cache, markdown
     data = bench_store(args, args.cache_episodes)
     rep = bench_cache(args.checkpoint, data, args.budget, args.cache_episodes, args.chunks, args.timing_chunks,
                       tuple(args.bases), progress=not args.no_progress)
@@ -108,7 +107,7 @@ def _cache(args) -> int:
 
 
 def _deploy(args) -> int:
-    from dpctrl.launch.bench_deploy import bench_deploy, markdown
+    from dpctrl.launch.bench.deploy import bench_deploy, markdown
     rep = bench_deploy(args.checkpoint, bench_store(args, args.cache_episodes), args.chunks, args.cache_episodes)
     command = (f"dpctrl bench deploy --checkpoint {args.checkpoint} --chunks {args.chunks} --cache-episodes "
                f"{args.cache_episodes} --threads {args.threads}")
@@ -116,7 +115,7 @@ def _deploy(args) -> int:
 
 
 def _policy(args) -> int:
-    from dpctrl.launch.bench_policy import bench_policy, markdown, plot
+    from dpctrl.launch.bench.policy import bench_policy, markdown, plot
     batches, models, reps = ((1,), ("lift",), 5) if args.quick else ((1, 8), ("lift", "9M"), args.reps)
     data = bench_store(args, max(batches))
     rep = bench_policy(args.checkpoint, data, batches, models, reps, args.device, progress=not args.no_progress)
@@ -136,7 +135,7 @@ def gpu_block(command: str) -> str:
 
 
 def _gpu(args) -> int:
-    from dpctrl.launch.bench_gpu import bench_gpu, markdown
+    from dpctrl.launch.bench.gpu import bench_gpu, markdown
     note = ("wall-clock per chunk, host arrays in and out; action error in robot units vs eager fp32 on the "
             "same noise; loop: mock arm (no physical arm here).")
     if args.from_json:  # re-render a saved report (e.g. from a GPU machine) under its own command and machine
@@ -151,7 +150,7 @@ def _gpu(args) -> int:
     if not torch.cuda.is_available():
         raise RuntimeError("bench gpu needs a CUDA device (torch sees none here); --from-json re-renders a "
                            "report made on a GPU machine")
-    from dpctrl.launch.bench_gpu import COMPILE_PATHS, DEFAULT_PATHS
+    from dpctrl.launch.bench.gpu import COMPILE_PATHS, DEFAULT_PATHS
     data = bench_store(args, 8)
     paths = DEFAULT_PATHS + (COMPILE_PATHS if args.compile else ())
     if args.quick:
@@ -169,8 +168,8 @@ def _gpu(args) -> int:
 
 
 def _peer(args) -> int:
-    from dpctrl.launch.bench_peer import bench_peer, markdown
-    from dpctrl.launch.lerobot_roundtrip import venv_python
+    from dpctrl.launch.bench.peer import bench_peer, markdown
+    from dpctrl.data.lerobot_roundtrip import venv_python
     python = venv_python(args.venv)
     if python is None:
         raise FileNotFoundError(f"no lerobot venv at {args.venv} (and DPCTRL_LEROBOT_PYTHON unset); build it with "

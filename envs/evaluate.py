@@ -1,4 +1,4 @@
-"""``dpctrl eval``: closed-loop evaluation of a chunk policy over seeded episodes.
+"""The lockstep evaluator: closed-loop episodes of a chunk policy over seeded envs (``dpctrl eval``).
 
 Episodes run in lockstep groups of ``batch`` envs so one network pass serves the whole
 group (the policy sees (B, To, ...) observations); each env executes
@@ -16,14 +16,14 @@ import numpy as np
 from tqdm import tqdm
 
 from dpctrl import envs
-from dpctrl.policy.diffusion_policy import DiffusionPolicy
+from dpctrl.policy.interface import ChunkPolicy
 
 
 def _window(history: deque) -> dict[str, np.ndarray]:
     return {k: np.stack([h[k] for h in history]) for k in history[0]}
 
 
-def rollout_group(policy: DiffusionPolicy, env_list: list, seeds: list[int], record: list | None = None,
+def rollout_group(policy: ChunkPolicy, env_list: list, seeds: list[int], record: list | None = None,
                   frames: list | None = None, frame_key: str = "agentview_image",
                   action_steps: int | None = None, nfe: list | None = None) -> list[dict]:
     """Run one episode per env in lockstep; returns per-episode dicts. ``record`` collects
@@ -69,7 +69,7 @@ def rollout_group(policy: DiffusionPolicy, env_list: list, seeds: list[int], rec
     return result
 
 
-def chunk_latency_ms(policy: DiffusionPolicy, windows: list[dict], repeats: int = 1) -> dict:
+def chunk_latency_ms(policy: ChunkPolicy, windows: list[dict], repeats: int = 1) -> dict:
     """p50/p90/p99 wall time of predict_chunk at batch 1 over recorded windows. With a warm
     start, the windows run as one episode (the first call is cold, then warm), and the
     first (cold) call is excluded, so the numbers are those of the steady state."""
@@ -89,14 +89,19 @@ def chunk_latency_ms(policy: DiffusionPolicy, windows: list[dict], repeats: int 
             "samples": [round(t, 3) for t in times]}
 
 
-def record_video(policy: DiffusionPolicy, env_name: str, seed: int, path, size: int = 256, fps: int = 20,
+def image_keys(policy: ChunkPolicy) -> list[str]:
+    """The camera observations (``<camera>_image``, windows of shape (To, H, W, 3)) a policy reads."""
+    return [k for k, shape in policy.expected_obs().items() if len(shape) == 4]
+
+
+def record_video(policy: ChunkPolicy, env_name: str, seed: int, path, size: int = 256, fps: int = 20,
                  max_steps: int | None = None) -> dict:
     """One episode rendered at ``size`` px to an mp4 (OpenCV's mp4v encoder)."""
     import cv2
-    if policy.cfg.image_keys:  # an image policy must see the images it was trained on
-        size = policy.cfg.image_size
-    env = envs.make(env_name, images=True, image_size=size, max_steps=max_steps,
-                    cameras=envs.cameras_of(policy.cfg.image_keys))
+    keys = image_keys(policy)
+    if keys:  # an image policy must see the images it was trained on
+        size = policy.expected_obs()[keys[0]][1]
+    env = envs.make(env_name, images=True, image_size=size, max_steps=max_steps, cameras=envs.cameras_of(keys))
     frames: list = []
     try:
         (result,) = rollout_group(policy, [env], [seed], frames=frames)
@@ -111,16 +116,18 @@ def record_video(policy: DiffusionPolicy, env_name: str, seed: int, path, size: 
     return {**result, "video": str(path), "frames": len(frames)}
 
 
-def evaluate(policy: DiffusionPolicy, env_name: str, episodes: int, seed_start: int = 100_000,
+def evaluate(policy: ChunkPolicy, env_name: str, episodes: int, seed_start: int = 100_000,
              batch: int = 10, latency_windows: int = 20, max_steps: int | None = None,
              progress: bool = True, action_steps: int | None = None) -> dict:
     if episodes < 1:
         raise ValueError("episodes must be >= 1")
-    policy.eval()
+    if hasattr(policy, "train"):  # a torch module: no dropout while evaluating
+        policy.eval()
     seeds = list(range(seed_start, seed_start + episodes))
     group = min(batch, episodes)
-    env_list = [envs.make(env_name, images=bool(policy.cfg.image_keys), max_steps=max_steps,
-                          cameras=envs.cameras_of(policy.cfg.image_keys)) for _ in range(group)]
+    keys = image_keys(policy)
+    env_list = [envs.make(env_name, images=bool(keys), max_steps=max_steps, cameras=envs.cameras_of(keys))
+                for _ in range(group)]
     per_episode, recorded, nfe = [], [], []
     t0 = time.perf_counter()
     try:
@@ -136,22 +143,22 @@ def evaluate(policy: DiffusionPolicy, env_name: str, episodes: int, seed_start: 
             e.close()
     rollout_s = time.perf_counter() - t0
     latency = chunk_latency_ms(policy, recorded[:latency_windows])
+    info = policy.describe()
     return {
         "env": env_name,
         "episodes": episodes,
         "seeds": seeds,
         "success_rate": float(np.mean([e["success"] for e in per_episode])),
         "mean_max_reward": float(np.mean([e["max_reward"] for e in per_episode])),
-        "sampler": policy.cfg.sampler,
-        "num_inference_steps": policy.cfg.num_inference_steps,
+        **{k: v for k, v in info.items() if k in ("sampler", "num_inference_steps")},
         "nfe_per_chunk": int(min(nfe)),  # counted calls; with a warm start, the warm (steady-state) chunks
         "nfe_mean": float(np.mean(nfe)),  # including each episode's cold first chunk
-        "warm_start": None if policy.warm is None else vars(policy.warm.cfg),
-        "cache": None if policy.cache is None else getattr(policy.cache, "kind", type(policy.cache).__name__),
+        "warm_start": info["warm_start"],
+        "cache": info["cache"],
         "action_steps": action_steps or policy.n_action_steps,
         "chunk_latency_ms": latency,
         "rollout_seconds": rollout_s,
         "per_episode": [{k: e[k] for k in ("seed", "success", "length")} for e in per_episode],
-        "config": policy.cfg.to_dict(),
+        "config": info["config"],
         "version": version("dpctrl"),
     }

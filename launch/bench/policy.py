@@ -11,14 +11,17 @@ episode order so every timed chunk after the first is warm.
 """
 from __future__ import annotations
 
-import time
 
 import numpy as np
 import torch
 
-from dpctrl.launch.bench_cache import episode_windows
+from dpctrl.launch.bench.cache import episode_windows
 from dpctrl.policy.diffusion_policy import DiffusionPolicy
-from dpctrl.launch.calibrate import calibrate_cache, dataset_windows, default_rti_config, make_cache
+from dpctrl.launch.calibrate import dataset
+from dpctrl.launch.bench.timing import stats, timed
+from dpctrl.policy.accel.cache import cache_for
+from dpctrl.policy.accel.warmstart import rti_for
+from dpctrl.policy.accel.cache import calibrate_cache
 
 # name -> (sampler, steps, warm start, cache)
 VARIANTS = {
@@ -39,7 +42,7 @@ def big_policy(like):
     return DiffusionPolicy(cfg, like.normalizer).eval()
 
 
-def _timed(policy, batches: list[dict], reps: int, outputs: list | None = None) -> list[float]:
+def chunk_times(policy, batches: list[dict], reps: int, outputs: list | None = None) -> list[float]:
     """Per-chunk wall-clock ms of ``predict_batch`` over ``reps`` chunks in episode order
     (host arrays in, host arrays out: a GPU run is synchronized by the copy back). The
     chunks' actions are appended to ``outputs`` if given."""
@@ -49,9 +52,7 @@ def _timed(policy, batches: list[dict], reps: int, outputs: list | None = None) 
         b = batches[i % len(batches)]
         if i % len(batches) == 0:
             policy.reset()  # a new episode: its first chunk is cold
-        t0 = time.perf_counter()
-        actions = policy.predict_batch(b)
-        dt = (time.perf_counter() - t0) * 1e3
+        actions, dt = timed(policy.predict_batch, b)
         policy.note_executed(policy.n_action_steps)
         if outputs is not None:
             outputs.append(actions)
@@ -66,15 +67,15 @@ def configure(policy, checkpoint_name, variant: str, calibration: dict | None) -
     sampler, steps, warm, cached = VARIANTS[variant]
     policy.set_cache(None)
     policy.set_sampler(sampler, steps)
-    policy.set_warm_start(default_rti_config(checkpoint_name, policy) if warm else None)
+    policy.set_warm_start(rti_for(checkpoint_name, policy) if warm else None)
     if cached:
-        policy.set_cache(make_cache("bac", checkpoint_name, policy, calibration=calibration))
+        policy.set_cache(cache_for("bac", checkpoint_name, policy, calibration=calibration))
 
 
 def calibrate_big(policy, data_path) -> dict:
     """BAC schedules for the 9M model (it has no calibration of its own): DDPM-100, budget 10."""
     policy.set_sampler("ddpm", 100)
-    return calibrate_cache(policy, dataset_windows(policy, data_path, 16), budget=10, objective="cached")
+    return calibrate_cache(policy, dataset(policy, data_path).spaced_windows(16), budget=10, objective="cached")
 
 
 def bench_policy(checkpoint_name: str, data_path, batches=(1, 8), models=("lift", "9M"), reps: int = 20,
@@ -93,9 +94,9 @@ def bench_policy(checkpoint_name: str, data_path, batches=(1, 8), models=("lift"
             seqs = episode_windows(pol, data_path, B, chunks)
             for name in tqdm(VARIANTS, desc=f"{model} batch {B}", disable=not progress):
                 configure(pol, checkpoint_name, name, cal)
-                ms = _timed(pol, seqs, reps)
+                ms = chunk_times(pol, seqs, reps)
                 rows.append({"model": model, "params": n_params, "batch": B, "name": name, "nfe": pol.nfe_last,
-                             "p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)),
+                             **{k: v for k, v in stats(ms).items() if k in ("p50_ms", "p99_ms")},
                              "timed_chunks": len(ms)})
         pol.set_cache(None)
         pol.set_warm_start(None)

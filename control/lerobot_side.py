@@ -1,5 +1,5 @@
 """The ``lerobot`` half of the LeRobot round trip; runs in the side venv (Python >= 3.12, the real
-``lerobot`` package); imports nothing of dpctrl but control/lerobot_robot.py (``robot``). Driven by ``launch/lerobot_roundtrip.py``.
+``lerobot`` package); imports nothing of dpctrl but control/lerobot_robot.py (``robot``). Driven by ``data/lerobot_roundtrip.py``.
 
     python lerobot_side.py check DATASET EXPECTED.npz      load a dataset dpctrl exported with
                                                            LeRobotDataset; compare every frame

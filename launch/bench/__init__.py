@@ -1,0 +1,1 @@
+"""Benchmarks (``dpctrl bench ...``): each over the one timing harness in ``timing.py``."""
