@@ -1,1 +1,2 @@
-"""Fixed-rate control loop (see DESIGN.md); built in a later issue."""
+"""The fixed-rate control loop, the safety filter, robots, and the policy server and client
+(docs/architecture.md)."""

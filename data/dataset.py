@@ -1,4 +1,4 @@
-"""Training windows over a replay buffer, as in Diffusion Policy (REFERENCES.md §1).
+"""Training windows over a replay buffer, as in Diffusion Policy (docs/references.md §1).
 
 A window is ``horizon`` consecutive steps of one episode. Its first ``n_obs_steps``
 observations condition the policy and all ``horizon`` actions are the target. Episodes are

@@ -3,6 +3,8 @@
 Names: ``lift`` and ``stack`` (robosuite, Panda; also as ``robosuite:<task>``) and
 ``metaworld:<task>`` (envs/metaworld_tasks.py: reach, push, drawer-open, pick-place).
 Driving (envs/highway.py) and PointMaze (envs/maze.py) have their own entry points.
+``register(name, make, expert)`` adds a task of your own: from then on ``make``, ``expert``,
+collection and evaluation know it (docs/extending/task.md).
 """
 from __future__ import annotations
 
@@ -10,7 +12,8 @@ import os
 
 os.environ.setdefault("MUJOCO_GL", "egl")  # headless; must be set before mujoco is first imported
 
-from typing import Any  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from typing import Any, Callable  # noqa: E402
 
 import gymnasium as gym  # noqa: E402
 
@@ -37,6 +40,34 @@ def parse_cameras(text: str | None) -> tuple[str, ...]:
     return cams
 
 
+@dataclass(frozen=True)
+class TaskEntry:
+    """A registered task: ``make(**kw)`` builds its gymnasium env, ``expert()`` its scripted
+    expert, ``discrete_action_dims`` the binary action dimensions (a gripper)."""
+    make: Callable[..., gym.Env]
+    expert: Callable[[], Any]
+    discrete_action_dims: tuple[int, ...] = ()
+
+
+_REGISTERED: dict[str, TaskEntry] = {}
+
+
+def register(name: str, make: Callable[..., gym.Env], expert: Callable[[], Any],
+             discrete_action_dims: tuple[int, ...] = ()) -> None:
+    """Add a task under ``name``.
+
+    ``make(**kw)`` returns a gymnasium env with ``Dict`` observations of numpy arrays, a ``Box``
+    action space, ``reset(seed=...)`` that is reproducible, and ``info["success"]`` after every
+    step; the evaluator and the collector pass ``images``, ``cameras``, ``max_steps`` and
+    ``image_size`` keywords, which an env without cameras may ignore. ``expert()`` returns an
+    object with ``reset(seed)`` and ``act(obs) -> action``."""
+    if name in ROBOSUITE_TASKS or ":" in name or name in _REGISTERED:
+        raise ValueError(f"task name {name!r} is taken or reserved (no ':'); registered: {sorted(_REGISTERED)}")
+    if not (callable(make) and callable(expert)):
+        raise TypeError("register(name, make, expert): make and expert must be callables")
+    _REGISTERED[name] = TaskEntry(make, expert, tuple(int(d) for d in discrete_action_dims))
+
+
 def _task(name: str) -> str:
     task = name.split(":", 1)[1] if name.startswith("robosuite:") else name
     if task not in ROBOSUITE_TASKS and not name.startswith("metaworld:"):
@@ -57,7 +88,9 @@ def _metaworld_task(name: str) -> str | None:
 
 def make(name: str, **kw: Any) -> gym.Env:
     """A gymnasium env for ``name`` (see envs/robosuite_tasks.py and envs/metaworld_tasks.py
-    for keys and units)."""
+    for keys and units, and ``register`` for tasks of your own)."""
+    if name in _REGISTERED:
+        return _REGISTERED[name].make(**kw)
     mw = _metaworld_task(name)
     if mw is not None:
         from dpctrl.envs.metaworld_tasks import MetaWorldEnv
@@ -69,6 +102,10 @@ def make(name: str, **kw: Any) -> gym.Env:
 
 def expert(name: str, **kw: Any):
     """A scripted expert for ``name``: ``reset(seed)``, then ``act(obs) -> action``."""
+    if name in _REGISTERED:
+        if kw:
+            raise ValueError(f"the expert of the registered task {name!r} takes no options, got {sorted(kw)}")
+        return _REGISTERED[name].expert()
     mw = _metaworld_task(name)
     if mw is not None:
         from dpctrl.envs.metaworld_tasks import MetaWorldExpert
@@ -80,6 +117,8 @@ def expert(name: str, **kw: Any):
 def discrete_action_dims(name: str) -> list[int]:
     """Action dimensions that are binary in the demonstrations (the gripper, -1 / +1);
     MetaWorld's gripper effort is continuous in its scripted policies, so none there."""
+    if name in _REGISTERED:
+        return list(_REGISTERED[name].discrete_action_dims)
     if _metaworld_task(name) is not None:
         return []
     _task(name)
@@ -88,4 +127,4 @@ def discrete_action_dims(name: str) -> list[int]:
 
 def names() -> list[str]:
     from dpctrl.envs.metaworld_tasks import TASKS
-    return list(ROBOSUITE_TASKS) + [f"metaworld:{t}" for t in TASKS]
+    return list(ROBOSUITE_TASKS) + [f"metaworld:{t}" for t in TASKS] + sorted(_REGISTERED)

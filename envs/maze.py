@@ -1,4 +1,4 @@
-"""PointMaze (gymnasium-robotics) tasks and their scripted expert (issue 9).
+"""PointMaze (gymnasium-robotics) tasks and their scripted expert.
 
 ``MazeTask(maze)`` wraps ``PointMaze_<UMaze|Medium|Large>-v3`` in its D4RL-maze2d form
 (``continuing_task=True``: reaching the goal does not end the episode, the sparse reward

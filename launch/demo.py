@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from dpctrl.launch.options import write_json
-from dpctrl.launch.results import markdown_table
+from dpctrl.launch.results import add_update_docs, markdown_table
 
 EVAL_SEED_START = 100_000  # policy.recipes.EVAL_SEED_START: demonstrations use seeds from 0
 
@@ -39,18 +39,28 @@ def _load_or_train(out: Path, progress: bool, name: str = "lift"):
         return DiffusionPolicy.load(out / "train" / "checkpoint"), str(out / "train" / "checkpoint")
 
 
-def latency_plot(rows: list[dict], path: Path) -> None:
+def latency_figure(rows: list[dict], threads: int):
+    """Per-chunk latency of each row as horizontal box plots: one label per line on the y axis,
+    so long variant names ("BAC (DDPM-100)") never run into each other."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import torch
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.boxplot([r["chunk_latency_ms"]["samples"] for r in rows], showfliers=True)
-    ax.set_xticks(range(1, len(rows) + 1), [f"{r['name']}\n({r['nfe_per_chunk']} calls)" for r in rows], fontsize=8)
-    ax.set_yscale("log")
-    ax.set_ylabel("per-chunk latency, batch 1 (ms)")
-    ax.set_title(f"Lift, {torch.get_num_threads()} CPU threads")
+    fig, ax = plt.subplots(figsize=(7, 1.2 + 0.55 * len(rows)))
+    ax.boxplot([r["chunk_latency_ms"]["samples"] for r in rows][::-1], vert=False, showfliers=True)
+    ax.set_yticks(range(1, len(rows) + 1), [f"{r['name']} ({r['nfe_per_chunk']} calls)" for r in rows][::-1],
+                  fontsize=9)
+    ax.set_xscale("log")
+    ax.set_xlabel("per-chunk latency, batch 1 (ms)")
+    ax.set_title(f"Lift, {threads} CPU threads")
+    ax.grid(axis="x", which="both", alpha=0.3)
     fig.tight_layout()
+    return fig
+
+
+def latency_plot(rows: list[dict], path: Path) -> None:
+    import matplotlib.pyplot as plt
+    import torch
+    fig = latency_figure(rows, torch.get_num_threads())
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
@@ -113,14 +123,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     from dpctrl.launch.results import check_block, machine, replace_block
     torch.set_num_threads(2)
-    if args.update_readme:
-        check_block(Path(args.update_readme), "policy")
+    if args.update_docs:
+        check_block(args.update_docs, "policy")
     rep = demo(Path(args.out), episodes=args.episodes, progress=not args.no_progress,
                checkpoint_name=args.checkpoint, max_steps=args.max_steps)
     write_json(args.json, rep)
-    if args.update_readme:
+    if args.update_docs:
         cmd = f"dpctrl demo --episodes {args.episodes}" + (f" --checkpoint {args.checkpoint}" if args.checkpoint != "lift" else "")
-        replace_block(Path(args.update_readme), "policy", f"Command: `{cmd}` — machine: {machine()}.\n\n"
+        replace_block(args.update_docs, "policy", f"Command: `{cmd}` — machine: {machine()}.\n\n"
                       + table(rep["rows"], rep["checkpoint"], args.episodes))
     return 0
 
@@ -131,7 +141,7 @@ def add_parser(sub) -> None:
     d.add_argument("--episodes", type=int, default=20, help="held-out episodes per sampler")
     d.add_argument("--checkpoint", default="lift", help="checkpoint directory or shipped name")
     d.add_argument("--max-steps", type=int, help="cap episode length (default: the task's)")
-    d.add_argument("--update-readme", metavar="README", help="rewrite this README's policy results block")
+    add_update_docs(d, "demo")
     d.add_argument("--json", help="write a machine-readable report here")
     d.add_argument("--no-progress", action="store_true")
     d.set_defaults(func=cmd_demo)

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 from dpctrl.launch.options import write_json
+from dpctrl.launch.results import add_update_docs
 
 
 def cmd_lerobot(args) -> int:
@@ -34,11 +34,11 @@ def cmd_lerobot(args) -> int:
         python = build_venv(args.venv)
     report = roundtrip(args.store, args.work, python, episodes=args.episodes, fps=args.fps)
     print(json.dumps(report, indent=2))
-    if args.update_readme:
+    if args.update_docs:
         from dpctrl.launch.results import lerobot_table, replace_block
         command = (f"dpctrl lerobot roundtrip --store {args.store} --episodes {args.episodes} --fps {args.fps}"
-                   + (f" --json {args.json}" if args.json else "") + f" --update-readme {args.update_readme}")
-        replace_block(Path(args.update_readme), "lerobot", lerobot_table(report, command))
+                   + (f" --json {args.json}" if args.json else "") + " --update-docs")
+        replace_block(args.update_docs, "lerobot", lerobot_table(report, command))
     write_json(args.json, report)
     return 0 if report["ok"] else 1
 
@@ -63,7 +63,7 @@ def add_parser(sub) -> None:
     r.add_argument("--venv", default="runs/lerobot-venv")
     r.add_argument("--build", action="store_true", help="create the side venv if it is missing")
     r.add_argument("--json", help="write the report here")
-    r.add_argument("--update-readme", metavar="README", help="rewrite this README's lerobot results block")
+    add_update_docs(r, "round-trip")
     for q in (e, i):
         q.add_argument("--overwrite", action="store_true")
         q.add_argument("--no-progress", action="store_true")

@@ -64,11 +64,11 @@ def compare_and_write(res: dict, args: argparse.Namespace) -> None:
 
 
 def publish(args: argparse.Namespace, block: str, command: str, note: str, table: str, rep: dict) -> int:
-    """Print a benchmark's table under its command and machine; write --json and the README block."""
+    """Print a benchmark's table under its command and machine; write --json and the results block."""
     from dpctrl.launch.results import machine, replace_block
     text = f"Command: `{command}` — machine: {machine()}; {note}\n\n{table}"
     print(text)
     write_json(args.json, {"command": command, "machine": machine(), **rep})
-    if getattr(args, "update_readme", None):
-        replace_block(Path(args.update_readme), block, text)
+    if getattr(args, "update_docs", None):
+        replace_block(args.update_docs, block, text)
     return 0

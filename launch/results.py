@@ -1,5 +1,8 @@
 """Result tables: every ``dpctrl`` report rendered as markdown (``dpctrl results``), and the
-block of README.md a table is written into between marker comments.
+block of a results page (``docs/results/*.md``) a table is written into between marker comments.
+
+``--update-docs [DOCS]`` on a command rewrites its block in ``DOCS/results/<page>.md``
+(``RESULT_PAGES``); nothing writes README.md.
 
 One renderer per kind of report: ``eval_table`` (``dpctrl eval``), ``plan_table``,
 ``drive_table``, ``pad_table`` (PAD and DP-T evals on MetaWorld with ``dpctrl pad frames``),
@@ -31,27 +34,51 @@ def markdown_table(headers: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
-def _markers(readme: Path, name: str) -> tuple[str, str, str, str]:
-    """(head, begin, end, tail) around the named block; raises if the block is missing."""
+# block name -> the results page that holds it (docs/results/<page>); tests check each page has its blocks
+RESULT_PAGES = {"evals": "evals.md", "policy": "evals.md", "bench": "inference.md", "peer": "inference.md",
+                "cache": "caching.md", "deploy": "deploy.md", "gpu": "gpu.md", "gpu-compile": "gpu.md",
+                "gpu-quick": "gpu.md", "loop": "loop.md", "serve": "server.md", "drive": "driving.md",
+                "pad": "pad.md", "pad-hidden": "pad.md", "plan": "planning.md", "lerobot": "lerobot.md",
+                "experts": "experts.md"}
+
+
+def add_update_docs(parser, what: str = "results") -> None:
+    """The ``--update-docs [DOCS]`` option every table-writing command shares."""
+    parser.add_argument("--update-docs", nargs="?", const="docs", metavar="DOCS",
+                        help=f"rewrite the {what} table in DOCS/results/ (DOCS defaults to ./docs)")
+
+
+def results_page(docs: Path | str, name: str) -> Path:
+    if name not in RESULT_PAGES:
+        raise ValueError(f"no results block named {name!r}; known: {', '.join(sorted(RESULT_PAGES))}")
+    return Path(docs) / "results" / RESULT_PAGES[name]
+
+
+def _markers(docs: Path | str, name: str) -> tuple[Path, str, str, str, str]:
+    """(page, head, begin, end, tail) around the named block; raises if the page or block is missing."""
+    page = results_page(docs, name)
     begin, end = f"<!-- results:{name}:begin -->", f"<!-- results:{name}:end -->"
-    if not readme.exists():
-        raise FileNotFoundError(f"no README at {readme}")
-    text = readme.read_text()
+    if not page.exists():
+        raise FileNotFoundError(f"no results page at {page} (--update-docs takes the docs folder)")
+    text = page.read_text()
     if begin not in text or end not in text:
-        raise ValueError(f"{readme} has no {begin} ... {end} markers")
+        raise ValueError(f"{page} has no {begin} ... {end} markers")
     head, rest = text.split(begin, 1)
-    return head, begin, end, rest.split(end, 1)[1]
+    return page, head, begin, end, rest.split(end, 1)[1]
 
 
-def check_block(readme: Path, name: str) -> None:
-    _markers(readme, name)
+def check_block(docs: Path | str, name: str) -> None:
+    """Fail before minutes of work, not after, when the block's page or markers are missing."""
+    _markers(docs, name)
 
 
-def replace_block(readme: Path, name: str, body: str) -> None:
-    head, begin, end, tail = _markers(readme, name)
-    tmp = readme.with_suffix(".tmp")
+def replace_block(docs: Path | str, name: str, body: str) -> Path:
+    """Rewrite the named block of its results page under ``docs``; returns the page."""
+    page, head, begin, end, tail = _markers(docs, name)
+    tmp = page.with_suffix(".tmp")
     tmp.write_text(f"{head}{begin}\n{body.rstrip()}\n{end}{tail}")
-    tmp.replace(readme)  # never leave a half-written README
+    tmp.replace(page)  # never leave a half-written page
+    return page
 
 
 def eval_table(files: list[str]) -> str:
@@ -77,7 +104,7 @@ def eval_table(files: list[str]) -> str:
 
 
 def plan_table(files: list[str]) -> str:
-    """The README's planning table from ``dpctrl plan eval`` / ``dpctrl plan bench`` JSON reports."""
+    """The planning table from ``dpctrl plan eval`` / ``dpctrl plan bench`` JSON reports."""
     rows, notes = [], []
     for f in files:
         r = json.loads(Path(f).read_text())
@@ -108,7 +135,7 @@ def plan_table(files: list[str]) -> str:
 
 
 def drive_table(files: list[str]) -> str:
-    """The README's driving table from ``dpctrl drive eval`` JSON reports."""
+    """The driving table from ``dpctrl drive eval`` JSON reports."""
     rows, notes = [], []
     for f in files:
         r = json.loads(Path(f).read_text())
@@ -164,7 +191,7 @@ def _pooled(acc: dict | None, r: dict, name: str) -> dict:
 
 
 def pad_table(files: list[str]) -> str:
-    """README table from `dpctrl eval` reports of PAD checkpoints (and of the core's DP-T image
+    """The PAD table from `dpctrl eval` reports of PAD checkpoints (and of the core's DP-T image
     policy on MetaWorld, the baseline) and `dpctrl pad frames` reports: one row per (task,
     checkpoint); evals of a row on disjoint seed ranges pool."""
     rows: dict[tuple, dict] = {}
@@ -232,17 +259,17 @@ def cmd_results(args) -> int:
     """Tabulate JSON reports (each names the command that produced it)."""
     table = TABLES[args.what](args.files)
     print(table)
-    if args.update_readme:
-        replace_block(Path(args.update_readme), args.block or args.what, table)
+    if args.update_docs:
+        print(f"wrote {replace_block(args.update_docs, args.block or args.what, table)}")
     return 0
 
 
 def add_parser(sub) -> None:
-    rs = sub.add_parser("results", help="tabulate eval JSON reports into the README")
+    rs = sub.add_parser("results", help="tabulate eval JSON reports into the results pages")
     rs.add_argument("what", choices=list(TABLES),
                     help="dpctrl eval, drive eval, plan eval reports, or PAD eval + `dpctrl pad frames` reports")
     rs.add_argument("files", nargs="+")
-    rs.add_argument("--update-readme", metavar="README")
-    rs.add_argument("--block", help="the README block to rewrite (<!-- results:BLOCK:begin -->; default: `what`), "
+    add_update_docs(rs)
+    rs.add_argument("--block", help="the results block to rewrite (<!-- results:BLOCK:begin -->; default: `what`), "
                                     "for a second table of the same kind")
     rs.set_defaults(func=cmd_results)

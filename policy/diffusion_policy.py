@@ -26,11 +26,8 @@ from dpctrl.policy.interface import ChunkShape, finite_actions, validate_obs
 from dpctrl.policy.nets.transformer import Transformer, TransformerConfig
 from dpctrl.policy.nets.vision import ImageEncoder
 from dpctrl.policy.normalizer import Normalizer
-from dpctrl.policy.samplers import Sampler, make_sampler
+from dpctrl.policy.samplers import Sampler, make_sampler, samplers_for
 from dpctrl.policy.schedule import NoiseSchedule
-
-DIFFUSION_SAMPLERS = ("ddpm", "ddim", "dpmpp")
-
 
 @dataclass
 class PolicyConfig:
@@ -76,7 +73,7 @@ class PolicyConfig:
 
 
 def check_sampler(family: str, sampler: str) -> None:
-    ok = DIFFUSION_SAMPLERS if family == "diffusion" else ("flow",)
+    ok = samplers_for(family)
     if sampler not in ok:
         raise ValueError(f"a {family}-trained policy samples with {list(ok)}, not {sampler!r}")
 
@@ -127,7 +124,7 @@ class DiffusionPolicy(ChunkShape, checkpoint.ConfigCheckpoint, nn.Module):
     # ---------------------------------------------------------------- configuration
     def set_sampler(self, name: str, n_steps: int) -> None:
         check_sampler(self.cfg.family, name)
-        kw = {} if name == "flow" else {"prediction_type": self.cfg.prediction_type,
+        kw = {} if self.cfg.family == "flow" else {"prediction_type": self.cfg.prediction_type,
                                         "clip_sample": self.cfg.clip_sample}
         self.sampler: Sampler = make_sampler(name, self.schedule, **kw)
         self.sampler.grid(n_steps)  # validates the step count now, not at the first prediction

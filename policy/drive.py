@@ -1,5 +1,5 @@
-"""Trajectory planning for driving: truncated anchored diffusion (DiffusionDrive, REFERENCES
-§5) and two baselines on the same backbone.
+"""Trajectory planning for driving: truncated anchored diffusion (DiffusionDrive,
+docs/references.md §5) and two baselines on the same backbone.
 
 - ``anchored``: K k-means anchors (stored in the checkpoint) are noised to a small level
   (training: t ~ U[0, 50) of 1000; inference: t = 40), and a 2-stage cascade decoder predicts

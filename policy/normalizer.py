@@ -1,4 +1,4 @@
-"""Per-dimension min-max normalization to [-1, 1] (REFERENCES.md §1).
+"""Per-dimension min-max normalization to [-1, 1] (docs/references.md §1).
 
 Stats are plain tensors so they travel inside a checkpoint's safetensors file:
 ``state_dict()`` gives ``{"<key>.scale": ..., "<key>.offset": ...}``.

@@ -1,5 +1,5 @@
 """PAD: one diffusion transformer denoises future frames and future actions together
-(REFERENCES.md §6), as a chunk policy with the core's interface.
+(docs/references.md §6), as a chunk policy with the core's interface.
 
     policy = PadPolicy(PadConfig(...)); policy.set_stats(state_min, state_max, action_min, action_max)
     actions = policy.predict_chunk({"state": (1, D), "corner_image": (1, S, S, 3)})   # (T, A)

@@ -1,4 +1,4 @@
-"""Offline-RL trajectory planning with diffusion (issue 9, REFERENCES.md §7).
+"""Offline-RL trajectory planning with diffusion (docs/references.md §7).
 
 A plan is ``n_points`` states (x, y, vx, vy) every ``stride`` control steps, from the current
 state (index 0) to the goal position (last index): the horizon is n_points * stride steps.

@@ -1,4 +1,4 @@
-"""Samplers: DDPM, DDIM (eta=0), DPM-Solver++(2M) and flow-matching Euler (REFERENCES.md §4).
+"""Samplers: DDPM, DDIM (eta=0), DPM-Solver++(2M) and flow-matching Euler (docs/references.md §4).
 
 One small interface so that a run can start at any noise level (warm starts, truncated
 diffusion) and every network call gets the timestep that matches its input::
@@ -27,7 +27,12 @@ PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
 
 
 class Sampler:
+    """One way of walking a noise schedule down to a clean sample. Subclass it and
+    ``register_sampler`` the class to make it a choice of ``set_sampler`` (docs/extending/sampler.md):
+    a subclass gives ``name``, ``family`` (which training it samples: "diffusion" or "flow"),
+    ``grid(n)`` and ``step(...)``."""
     name = "base"
+    family = "diffusion"
 
     def __init__(self, schedule: NoiseSchedule, prediction_type: str = "epsilon", clip_sample: bool = True,
                  clip_range: float = 1.0):
@@ -216,6 +221,7 @@ class FlowEuler(Sampler):
     from t = 1 (noise) to 0. Levels are floats in (0, 1]; the network sees t * T so that the
     same time embedding serves both families."""
     name = "flow"
+    family = "flow"
     clean = 0.0
 
     def __init__(self, schedule, prediction_type="velocity", clip_sample=False, clip_range=1.0):
@@ -270,6 +276,24 @@ def _leading_grid(T: int, n_steps: int) -> list[int]:
 
 
 SAMPLERS = {cls.name: cls for cls in (DDPM, DDIM, DPMSolverPP, FlowEuler)}
+
+
+def register_sampler(cls: type[Sampler]) -> type[Sampler]:
+    """Add a ``Sampler`` subclass under its ``name`` (usable as a class decorator); a name that is
+    taken or a class that is not a ``Sampler`` is refused."""
+    if not (isinstance(cls, type) and issubclass(cls, Sampler)) or cls.name in ("base", ""):
+        raise TypeError(f"register_sampler takes a Sampler subclass with its own name, got {cls!r}")
+    if cls.family not in ("diffusion", "flow"):
+        raise ValueError(f"{cls.__name__}.family must be 'diffusion' or 'flow', not {cls.family!r}")
+    if SAMPLERS.get(cls.name, cls) is not cls:
+        raise ValueError(f"a sampler named {cls.name!r} is registered already ({SAMPLERS[cls.name].__name__})")
+    SAMPLERS[cls.name] = cls
+    return cls
+
+
+def samplers_for(family: str) -> list[str]:
+    """The registered samplers that sample a ``family``-trained policy."""
+    return [name for name, cls in SAMPLERS.items() if cls.family == family]
 
 
 def make_sampler(name: str, schedule: NoiseSchedule, **kw) -> Sampler:

@@ -1,4 +1,4 @@
-"""Noise schedules (REFERENCES.md §1, §4).
+"""Noise schedules (docs/references.md §1, §4).
 
 ``alphas_cumprod[t]`` is abar_t for the training timesteps t = 0..T-1; ``abar(-1) = 1``
 stands for the clean sample at the end of a run, so a step ``t -> -1`` lands on x0.

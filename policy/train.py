@@ -1,4 +1,4 @@
-"""One trainer for the denoising policies (REFERENCES.md §1).
+"""One trainer for the denoising policies (docs/references.md §1).
 
 AdamW with decay groups, linear warmup + cosine decay, EMA of weights
 (decay = 1 - (1 + step)^-power, capped), gradient clipping, a progress bar, a periodic

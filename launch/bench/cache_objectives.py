@@ -1,5 +1,5 @@
-"""Which per-block schedule keeps the action closest to the uncached one? A study script for
-issue 6 (not a command): one recording of every block's output on calibration windows, then
+"""Which per-block schedule keeps the action closest to the uncached one? A study script
+(not a command): one recording of every block's output on calibration windows, then
 ACS schedules from different similarity matrices (cosine, as BAC's paper; negative L2 distance,
 an extension) and from the first-order action error of each stale segment (the ``action``
 objective, ``action_error_segments``), with and without Bubbling Union, and uniform schedules,

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from dpctrl.launch.options import publish, write_json
+from dpctrl.launch.results import add_update_docs
 
 KINDS = {
     "experts": "scripted-expert success over seeded episodes, and collect speed",
@@ -71,8 +72,8 @@ def _experts(args) -> int:
     table = markdown(rows, command, machine())
     print(table)
     write_json(args.json, {"command": command, "machine": machine(), "rows": rows})
-    if args.update_readme:
-        replace_block(Path(args.update_readme), "experts", table)
+    if args.update_docs:
+        replace_block(args.update_docs, "experts", table)
     return 0
 
 
@@ -89,8 +90,8 @@ def _loop(args) -> int:
     lines = [f"Command: `{command}` — machine: {machine()}; synthetic policy (sleeps), mock arm.", "", body]
     print("\n".join(lines))
     write_json(args.json, {"command": command, "machine": machine(), "rows": rows})
-    if args.update_readme:
-        replace_block(Path(args.update_readme), "loop", "\n".join(lines))
+    if args.update_docs:
+        replace_block(args.update_docs, "loop", "\n".join(lines))
     return 0
 
 
@@ -142,9 +143,9 @@ def _gpu(args) -> int:
         saved = json.loads(Path(args.from_json).read_text())
         text = f"Command: `{saved['command']}` — machine: {saved['machine']}; {note}\n\n{markdown(saved)}"
         print(text)
-        if args.update_readme:
+        if args.update_docs:
             from dpctrl.launch.results import replace_block
-            replace_block(Path(args.update_readme), gpu_block(saved["command"]), text)
+            replace_block(args.update_docs, gpu_block(saved["command"]), text)
         return 0
     import torch
     if not torch.cuda.is_available():
@@ -182,24 +183,24 @@ def _peer(args) -> int:
     return publish(args, "peer", command, note, markdown(rep), rep)
 
 
-def _check_readme(args, block: str) -> None:
-    """Fail before minutes of work, not after, when --update-readme names no file or block."""
-    if args.update_readme:
+def _check_docs(args, block: str) -> None:
+    """Fail before minutes of work, not after, when --update-docs names no page or block."""
+    if args.update_docs:
         from dpctrl.launch.results import check_block
-        check_block(Path(args.update_readme), block)
+        check_block(args.update_docs, block)
 
 
 def _run(func, block):
     def run(args) -> int:
-        _check_readme(args, block(args) if callable(block) else block)
+        _check_docs(args, block(args) if callable(block) else block)
         return func(args)
     return run
 
 
-def _common(p: argparse.ArgumentParser, readme_block: str | None = "") -> None:
+def _common(p: argparse.ArgumentParser, docs_block: str | None = "") -> None:
     p.add_argument("--json", help="write the report here")
-    if readme_block is not None:
-        p.add_argument("--update-readme", metavar="README", help="rewrite this README's results block")
+    if docs_block is not None:
+        add_update_docs(p)
     p.add_argument("--no-progress", action="store_true")
 
 

@@ -1,4 +1,4 @@
-"""``dpctrl bench gpu``: the GPU path (issue 11, item 3) measured in one process and one run.
+"""``dpctrl bench gpu``: the GPU path measured in one process and one run.
 
 1. Chunks: per model (the shipped Lift policy and the 9M DP-T of ``bench_policy``) x batch
    x variant (DDIM-10, RTI, DDPM-100, BAC, RTI+BAC, the 1-call floor) x path (eager fp32,
@@ -13,7 +13,7 @@
    9M DP-T on the graph path (and on the fused graph path), once with RTI and once with
    DDIM-10, for ``--loop-cycles`` cycles each: deadline misses, period jitter, chunk latency.
 
-Targets on an H100 (issue 11): 9M DDIM-10 chunk <= 2 ms, 9M RTI chunk <= 1 ms, 500 Hz loop
+Targets on an H100 (docs/acceleration.md): 9M DDIM-10 chunk <= 2 ms, 9M RTI chunk <= 1 ms, 500 Hz loop
 with zero misses. ``targets`` in the report says which were met, with the numbers.
 """
 from __future__ import annotations
@@ -114,7 +114,7 @@ def gpu_loop(policy, checkpoint_name, variant: str, rate_hz: float, cycles: int,
 
 
 def targets(rep: dict) -> list[dict]:
-    """Issue 11's GPU targets against this report (9M model, batch 1, best graph path whose
+    """The GPU latency targets against this report (9M model, batch 1, best graph path whose
     mean action error vs eager fp32 stays under 1e-2)."""
     def best(name):
         cands = [r for r in rep["rows"] if r["model"] == "9M" and r["batch"] == 1 and r["name"] == name

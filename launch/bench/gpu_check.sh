@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# The GPU checks of issue 11 as one prepared run on a CUDA machine: the CUDA tests of the
+# The GPU checks as one prepared run on a CUDA machine: the CUDA tests of the
 # graph path and of the fused decoder (tests/policy/test_graph.py, test_run_memory.py,
 # test_fused.py), the kernels of one network call, eager and fused (launch/bench/gpu_kernels.py
 # --fused --chunk: also whole chunks profiled), then `dpctrl bench gpu` (arguments pass through).
 # Logs and the report JSON go under $OUT (default runs/gpu); render the report into the
-# README elsewhere with `dpctrl bench gpu --from-json <out>/bench_gpu.json --update-readme README.md`.
+# results pages elsewhere with `dpctrl bench gpu --from-json <out>/bench_gpu.json --update-docs`.
 # Wheels in .whl/ (zarr, gymnasium, ... for a machine without the package installed) are
 # installed to /tmp/site first; the repository is imported as `dpctrl` through a link in /tmp/dpctrl-link.
 set -u

@@ -1,5 +1,5 @@
 """``dpctrl bench peer``: our transformer diffusion policy next to LeRobot's diffusion policy
-(issue 11, item 5), on the same observation/action sizes, same machine, same run.
+on the same observation/action sizes, same machine, same run.
 
 Ours (this process): the shipped Lift policy (1.2M) and the 9M DP-T of ``bench_policy``,
 DDPM-100, DDIM-10 and RTI, per-chunk wall-clock of ``predict_batch`` (robot-unit

@@ -1,5 +1,5 @@
 """``dpctrl bench policy``: per-chunk latency and network calls of every inference variant,
-for the shipped Lift policy and a 9M-parameter DP-T (REFERENCES §1 size: 8 layers, width
+for the shipped Lift policy and a 9M-parameter DP-T (docs/references.md §1 size: 8 layers, width
 256; random weights, timing only), at batch 1 and batch 8, in one process and one run.
 
 Variants: DDPM-100, DDIM-10, DPM-Solver++ (10 steps), RTI (the checkpoint's rti.json),

@@ -2,7 +2,7 @@
 and (``--lift-episodes N``) Lift closed loop through the server vs in-process, same seeds.
 
     python -m dpctrl.launch.bench.serve --clients 8 --rate 20 --seconds 60 --lift-episodes 50 \
-        --json runs/bench_serve.json --update-readme README.md
+        --json runs/bench_serve.json --update-docs
 
 Starts ``dpctrl serve`` (loopback, a random free port) and N ``dpctrl robot --robot mock``
 processes (an arm stand-in with the policy's observation shapes: the load is the real
@@ -21,6 +21,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from dpctrl.launch.results import add_update_docs
 
 
 def free_port() -> int:
@@ -155,11 +157,11 @@ def main(argv=None) -> int:
     ap.add_argument("--replan-at", type=int, help="clients request the next chunk with this many actions left")
     ap.add_argument("--lift-episodes", type=int, default=0, help="also Lift via the server vs in process")
     ap.add_argument("--json")
-    ap.add_argument("--update-readme", metavar="README")
+    add_update_docs(ap, "server")
     args = ap.parse_args(argv)
     from dpctrl.launch.results import check_block, machine, replace_block
-    if args.update_readme:
-        check_block(Path(args.update_readme), "serve")
+    if args.update_docs:
+        check_block(args.update_docs, "serve")
     replan = ["--replan-at", str(args.replan_at)] if args.replan_at else []
     server_args = args.server_args.split()
     res = bench_serve(args.checkpoint, args.clients, args.rate, args.seconds, server_args, args.threads, replan)
@@ -174,8 +176,8 @@ def main(argv=None) -> int:
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(res, indent=2) + "\n")
-    if args.update_readme:
-        replace_block(Path(args.update_readme), "serve", text)
+    if args.update_docs:
+        replace_block(args.update_docs, "serve", text)
     return 0
 
 

@@ -10,7 +10,7 @@ Two kernels cover every layer of ``Transformer.decode``:
 - ``attend_project``: out = res + (softmax(q k^T / sqrt(D) + mask) v) @ Wo^T + bo, all heads of
   one sample's queries in one program, with the output projection and the residual add;
   the mask lets query t see key s iff s <= t + OFFSET (0: causal self-attention; 1: the
-  memory mask t >= s - 1 of REFERENCES §1).
+  memory mask t >= s - 1 of docs/references.md §1).
 All arithmetic is float32; ``PREC`` is ``tl.dot``'s input precision ("ieee": float32 FMAs,
 "tf32": tensor cores with 10-bit mantissa inputs). ``tl.dot`` needs every dimension >= 16,
 so the block sizes are at least 16 and short dimensions (7 action dims, 3 memory tokens) are

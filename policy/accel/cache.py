@@ -1,4 +1,4 @@
-"""Block-wise adaptive caching (BAC, REFERENCES.md §3) and two baselines.
+"""Block-wise adaptive caching (BAC, docs/references.md §3) and two baselines.
 
 A block is one residual branch of the transformer (``layer{i}.sa|ca|ffn``); its cached
 value is the branch output (the residual delta). On an update step the branch runs and its

@@ -1,4 +1,4 @@
-"""Block-caching schedules (BAC, REFERENCES.md §3): which denoising steps recompute each
+"""Block-caching schedules (BAC, docs/references.md §3): which denoising steps recompute each
 transformer branch. Pure functions of similarity matrices; the runtime hooks and the
 calibration that feeds them live in policy/accel/cache.py.
 """

@@ -1,4 +1,4 @@
-"""Real-time-iteration warm starts (RTI-DP, REFERENCES.md §2).
+"""Real-time-iteration warm starts (RTI-DP, docs/references.md §2).
 
 After the first chunk of an episode (and after ``reset()``), the next chunk starts from the
 previous prediction instead of pure noise: shift it (normalized space, whole horizon) by

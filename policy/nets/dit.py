@@ -1,5 +1,5 @@
 """A small diffusion transformer (DiT, adaLN-Zero) over image patches and one action token
-(PAD, REFERENCES.md §6).
+(PAD, docs/references.md §6).
 
 Tokens: the current frame and k noisy future frames, concatenated channel-wise and cut into
 p x p patches (one token per patch, learned positions), plus one action token made from the

@@ -1,4 +1,4 @@
-"""Causal encoder-decoder transformer denoiser of Diffusion Policy (REFERENCES.md §1).
+"""Causal encoder-decoder transformer denoiser of Diffusion Policy (docs/references.md §1).
 
 Memory (encoder side): [time token, obs token_0 .. obs token_{To-1}] + learned positions,
 through a per-token MLP (or ``n_cond_layers`` encoder layers). Decoder: noisy action

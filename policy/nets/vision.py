@@ -1,5 +1,5 @@
 """Compact ResNet-style image encoder: GroupNorm instead of BatchNorm, spatial-softmax head
-(REFERENCES.md §1, scaled down for CPU training). Written here: torchvision does not
+(docs/references.md §1, scaled down for CPU training). Written here: torchvision does not
 install beside the CPU torch wheel. Random crop in training, center crop in eval."""
 from __future__ import annotations
 

@@ -67,17 +67,21 @@ def test_demo_table_plot_video(tiny_lift_run, tmp_path, capsys):
 
 
 def test_replace_block(tmp_path):
-    readme = tmp_path / "README.md"
-    readme.write_text("top\n<!-- results:x:begin -->\nold\n<!-- results:x:end -->\nbottom\n")
-    replace_block(readme, "x", "new table")
-    assert readme.read_text() == "top\n<!-- results:x:begin -->\nnew table\n<!-- results:x:end -->\nbottom\n"
+    page = tmp_path / "results" / "loop.md"
+    page.parent.mkdir()
+    page.write_text("top\n<!-- results:loop:begin -->\nold\n<!-- results:loop:end -->\nbottom\n")
+    assert replace_block(tmp_path, "loop", "new table") == page
+    assert page.read_text() == "top\n<!-- results:loop:begin -->\nnew table\n<!-- results:loop:end -->\nbottom\n"
+    page.write_text("no markers here\n")
     with pytest.raises(ValueError, match="markers"):
-        replace_block(readme, "y", "z")
+        replace_block(tmp_path, "loop", "z")
+    with pytest.raises(ValueError, match="no results block named 'nope'"):
+        replace_block(tmp_path, "nope", "z")
 
 
-def test_bench_checks_readme_before_running(tmp_path, capsys):
-    assert main(["bench", "experts", "--update-readme", str(tmp_path / "missing.md")]) == 2
-    assert "no README" in capsys.readouterr().err
+def test_bench_checks_docs_before_running(tmp_path, capsys):
+    assert main(["bench", "experts", "--update-docs", str(tmp_path / "missing")]) == 2
+    assert "no results page" in capsys.readouterr().err
 
 
 def test_ship_fp16_with_recipe(tiny_lift_run, tmp_path, monkeypatch):

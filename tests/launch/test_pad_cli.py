@@ -63,10 +63,11 @@ def test_train_eval_and_frame_report(tmp_path, monkeypatch, capsys):
     capsys.readouterr()
     assert main(["results", "pad", str(ev3)]) == 0
     assert "| reach | PAD, state: proprio+goal |" in capsys.readouterr().out
-    readme = tmp_path / "README.md"  # a second PAD table in a block of its own; the first is left alone
+    readme = tmp_path / "docs" / "results" / "pad.md"  # a second PAD table in a block of its own; the first is left alone
+    readme.parent.mkdir(parents=True)
     readme.write_text("<!-- results:pad:begin -->\nold\n<!-- results:pad:end -->\n"
                       "<!-- results:pad-hidden:begin -->\n<!-- results:pad-hidden:end -->\n")
-    assert main(["results", "pad", str(ev3), "--update-readme", str(readme), "--block", "pad-hidden"]) == 0
+    assert main(["results", "pad", str(ev3), "--update-docs", str(tmp_path / "docs"), "--block", "pad-hidden"]) == 0
     text = readme.read_text()
     assert "\nold\n" in text and text.index("PAD, state: proprio+goal") > text.index("results:pad-hidden:begin")
     assert main(["train", "--task", "metaworld:reach", "--policy", "pad", "--pad-state", "objects", "--steps", "1",
