@@ -8,7 +8,7 @@ export MUJOCO_GL ?= egl
 # root `dpctrl` onto this folder (pyproject.toml: package-dir), nothing else goes on sys.path.
 INSTALL = $(PYTHON) -m pip install -q --disable-pip-version-check torch==2.13.0 -e
 
-.PHONY: setup setup-test demo test test-all
+.PHONY: setup setup-test demo test test-all docs
 
 setup:
 	$(INSTALL) .
@@ -28,3 +28,9 @@ test: setup-test
 
 test-all: setup-test
 	$(PYTHON) -m pytest -q
+
+# The docs site (MkDocs + Material + mkdocstrings) into site/; `python -m mkdocs`, not `mkdocs`:
+# the script's folder also holds the `dpctrl` console script, which the API pages' loader
+# would take for the package.
+docs: setup-test
+	$(PYTHON) -m mkdocs build --strict

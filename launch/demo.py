@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from pathlib import Path
 
 from dpctrl.launch.options import write_json
@@ -121,7 +122,7 @@ def demo(out: Path, episodes: int = 20, progress: bool = True, checkpoint_name: 
 def cmd_demo(args: argparse.Namespace) -> int:
     import torch
 
-    from dpctrl.launch.results import check_block, machine, replace_block
+    from dpctrl.launch.results import check_block, machine, replace_block, results_page
     torch.set_num_threads(2)
     if args.update_docs:
         check_block(args.update_docs, "policy")
@@ -129,9 +130,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
                checkpoint_name=args.checkpoint, max_steps=args.max_steps)
     write_json(args.json, rep)
     if args.update_docs:
-        cmd = f"dpctrl demo --episodes {args.episodes}" + (f" --checkpoint {args.checkpoint}" if args.checkpoint != "lift" else "")
+        cmd = (f"dpctrl demo --episodes {args.episodes}" + (f" --checkpoint {args.checkpoint}" if args.checkpoint != "lift" else "")
+               + (f" --max-steps {args.max_steps}" if args.max_steps else ""))
         replace_block(args.update_docs, "policy", f"Command: `{cmd}` — machine: {machine()}.\n\n"
                       + table(rep["rows"], rep["checkpoint"], args.episodes))
+        # the plot on the docs' home page and the README, from this same run
+        assets = Path(args.update_docs) / "assets"
+        assets.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(rep["latency_plot"], assets / "latency.png")
+        print(f"wrote {results_page(args.update_docs, 'policy')} and {assets / 'latency.png'}")
     return 0
 
 

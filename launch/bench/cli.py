@@ -130,7 +130,7 @@ def _policy(args) -> int:
 
 
 def gpu_block(command: str) -> str:
-    """README block of a GPU report: the full run's, the compile comparison's or a quick run's."""
+    """The results block of a GPU report: the full run's, the compile comparison's or a quick run's."""
     words = command.split()
     return "gpu-compile" if "--compile" in words else "gpu-quick" if "--quick" in words else "gpu"
 

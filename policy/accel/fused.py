@@ -23,7 +23,7 @@ weights are final, in eval mode. No branch hook: a block cache cannot run throug
 
 Measured on an H200 (`python3 launch/bench/gpu_kernels.py --fused`): 229 us of kernel time per 9M
 step at tf32 against eager's 451 us; at ieee 603 us (float32 products without tensor cores lose
-to cuBLAS). README "GPU path" has the chunk latencies.
+to cuBLAS). docs/results/gpu.md has the chunk latencies.
 
 ``precision``: "ieee" (float32 products, equal to eager within float rounding; tests check
 2e-5 on the CPU through Triton's interpreter, 1e-4 relative on a GPU) or "tf32" (tensor-core
