@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from dpctrl.control.chunking import ActionQueue
+from dpctrl.policy.chunking import GUIDED, ActionQueue, Prefix, boundary_jumps, mean_squared_jerk
 from dpctrl.control.clock import RateKeeper
 from dpctrl.control.inference import ChunkResult, InferenceWorker, run_policy
 from dpctrl.control.safety import SafetyFilter, WatchdogTimeout
@@ -39,7 +39,7 @@ class LoopConfig:
     rate_hz: float = 20.0
     async_inference: bool = True
     replan_at: int | None = None  # None: when half of a chunk is left
-    overlap: str = "replace"  # replace | blend | inpaint (async: guide the new prefix to the queue)
+    overlap: str = "replace"  # replace | blend | inpaint | rtc (async: guide the new prefix to the queue)
     max_hold_cycles: int = 50
     max_delta: float | None = None
     spin_s: float = 0.001
@@ -61,6 +61,9 @@ class EpisodeReport:
     timing: dict = field(default_factory=dict)
     safety: dict = field(default_factory=dict)
     queue: dict = field(default_factory=dict)
+    delays: list[int] = field(default_factory=list)  # per chunk: cycles from its observation to its arrival
+    boundary_jumps: list[float] = field(default_factory=list)  # per chunk switch (policy/chunking.py)
+    jerk: float = float("nan")
 
 
 class ControlLoop:
@@ -68,11 +71,13 @@ class ControlLoop:
                  n_action_steps: int, cfg: LoopConfig, safety: SafetyFilter,
                  clock: Callable[[], float] = time.perf_counter, sleep: Callable[[float], None] = time.sleep,
                  status: Callable[[dict], None] | None = None,
-                 note_executed: Callable[[int], None] | None = None):
+                 note_executed: Callable[[int], None] | None = None, discrete_dims: tuple[int, ...] = ()):
         self.robot, self.predict, self.cfg, self.safety = robot, predict, cfg, safety
         self.To, self.first, self.n = n_obs_steps, first_action, n_action_steps
         self.clock, self.sleep, self.status = clock, sleep, status
         self.note_executed = note_executed  # tells a warm-starting policy the shift since its last chunk
+        self.discrete_dims = tuple(discrete_dims)  # action dims the smoothness measures leave out (a gripper)
+        self._request_cycle = 0
         self.replan_at = cfg.replan_at if cfg.replan_at is not None else max(1, n_action_steps // 2)
         self.worker = InferenceWorker(predict, first_action, n_action_steps) if cfg.async_inference else None
 
@@ -83,8 +88,13 @@ class ControlLoop:
     def _window(self, hist: deque) -> dict:
         return {k: np.stack([h[k] for h in hist]) for k in hist[0]}
 
-    def _accept(self, res: ChunkResult, queue: ActionQueue, rep: EpisodeReport, now: float) -> None:
+    def _accept(self, res: ChunkResult, queue: ActionQueue, rep: EpisodeReport, now: float,
+                switches: list[int] | None = None) -> None:
+        """Queue a finished chunk; ``switches`` collects the index of the first action sent after
+        each chunk that replaced another (where the smoothness measures look)."""
         rep.chunk_latency_ms.append(res.latency_s * 1000)
+        if switches is not None:  # not the episode's first chunk, which the loop waits for
+            rep.delays.append(rep.cycles - self._request_cycle)  # counted: actions sent since its observation
         if res.error is not None:
             rep.policy_errors += 1
             log.warning("policy raised %s: %s; holding and retrying", type(res.error).__name__, res.error)
@@ -94,18 +104,22 @@ class ControlLoop:
         else:
             rep.chunks += 1
             queue.push(res.actions, res.t_obs, now)
+            if switches is not None and rep.chunks > 1:
+                switches.append(rep.cycles)
 
     def run_episode(self, seed: int | None = None, max_cycles: int | None = None,
                     on_episode_end: Callable[[dict, EpisodeReport], None] | None = None) -> EpisodeReport:
         cfg, robot = self.cfg, self.robot
         rk = RateKeeper(cfg.rate_hz, spin_s=cfg.spin_s, clock=self.clock, sleep=self.sleep)
-        queue = ActionQueue(rk.period_s, mode="replace" if cfg.overlap == "inpaint" else cfg.overlap)
+        queue = ActionQueue(rk.period_s, mode="replace" if cfg.overlap in GUIDED else cfg.overlap)
         self.safety.reset()
         rep = EpisodeReport(seed=seed)
         record: dict[str, list] = {"action": [], "t": [], "held": []}
         obs = robot.reset(seed) if hasattr(robot, "reset") else robot.observe()
         hist = deque([self._strip(obs)] * self.To, maxlen=self.To)
         t_start = self.clock()
+        switches: list[int] = []
+        self._request_cycle = 0
         # the first chunk before the clock starts (start-up latency is not a deadline miss)
         first = run_policy(self.predict, self._window(hist), t_start, self.first, self.n, self.clock)
         rk.start()
@@ -120,17 +134,18 @@ class ControlLoop:
                 if self.worker is not None:
                     res = self.worker.poll()
                     if res is not None:
-                        self._accept(res, queue, rep, now)
+                        self._accept(res, queue, rep, now, switches)
                     if len(queue) <= self.replan_at and not self.worker.busy:
-                        kw = {"committed": queue.remaining(t_obs)} if cfg.overlap == "inpaint" and len(queue) else {}
+                        kw = {"committed": self._prefix(queue.remaining(t_obs), rep)} \
+                            if cfg.overlap in GUIDED and len(queue) else {}
                         self._note_shift(t_obs, last_request, rk.period_s)
-                        last_request = t_obs
+                        last_request, self._request_cycle = t_obs, rep.cycles
                         self.worker.submit(self._window(hist), t_obs, **kw)
                 elif len(queue) == 0:
                     self._note_shift(t_obs, last_request, rk.period_s)
-                    last_request = t_obs
+                    last_request, self._request_cycle = t_obs, rep.cycles
                     self._accept(run_policy(self.predict, self._window(hist), t_obs, self.first, self.n, self.clock),
-                                 queue, rep, self.clock())
+                                 queue, rep, self.clock(), switches)
                 candidate = queue.pop(self.clock())
                 held = candidate is None
                 try:
@@ -169,9 +184,20 @@ class ControlLoop:
             rep.jitter_ms = (np.abs(np.diff(rk.stats.starts) - rk.period_s) * 1000).tolist()
             rep.safety = vars(self.safety.stats).copy()
             rep.queue = vars(queue.stats).copy()
+            if record["action"]:
+                sent = np.asarray(record["action"])
+                dims = [d for d in range(sent.shape[1]) if d not in self.discrete_dims]
+                rep.boundary_jumps = boundary_jumps(sent, switches, dims)
+                rep.jerk = mean_squared_jerk(sent, dims)
             if on_episode_end is not None and record["action"]:
                 on_episode_end({k: np.asarray(v) for k, v in record.items()}, rep)
         return rep
+
+    def _prefix(self, remaining: np.ndarray, rep: EpisodeReport) -> Prefix:
+        """The queued actions the next chunk should agree with; the ones expected to run before
+        it arrives (the last chunk's counted delay, 1 before any) are the frozen part."""
+        delay = min(rep.delays[-1] if rep.delays else 1, len(remaining))
+        return Prefix(remaining, delay, None, self.cfg.overlap)  # None: the mask ends with the queue
 
     def _note_shift(self, t_obs: float, last_request: float, period_s: float) -> None:
         if self.note_executed is not None:

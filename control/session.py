@@ -17,6 +17,7 @@ from dpctrl import envs
 from dpctrl.control.loop import ControlLoop, EpisodeReport, LoopConfig
 from dpctrl.control.robot import MockArm, SimRobot
 from dpctrl.control.safety import SafetyFilter
+from dpctrl.policy.chunking import smoothness
 
 
 def percentiles(values: list[float]) -> dict:
@@ -34,9 +35,14 @@ def aggregate(reports: list[EpisodeReport]) -> dict:
         "overruns": int(sum(r.timing.get("overruns", 0) for r in reports)),
         "chunk_latency_ms": percentiles([x for r in reports for x in r.chunk_latency_ms]),
         "policy_errors": int(sum(r.policy_errors for r in reports)),
+        # counted per chunk: control cycles between its observation and its arrival
+        "delay_cycles": percentiles([float(d) for r in reports for d in r.delays]),
+        **smoothness([{"boundary_jumps": r.boundary_jumps, "jerk": r.jerk} for r in reports]),
         "stopped": [r.stopped for r in reports],
-        "per_episode": [{"seed": r.seed, "success": r.success, "cycles": r.cycles, "stopped": r.stopped,
-                         "deadline_misses": r.deadline_misses, "holds": r.safety.get("holds", 0)} for r in reports],
+        "per_episode": [{"seed": r.seed, "success": r.success, "length": r.cycles, "cycles": r.cycles, "stopped": r.stopped,
+                         "deadline_misses": r.deadline_misses, "holds": r.safety.get("holds", 0),
+                         "boundary_jump": float(np.mean(r.boundary_jumps)) if r.boundary_jumps else None}
+                        for r in reports],
     }
 
 
@@ -83,9 +89,11 @@ def run_loop(policy, robot="sim:lift", rate_hz: float | None = None, async_infer
                           max_hold_cycles=max_hold_cycles)
     To, Ta = policy.n_obs_steps, action_steps or policy.n_action_steps
     cfg = LoopConfig(rate_hz=rate_hz, async_inference=async_inference, overlap=overlap, replan_at=replan_at)
+    discrete = (envs.discrete_action_dims(sim_task(robot)) if isinstance(robot, str) and robot.startswith("sim:")
+                else getattr(sim, "discrete_action_dims", ()))
     loop = ControlLoop(sim, policy.predict_chunk, To, To - 1, Ta, cfg, safety,
                        status=status_line if status else None,
-                       note_executed=lambda n: policy.note_executed(min(n, policy.horizon)))
+                       note_executed=lambda n: policy.note_executed(min(n, policy.horizon)), discrete_dims=discrete)
     reports = []
     try:
         with sim:

@@ -16,6 +16,8 @@ import numpy as np
 from tqdm import tqdm
 
 from dpctrl import envs
+from dpctrl.policy.chunking import (GUIDED, OVERLAPS, ActionQueue, Prefix, boundary_jumps, check_delay,
+                                    mean_squared_jerk, smoothness)
 from dpctrl.policy.interface import ChunkPolicy
 
 
@@ -25,48 +27,102 @@ def _window(history: deque) -> dict[str, np.ndarray]:
 
 def rollout_group(policy: ChunkPolicy, env_list: list, seeds: list[int], record: list | None = None,
                   frames: list | None = None, frame_key: str = "agentview_image",
-                  action_steps: int | None = None, nfe: list | None = None) -> list[dict]:
-    """Run one episode per env in lockstep; returns per-episode dicts. ``record`` collects
-    batch-1 observation windows (for latency timing), ``frames`` the first env's images.
-    ``action_steps``: actions executed per chunk (default the policy's Ta; 1 = RTI's
-    closed-loop setting). ``nfe`` collects the network calls of every chunk."""
-    To, Ta = policy.n_obs_steps, action_steps or policy.n_action_steps
+                  action_steps: int | None = None, nfe: list | None = None, delay: int = 0,
+                  overlap: str = "replace", continuous: list[int] | None = None) -> list[dict]:
+    """Run one episode per env in lockstep, in simulated time (one control step per env step);
+    returns per-episode dicts. ``record`` collects batch-1 observation windows (for latency
+    timing), ``frames`` the first env's images, ``nfe`` the network calls of every chunk.
+
+    Every ``action_steps`` steps (S, default the policy's Ta) a new chunk is requested from the
+    newest observations; it arrives ``delay`` steps later (D; 0: at once, the synchronous case).
+    Until it arrives the previous chunk's actions run; the new chunk's actions for the steps
+    already taken are dropped (policy/chunking.py's queue), and ``overlap`` says how it meets the
+    old chunk: ``replace`` (it wins), ``blend`` (exponentially weighted over the overlap),
+    ``inpaint`` (the old chunk's remaining actions replace the new chunk's prefix while it is
+    sampled, with decaying weights), ``rtc`` (real-time chunking: they guide the sampling under
+    a soft mask, 1 on the D steps that run before the chunk arrives).
+    ``continuous``: the action dims the smoothness measures read (default all)."""
+    To = policy.n_obs_steps
+    S = action_steps or policy.n_action_steps
+    check_delay(delay, S, policy.horizon, To)
+    check_overlap(policy, overlap)
     keys = list(policy.expected_obs())
-    hist, done, result = [], [], []
+    n = len(env_list)
+    hist, done, result = [], [False] * n, []
+    taken: list[list[np.ndarray]] = [[] for _ in range(n)]
+    switches: list[list[int]] = [[] for _ in range(n)]
+    queues = [ActionQueue(1.0, mode="blend" if overlap == "blend" else "replace") for _ in range(n)]
     for env, seed in zip(env_list, seeds):
         obs, _ = env.reset(seed=seed)
         hist.append(deque([obs] * To, maxlen=To))
-        done.append(False)
         result.append({"seed": int(seed), "success": False, "length": 0, "max_reward": 0.0})
     policy.reset()
+    def install(pending):
+        """Push the pending chunk into the queues if it is due now; returns what is still pending."""
+        if pending is None or step != pending[3]:
+            return pending
+        rows, chunks, t_obs, _ = pending
+        for row, i in enumerate(rows):
+            if not done[i]:
+                queues[i].push(chunks[row], t_first=t_obs, now=step)
+                if t_obs:
+                    switches[i].append(len(taken[i]))
+        return None
+
+    pending = None  # (rows, chunks, step of the observation, step it arrives)
+    step = 0
     while not all(done):
-        active = [i for i in range(len(env_list)) if not done[i]]
-        windows = [_window(hist[i]) for i in active]
-        batch = {k: np.stack([w[k] for w in windows]) for k in keys}
-        if record is not None and len(record) < 64:
-            record.append({k: v[0] for k, v in batch.items()})
-        chunks = policy.predict_batch(batch, ids=active)[:, To - 1: To - 1 + Ta]
-        if nfe is not None:
-            nfe.append(policy.nfe_last)
-        for row, i in enumerate(active):
-            executed = 0
-            for a in chunks[row]:
-                executed += 1
-                obs, reward, terminated, truncated, info = env_list[i].step(a)
-                hist[i].append(obs)
-                if frames is not None and i == 0:
-                    frames.append(obs[frame_key])
-                r = result[i]
-                r["length"] += 1
-                r["max_reward"] = max(r["max_reward"], float(reward))
-                r["success"] = r["success"] or bool(info.get("success", False))
-                if terminated or truncated:
-                    done[i] = True
-                    break
-            # the chunk was predicted at step To-1 of its horizon: the next prediction is
-            # `executed` steps later (what a warm start shifts by)
-            policy.note_executed(executed, [i])
+        active = [i for i in range(n) if not done[i]]
+        pending = install(pending)  # a chunk due now (with D = S, before the next request)
+        if step % S == 0:  # a request from the newest observations
+            if step:
+                policy.note_executed(S, active)  # S steps between this chunk's observation and the last one's
+            windows = [_window(hist[i]) for i in active]
+            batch = {k: np.stack([w[k] for w in windows]) for k in keys}
+            if record is not None and len(record) < 64:
+                record.append({k: v[0] for k, v in batch.items()})
+            kw = {}
+            if overlap in GUIDED and step:
+                kw["committed"] = Prefix(np.stack([queues[i].remaining(step) for i in active]), delay, S, overlap)
+            chunks = policy.predict_batch(batch, ids=active, **kw)[:, To - 1:]
+            if nfe is not None:
+                nfe.append(policy.nfe_last)
+            pending = (active, chunks, step, step + (delay if step else 0))  # the first chunk: waited for
+        pending = install(pending)  # with D = 0 (and the first chunk): at once
+        for i in active:
+            a = queues[i].pop(step)
+            if a is None:
+                raise RuntimeError(f"no action due at step {step} (delay {delay}, execute {S}): the chunk ran out")
+            obs, reward, terminated, truncated, info = env_list[i].step(a)
+            taken[i].append(a)
+            hist[i].append(obs)
+            if frames is not None and i == 0:
+                frames.append(obs[frame_key])
+            r = result[i]
+            r["length"] += 1
+            r["max_reward"] = max(r["max_reward"], float(reward))
+            r["success"] = r["success"] or bool(info.get("success", False))
+            if terminated or truncated:
+                done[i] = True
+        step += 1
+    for i, r in enumerate(result):
+        acts = np.stack(taken[i])
+        dims = list(range(acts.shape[1])) if continuous is None else list(continuous)
+        r["boundary_jumps"] = boundary_jumps(acts, switches[i], dims)
+        r["jerk"] = mean_squared_jerk(acts, dims)
     return result
+
+
+def check_overlap(policy: ChunkPolicy, overlap: str) -> None:
+    """Refuse an unknown mode, or a guided one the policy cannot do, before anything runs."""
+    if overlap not in OVERLAPS:
+        raise ValueError(f"unknown overlap mode {overlap!r}; known: {OVERLAPS}")
+    if overlap in GUIDED and overlap not in getattr(policy, "overlap_modes", ()):
+        raise ValueError(f"--overlap {overlap} shapes the chunk while it is sampled; {type(policy).__name__} "
+                         f"offers {list(getattr(policy, 'overlap_modes', ())) or 'no such mode'}")
+    if overlap == "rtc" and getattr(policy, "deploy", "eager") != "eager":
+        raise ValueError(f"--overlap rtc differentiates through the network, which the {policy.deploy!r} deploy "
+                         "path cannot; use the eager path (no --deploy)")
 
 
 def chunk_latency_ms(policy: ChunkPolicy, windows: list[dict], repeats: int = 1) -> dict:
@@ -118,9 +174,19 @@ def record_video(policy: ChunkPolicy, env_name: str, seed: int, path, size: int 
 
 def evaluate(policy: ChunkPolicy, env_name: str, episodes: int, seed_start: int = 100_000,
              batch: int = 10, latency_windows: int = 20, max_steps: int | None = None,
-             progress: bool = True, action_steps: int | None = None) -> dict:
+             progress: bool = True, action_steps: int | None = None, delay: int = 0,
+             overlap: str = "replace") -> dict:
+    """Seeded closed-loop episodes of ``policy`` on ``env_name`` (seeds from ``seed_start``),
+    ``batch`` envs in lockstep per network pass; ``delay``, ``action_steps`` and ``overlap`` as
+    in ``rollout_group`` (delay 0: synchronous). A JSON-ready report: success, network calls,
+    batch-1 chunk latency, smoothness (``boundary_jump`` at chunk switches, mean squared
+    ``jerk``) and ``per_episode`` records."""
     if episodes < 1:
         raise ValueError("episodes must be >= 1")
+    S = action_steps or policy.n_action_steps
+    check_delay(delay, S, policy.horizon, policy.n_obs_steps)  # before any env is built
+    check_overlap(policy, overlap)
+    discrete = set(envs.discrete_action_dims(env_name))
     if hasattr(policy, "train"):  # a torch module: no dropout while evaluating
         policy.eval()
     seeds = list(range(seed_start, seed_start + episodes))
@@ -128,6 +194,7 @@ def evaluate(policy: ChunkPolicy, env_name: str, episodes: int, seed_start: int 
     keys = image_keys(policy)
     env_list = [envs.make(env_name, images=bool(keys), max_steps=max_steps, cameras=envs.cameras_of(keys))
                 for _ in range(group)]
+    continuous = [d for d in range(env_list[0].action_space.shape[0]) if d not in discrete]
     per_episode, recorded, nfe = [], [], []
     t0 = time.perf_counter()
     try:
@@ -135,7 +202,8 @@ def evaluate(policy: ChunkPolicy, env_name: str, episodes: int, seed_start: int 
             for s in range(0, episodes, group):
                 chunk_seeds = seeds[s: s + group]
                 per_episode += rollout_group(policy, env_list[: len(chunk_seeds)], chunk_seeds, recorded,
-                                             action_steps=action_steps, nfe=nfe)
+                                             action_steps=action_steps, nfe=nfe, delay=delay, overlap=overlap,
+                                             continuous=continuous)
                 bar.update(len(chunk_seeds))
                 bar.set_postfix(success=f"{np.mean([e['success'] for e in per_episode]):.2f}")
     finally:
@@ -155,10 +223,15 @@ def evaluate(policy: ChunkPolicy, env_name: str, episodes: int, seed_start: int 
         "nfe_mean": float(np.mean(nfe)),  # including each episode's cold first chunk
         "warm_start": info["warm_start"],
         "cache": info["cache"],
-        "action_steps": action_steps or policy.n_action_steps,
+        "action_steps": S,
+        "delay": delay,
+        "overlap": overlap,
+        **smoothness(per_episode),
         "chunk_latency_ms": latency,
         "rollout_seconds": rollout_s,
-        "per_episode": [{k: e[k] for k in ("seed", "success", "length")} for e in per_episode],
+        "per_episode": [{**{k: e[k] for k in ("seed", "success", "length")},
+                         "boundary_jump": float(np.mean(e["boundary_jumps"])) if e["boundary_jumps"] else None,
+                         "jerk": e["jerk"] if np.isfinite(e["jerk"]) else None} for e in per_episode],
         "config": info["config"],
         "version": version("dpctrl"),
     }

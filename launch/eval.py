@@ -6,6 +6,8 @@ from pathlib import Path
 
 from dpctrl.launch.options import add_warm_start_args, apply_warm_start, command_line, write_json
 
+OVERLAPS = ("replace", "blend", "inpaint", "rtc")  # policy/chunking.py's (tests/launch/test_cli.py checks)
+
 
 def cmd_eval(args: argparse.Namespace) -> int:
     import torch
@@ -20,7 +22,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         policy.set_sampler(args.sampler or policy.cfg.sampler, args.steps or policy.cfg.num_inference_steps)
     apply_warm_start(policy, args)
     res = evaluate(policy, args.env, args.episodes, args.seed_start, batch=args.batch, max_steps=args.max_steps,
-                   progress=not args.no_progress, action_steps=args.action_steps)
+                   progress=not args.no_progress, action_steps=args.action_steps, delay=args.delay,
+                   overlap=args.overlap)
     if args.video_dir:
         Path(args.video_dir).mkdir(parents=True, exist_ok=True)
         res["videos"] = [record_video(policy, args.env, seed, Path(args.video_dir) / f"{args.env}_{seed}.mp4",
@@ -30,6 +33,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     print(f"{args.env}: success {res['success_rate']:.3f} over {res['episodes']} episodes (seeds "
           f"{args.seed_start}..{args.seed_start + args.episodes - 1}); {res['sampler']}-{res['num_inference_steps']}, "
           f"{res['nfe_per_chunk']} network calls/chunk, latency p50 {lat['p50']:.1f} ms p99 {lat['p99']:.1f} ms")
+    jump = res["boundary_jump"]
+    print(f"delay {res['delay']}, execute {res['action_steps']}, overlap {res['overlap']}: boundary jump mean "
+          f"{jump['mean']:.4f} p95 {jump['p95']:.4f} over {jump['switches']} chunk switches; jerk {res['jerk']:.5f}")
     write_json(args.json, {**res, "checkpoint": str(args.checkpoint), "command": command_line()})
     return 0
 
@@ -43,7 +49,15 @@ def add_parser(sub) -> None:
     e.add_argument("--sampler", choices=["ddpm", "ddim", "dpmpp", "flow"])
     e.add_argument("--steps", type=int, help="denoising steps (network calls) per chunk")
     e.add_argument("--batch", type=int, default=10, help="envs run in lockstep per network pass")
-    e.add_argument("--action-steps", type=int, help="actions executed per chunk (default: the policy's Ta)")
+    e.add_argument("--execute", "--action-steps", dest="action_steps", type=int, metavar="S",
+                   help="execution horizon: a new chunk is requested every S steps (default: the policy's Ta)")
+    e.add_argument("--delay", type=int, default=0, metavar="D",
+                   help="simulated inference delay in control steps: the chunk requested at step k is used from "
+                        "step k + D, the previous chunk runs meanwhile (0: synchronous)")
+    e.add_argument("--overlap", choices=OVERLAPS, default="replace",
+                   help="how a late chunk meets the one running: replace, blend (temporal ensembling), "
+                        "inpaint (the running chunk's remaining actions replace the new prefix), rtc (real-time "
+                        "chunking: they guide the sampling under a soft mask; eager path only)")
     add_warm_start_args(e)
     e.add_argument("--max-steps", type=int, help="cap episode length (default: the task's)")
     e.add_argument("--threads", type=int, default=2)

@@ -39,7 +39,7 @@ RESULT_PAGES = {"evals": "evals.md", "policy": "evals.md", "bench": "inference.m
                 "cache": "caching.md", "deploy": "deploy.md", "gpu": "gpu.md", "gpu-compile": "gpu.md",
                 "gpu-quick": "gpu.md", "loop": "loop.md", "serve": "server.md", "drive": "driving.md",
                 "pad": "pad.md", "pad-hidden": "pad.md", "plan": "planning.md", "lerobot": "lerobot.md",
-                "experts": "experts.md"}
+                "experts": "experts.md", "delay": "delay.md"}
 
 
 def add_update_docs(parser, what: str = "results") -> None:
@@ -92,7 +92,8 @@ def eval_table(files: list[str]) -> str:
         warm = (f"RTI K'={w['start_t']}" + (f" {w['tail']} tail" if w.get("tail", "fine") != "fine" else "")
                 + (" +noise" if w.get("noise") else "")) if w else ""
         cache = r.get("cache") or ""
-        variant = " + ".join(x for x in (f"{r['sampler']}-{r['num_inference_steps']}", warm, cache) if x)
+        delay = (f"delay {r['delay']}, execute {r['action_steps']}, {r['overlap']}" if r.get("delay") else "")
+        variant = " + ".join(x for x in (f"{r['sampler']}-{r['num_inference_steps']}", warm, cache, delay) if x)
         image_keys = r.get("config", {}).get("image_keys")
         env = r["env"] + (f" (images: {' + '.join(k.removesuffix('_image') for k in image_keys)})" if image_keys else "")
         rows.append([env, variant, f"{r['success_rate']:.3f}", r["episodes"], r["nfe_per_chunk"],
@@ -252,7 +253,31 @@ def lerobot_table(report: dict, command: str) -> str:
             + markdown_table(["direction", "data", "result"], rows))
 
 
-TABLES = {"evals": eval_table, "drive": drive_table, "plan": plan_table, "pad": pad_table}
+def delay_table(files: list[str]) -> str:
+    """Success and smoothness under simulated inference delay, from ``dpctrl eval --delay`` reports:
+    one row per report, sorted by env, variant, delay and overlap mode."""
+    rows = []
+    for f in files:
+        r = json.loads(Path(f).read_text())
+        if "boundary_jump" not in r or "delay" not in r:
+            raise ValueError(f"{f} is not a `dpctrl eval` report with smoothness measures (rerun it)")
+        w = r.get("warm_start")
+        variant = f"{r['sampler']}-{r['num_inference_steps']}" + (f" + RTI K'={w['start_t']}" if w else "")
+        j = r["boundary_jump"]
+        rows.append(((r["env"], variant, r["delay"], r["action_steps"], r["overlap"]),
+                     [r["env"], variant, r["delay"], r["action_steps"], r["overlap"], f"{r['success_rate']:.3f}",
+                      r["episodes"], f"{j['mean']:.4f}", f"{j['p95']:.4f}", f"{r['jerk']:.5f}",
+                      f"`{r.get('command') or '?'}`"]))
+    rows.sort(key=lambda kr: kr[0])
+    return (f"Machine: {machine()}; seeds from 100000. Delay D and execution horizon S in control steps "
+            "(simulated time: the chunk requested at step k is used from step k + D). Boundary jump: largest change "
+            "of the continuous action dims at a chunk switch (robot units); jerk: mean squared third difference of "
+            "the actions per episode.\n\n"
+            + markdown_table(["env", "variant", "D", "S", "overlap", "success", "episodes", "boundary jump (mean)",
+                              "(p95)", "jerk", "command"], [r for _, r in rows]))
+
+
+TABLES = {"evals": eval_table, "delay": delay_table, "drive": drive_table, "plan": plan_table, "pad": pad_table}
 
 
 def cmd_results(args) -> int:

@@ -35,12 +35,16 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from dpctrl.control.session import run_loop, sim_task
     from dpctrl.data.replay_buffer import loop_recorder
+    from dpctrl.envs.evaluate import check_overlap
     from dpctrl.policy.diffusion_policy import DiffusionPolicy
     torch.set_num_threads(args.threads)
     check_device(args)
     sim_task(args.robot)  # validate before loading anything
     policy = DiffusionPolicy.load(args.checkpoint, seed=args.seed_start)
     configure(policy, args)
+    check_overlap(policy, args.overlap)
+    if args.overlap in ("inpaint", "rtc") and not args.async_inference:
+        raise ValueError(f"--overlap {args.overlap} shapes a chunk computed while the last one runs: add --async")
     res = run_loop(policy, args.robot, args.rate, args.async_inference, args.episodes, args.seed_start,
                    on_episode_end=loop_recorder(args.record) if args.record else None, overlap=args.overlap,
                    status=not args.no_progress, action_steps=args.action_steps, replan_at=args.replan_at,
@@ -53,6 +57,8 @@ def cmd_run(args: argparse.Namespace) -> int:
           f"({'async' if args.async_inference else 'sync'}); {res['deadline_misses']} deadline misses in "
           f"{res['cycles']} cycles; jitter p99 {j['p99']:.2f} ms; chunk latency p50 "
           f"{res['chunk_latency_ms']['p50']:.0f} ms")
+    print(f"chunk delay p50 {res['delay_cycles']['p50']:g} cycles (max {res['delay_cycles']['max']:g}); boundary jump "
+          f"mean {res['boundary_jump']['mean']:.4f} p95 {res['boundary_jump']['p95']:.4f}; jerk {res['jerk']:.5f}")
     compare_and_write(res, args)
     return 0
 
@@ -63,8 +69,9 @@ def add_parser(sub) -> None:
     r.add_argument("--robot", default="sim:lift", help="sim:<env>")
     r.add_argument("--rate", type=float, help="loop rate in Hz (default: the robot's control rate)")
     r.add_argument("--async", dest="async_inference", action="store_true", help="compute chunks in a worker thread")
-    r.add_argument("--overlap", choices=["replace", "blend", "inpaint"], default="replace",
-                   help="new chunk vs queued actions: replace, blend (exp weights), inpaint (guide the prefix)")
+    r.add_argument("--overlap", choices=["replace", "blend", "inpaint", "rtc"], default="replace",
+                   help="new chunk vs queued actions: replace, blend (exp weights), inpaint (replace the prefix), "
+                        "rtc (real-time chunking guidance; eager path only)")
     r.add_argument("--episodes", type=int, default=10)
     r.add_argument("--seed-start", type=int, default=100_000)
     r.add_argument("--record", help="zarr store for what was observed and sent")

@@ -1,4 +1,9 @@
-"""A queue of time-stamped actions fed by action chunks.
+"""Chunks -> executed actions: a queue of time-stamped actions, the delay schedule of
+delay-injected evaluation, and the smoothness of what was executed. Pure numpy; the fixed-rate
+loop (control/loop.py, wall-clock time) and the evaluator (envs/evaluate.py, simulated time
+in control steps) both use it, so an overlap mode means the same thing in both.
+
+The queue:
 
 Action i of a chunk is due at ``t_first + i * period`` where ``t_first`` is the timestamp of
 the observation the chunk was computed from (the chunk's first executed action belongs to
@@ -17,6 +22,43 @@ from dataclasses import dataclass
 import numpy as np
 
 MODES = ("replace", "blend")
+# how a new chunk meets the running one: the queue's two, plus two that shape the new chunk while
+# it is sampled (the policy's ``overlap_modes``)
+OVERLAPS = ("replace", "blend", "inpaint", "rtc")
+GUIDED = ("inpaint", "rtc")
+
+
+@dataclass
+class Prefix:
+    """What a new chunk should agree with, passed as ``predict_batch(committed=...)``: the
+    running chunk's ``actions`` not yet executed at the new observation, ``(B, r, A)`` or
+    ``(r, A)`` in robot units, aligned with the new chunk's first executable step; ``delay`` of
+    them will run before the new chunk arrives (frozen), ``execute`` is the execution horizon
+    (None: the guidance mask decays to 0 at the end of ``actions``);
+    ``mode`` "inpaint" (hard prefix replacement with decaying weights) or "rtc" (soft-masked
+    guidance, weight clipped at ``beta``)."""
+    actions: np.ndarray
+    delay: int
+    execute: int | None
+    mode: str = "rtc"
+    beta: float = 5.0
+
+    def __post_init__(self):
+        if self.mode not in GUIDED:
+            raise ValueError(f"a prefix guides with one of {GUIDED}, not {self.mode!r}")
+
+
+def rtc_weights(usable: int, delay: int, execute: int | None, available: int) -> np.ndarray:
+    """The soft mask of real-time chunking over a chunk's ``usable`` executable steps: 1 on the
+    ``delay`` steps that run before the chunk arrives, then w (e^w - 1) / (e - 1) with w falling
+    linearly to 0 at ``usable - execute`` (None: at ``available``), 0 after it and past the
+    ``available`` committed actions."""
+    j = np.arange(usable, dtype=np.float64)
+    end = available if execute is None else usable - execute
+    c = np.clip((end - j) / max(end - delay + 1, 1), 0.0, 1.0)
+    w = np.where(j < delay, 1.0, c * np.expm1(c) / np.expm1(1.0))
+    w[j >= min(available, max(end, delay))] = 0.0
+    return w.astype(np.float32)
 
 
 @dataclass
@@ -85,3 +127,49 @@ class ActionQueue:
         """Queued actions not yet due, ``(n, A)`` (what a warm start or inpainting can use)."""
         keep = [a for t, a in zip(self._times, self._actions) if t >= now - 0.5 * self.period_s]
         return np.stack(keep) if keep else np.zeros((0, 0), np.float32)
+
+
+# ---------------------------------------------------------------- delay schedule
+
+def check_delay(delay: int, execute: int, horizon: int, n_obs_steps: int) -> None:
+    """A chunk requested at step k arrives at step k + ``delay``; a request every ``execute``
+    steps. Each chunk then runs its actions at offsets delay .. delay + execute - 1 from the
+    first executable one (index n_obs_steps - 1), so it needs ``delay + execute`` of them."""
+    usable = horizon - n_obs_steps + 1
+    if not 1 <= execute <= usable:
+        raise ValueError(f"--execute must be in 1..{usable} (actions per chunk from index {n_obs_steps - 1}), "
+                         f"got {execute}")
+    if not 0 <= delay <= execute:
+        raise ValueError(f"--delay must be in 0..--execute ({execute}): one request in flight at a time; got {delay}")
+    if delay + execute > usable:
+        raise ValueError(f"--delay {delay} + --execute {execute} needs {delay + execute} actions per chunk, the policy "
+                         f"has {usable} (horizon {horizon} from index {n_obs_steps - 1}); lower one of them")
+
+
+# ---------------------------------------------------------------- smoothness
+
+def boundary_jumps(actions: np.ndarray, switches: list[int], continuous: list[int]) -> list[float]:
+    """For each chunk switch at step s (the first action of a new chunk executed at s), the
+    largest change of the continuous action dims from step s - 1 to s."""
+    a = np.asarray(actions, dtype=np.float64)[:, continuous]
+    return [float(np.abs(a[s] - a[s - 1]).max()) for s in switches if 0 < s < len(a)]
+
+
+def mean_squared_jerk(actions: np.ndarray, continuous: list[int]) -> float:
+    """Mean over steps of the squared third difference of the continuous action dims (action
+    units per step cubed, summed over dims); NaN for episodes under 4 steps."""
+    a = np.asarray(actions, dtype=np.float64)[:, continuous]
+    if len(a) < 4:
+        return float("nan")
+    jerk = a[3:] - 3 * a[2:-1] + 3 * a[1:-2] - a[:-3]
+    return float((jerk ** 2).sum(axis=1).mean())
+
+
+def smoothness(episodes: list[dict]) -> dict:
+    """Report fields from per-episode ``boundary_jumps`` lists and ``jerk`` values."""
+    jumps = [j for e in episodes for j in e["boundary_jumps"]]
+    jerks = [e["jerk"] for e in episodes if np.isfinite(e["jerk"])]
+    return {"boundary_jump": {"mean": float(np.mean(jumps)) if jumps else float("nan"),
+                              "p95": float(np.percentile(jumps, 95)) if jumps else float("nan"),
+                              "switches": len(jumps)},
+            "jerk": float(np.mean(jerks)) if jerks else float("nan")}

@@ -12,8 +12,10 @@ arguments, never by reaching into the loop:
 
 - ``plan.start_level``: a given start sample (a warm start's guess, SDEdit proposals, noised
   anchors) is first forward-diffused to that level with ``noise.start``;
-- ``guide``: after every step the sample is pulled toward a target forward-diffused to the
-  new level (``InpaintGuide``: real-time-chunking-style inpainting of committed actions);
+- ``guide``: committed actions the new chunk should agree with. ``InpaintGuide``: after every
+  step the sample is pulled toward the target forward-diffused to the new level (hard
+  prefix inpainting); ``RTCGuide``: inside every step the predicted clean sample is pulled
+  toward the target through the network's vector-Jacobian product (real-time chunking);
 - ``project``: a hard constraint applied to the start sample and after every step (the
   planners write the start state and the goal back in);
 - ``hook``: per-step notice to a branch cache (``reset()`` per run, ``begin_step(net_t)``);
@@ -116,19 +118,57 @@ class InpaintGuide:
     diffused to the step's new level with the run's guide noise first."""
     target: torch.Tensor
     weights: torch.Tensor
+    in_step = False  # acts after the sampler's step
 
     @property
     def shape(self) -> tuple:
         return tuple(self.target.shape)
 
+    @property
+    def noise_shape(self) -> tuple:
+        return self.shape  # one forward-diffusion draw per step
+
     def apply(self, sampler, x: torch.Tensor, noise: torch.Tensor, t_next) -> torch.Tensor:
         level = sampler.diffuse(self.target, noise, t_next)
-        w = self.weights.to(x).view(1, -1, 1)
+        w = _per_row(self.weights.to(x))
         return w * level + (1 - w) * x
 
 
+@dataclass
+class RTCGuide:
+    """Inference-time real-time chunking (Black et al. 2025, docs/references.md §9): at every
+    step the clean chunk the network predicts, x0(x_t), is pulled toward ``target`` (the running
+    chunk's remaining actions, normalized) under the soft mask ``weights`` by the vector-Jacobian
+    product g = ((target - x0) * W)^T dx0/dx_t (pseudo-inverse guidance). The guided
+    x0 + noise(t) * min(beta, (signal^2 + noise^2) / (signal * noise)) * g goes through the
+    unchanged sampler step; for flow matching this is the published velocity correction, for
+    DDPM/DDIM the same in the schedule's signal and noise coefficients. One backward pass through
+    the network per step; no random draws."""
+    target: torch.Tensor
+    weights: torch.Tensor
+    beta: float = 5.0
+    in_step = True  # replaces the network call of each step
+    noise_shape = None
+
+    def output(self, model, sampler, x: torch.Tensor, i: int, t) -> torch.Tensor:
+        with torch.enable_grad():
+            xg = x.detach().requires_grad_(True)
+            out = model(xg, i)
+            x0 = sampler.x0_unclipped(xg, out, t)
+            err = (self.target.to(x0) - x0.detach()) * _per_row(self.weights.to(x0))
+            (g,) = torch.autograd.grad(x0, xg, grad_outputs=err)
+        signal, noise = sampler.signal_noise(t)
+        scale = noise * min(self.beta, (signal ** 2 + noise ** 2) / max(signal * noise, 1e-12))
+        return sampler.output_for_x0(x, x0.detach() + scale * g, t)
+
+
+def _per_row(w: torch.Tensor) -> torch.Tensor:
+    """Per-horizon-step weights ``(H,)`` or ``(B, H)`` broadcast over ``(B, H, A)``."""
+    return w.view(1, -1, 1) if w.dim() == 1 else w.unsqueeze(-1)
+
+
 def denoise(model: Callable[[Sample, int], Sample], sampler, x: Sample, plan: StepPlan,
-            noise: RunNoise | None = None, guide: InpaintGuide | None = None, hook=None,
+            noise: RunNoise | None = None, guide: InpaintGuide | RTCGuide | None = None, hook=None,
             project: Callable[[Sample], Sample] | None = None,
             fused_step: Callable[[torch.Tensor, int, dict], torch.Tensor] | None = None) -> Sample:
     """Run ``plan`` from ``x``; ``model(x, i)`` is the network's output for the sample at step
@@ -150,15 +190,16 @@ def denoise(model: Callable[[Sample, int], Sample], sampler, x: Sample, plan: St
     for i, ((t, t_next), net_t) in enumerate(zip(plan.pairs, plan.net_times)):
         if hook is not None:
             hook.begin_step(net_t)
-        affine = fused_step is not None and noise.steps is None and sampler.affine(t, t_next)
+        in_step = guide is not None and guide.in_step
+        affine = fused_step is not None and noise.steps is None and not in_step and sampler.affine(t, t_next)
         if affine:
             xs = [fused_step(xs[0], i, affine)]
         else:
-            out = model(pack(xs), i)
+            out = guide.output(model, sampler, xs[0], i, t) if in_step else model(pack(xs), i)
             outs = list(out) if multi else [out]
             xs = [sampler.step(c, o, t, t_next, s, noise=None if noise.steps is None else noise.steps[k][i])
                   for k, (c, o, s) in enumerate(zip(xs, outs, states))]
-        if guide is not None:
+        if guide is not None and not in_step:
             xs = [guide.apply(sampler, xs[0], noise.guide[i], t_next)]
         if project is not None:
             xs = list(project(pack(xs))) if multi else [project(xs[0])]

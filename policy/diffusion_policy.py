@@ -11,7 +11,7 @@ flow and a diffusion-trained one with DDPM, DDIM or DPM-Solver++ on its schedule
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
@@ -21,7 +21,9 @@ from torch import nn
 from dpctrl.policy import checkpoint
 from dpctrl.policy.accel.runners import make_runner
 from dpctrl.policy.accel.warmstart import WarmStart, WarmStartConfig
-from dpctrl.policy.denoise import InpaintGuide, StepPlan, denoise, draw_noise, draw_start
+from dpctrl.policy.chunking import GUIDED, Prefix
+from dpctrl.policy.denoise import InpaintGuide, RTCGuide, StepPlan, denoise, draw_noise, draw_start
+from dpctrl.policy.guidance import guide_for, inpaint_guide
 from dpctrl.policy.interface import ChunkShape, finite_actions, validate_obs
 from dpctrl.policy.nets.transformer import Transformer, TransformerConfig
 from dpctrl.policy.nets.vision import ImageEncoder
@@ -295,7 +297,7 @@ class DiffusionPolicy(ChunkShape, checkpoint.ConfigCheckpoint, nn.Module):
         if x is None:
             (x,) = draw_start(self.generator, [shape])
         plan = plan or self.cold_plan()
-        noise = draw_noise(self.generator, self.sampler, plan, [shape], guide and guide.shape).to(cond.device)
+        noise = draw_noise(self.generator, self.sampler, plan, [shape], guide and guide.noise_shape).to(cond.device)
         x = self.runner.run(x.to(cond.device), cond, plan, noise, guide)
         self.nfe_last = len(plan)
         return x
@@ -330,33 +332,33 @@ class DiffusionPolicy(ChunkShape, checkpoint.ConfigCheckpoint, nn.Module):
         return x, actions
 
     def guide_from_actions(self, actions: np.ndarray, decay: float = 2.0) -> InpaintGuide:
-        """Real-time-chunking-style guide from committed actions ``(d, A)`` in robot units,
-        placed at horizon indices To-1 .. To-1+d-1 (the new chunk's first executed steps):
-        weight 1 on the first half of them, then exp decay, 0 beyond."""
-        d = min(len(actions), self.cfg.horizon - self.cfg.n_obs_steps + 1)
-        target = torch.zeros(1, self.cfg.horizon, self.cfg.action_dim)
-        w = torch.zeros(self.cfg.horizon)
-        if d:
-            s = self.cfg.n_obs_steps - 1
-            target[0, s:s + d] = self.normalize_actions(torch.as_tensor(np.asarray(actions[:d]), dtype=torch.float32))
-            full = max(1, d // 2)
-            w[s:s + d] = torch.tensor([1.0 if i < full else float(np.exp(-(i - full + 1) / decay)) for i in range(d)])
-        return InpaintGuide(target, w)
+        """Inpainting guide from committed actions ``(d, A)`` or ``(B, d, A)`` (policy/guidance.py)."""
+        return inpaint_guide(self, actions, decay)
+
+    overlap_modes = GUIDED  # what predict_batch's ``committed`` can ask for
+
+    def guide_for(self, committed, batch: int) -> InpaintGuide | RTCGuide | None:
+        """The guide of ``committed`` (an array: inpainting; a ``Prefix``: its mode); see
+        policy/guidance.py. ``rtc`` differentiates the network: the eager path only."""
+        if isinstance(committed, Prefix) and committed.mode == "rtc" and self.deploy != "eager":
+            raise ValueError(f"rtc guidance differentiates through the network, which the {self.deploy!r} deploy path "
+                             "cannot; use the eager path (no --deploy)")
+        return guide_for(self, committed, batch)
 
     @torch.no_grad()
     def predict_batch(self, obs: Mapping[str, np.ndarray | torch.Tensor],
                       committed: np.ndarray | None = None, ids: list[int] | None = None) -> np.ndarray:
         """{key: (B, To, ...)} -> actions (B, T, A) in robot units. ``committed``: actions
-        ``(d, A)`` already scheduled from the previous chunk, to inpaint the new prefix.
-        ``ids``: which env each row is (for warm starts across a changing batch)."""
+        ``(d, A)`` or ``(B, d, A)`` already scheduled from the previous chunk, to inpaint the new
+        prefix, or a ``Prefix`` (``guide_for``). ``ids``: which env each row is (for warm starts
+        across a changing batch)."""
         self.validate_obs(obs, batched=True)
         tobs = self.runner.upload(obs)
         device = next(iter(tobs.values())).device
-        guide = None
-        if committed is not None and len(committed):
-            g = self.guide_from_actions(committed)
-            guide = InpaintGuide(g.target.to(device), g.weights.to(device))
         B = next(iter(tobs.values())).shape[0]
+        guide = self.guide_for(committed, B)
+        if guide is not None:
+            guide = replace(guide, target=guide.target.to(device), weights=guide.weights.to(device))
         shape = (B, self.cfg.horizon, self.cfg.action_dim)
         ids = list(range(B)) if ids is None else list(ids)
         guess = self.warm.guess(ids, self.cfg.n_action_steps) if self.warm is not None else None
@@ -364,7 +366,7 @@ class DiffusionPolicy(ChunkShape, checkpoint.ConfigCheckpoint, nn.Module):
             (x,), plan = draw_start(self.generator, [shape]), self.cold_plan()
         else:
             x, plan = guess, self.warm_plan()
-        noise = draw_noise(self.generator, self.sampler, plan, [shape], guide and guide.shape).to(device)
+        noise = draw_noise(self.generator, self.sampler, plan, [shape], guide and guide.noise_shape).to(device)
         x, actions = self.runner.chunk(tobs, x.to(device), plan, noise, guide)
         self.nfe_last = len(plan)
         if self.warm is not None:

@@ -100,6 +100,30 @@ class Sampler:
     def step(self, x, out, t, t_next, state: dict, noise: torch.Tensor | None = None) -> torch.Tensor:
         raise NotImplementedError
 
+    def signal_noise(self, t) -> tuple[float, float]:
+        """(signal, noise) coefficients of a sample at level ``t``: x_t = signal x0 + noise eps."""
+        sa, sb = self._coeffs(t)
+        return float(sa), float(sb)
+
+    def x0_unclipped(self, x: torch.Tensor, out: torch.Tensor, t) -> torch.Tensor:
+        """The clean sample the network output implies, without clipping (what guidance
+        differentiates: a clip has no gradient where it acts)."""
+        sa, sb = self._coeffs(t)
+        if self.prediction_type == "epsilon":
+            return (x - sb * out) / sa
+        if self.prediction_type == "sample":
+            return out
+        return sa * x - sb * out
+
+    def output_for_x0(self, x: torch.Tensor, x0: torch.Tensor, t) -> torch.Tensor:
+        """The network output that implies clean sample ``x0`` for sample ``x`` at level ``t``
+        (the inverse of ``x0_unclipped``), so a guided x0 steps through the unchanged sampler."""
+        sa, sb = self._coeffs(t)
+        if self.prediction_type == "sample":
+            return x0
+        eps = (x - sa * x0) / sb
+        return eps if self.prediction_type == "epsilon" else sa * eps - sb * x0
+
     def affine(self, t, t_next) -> dict | None:
         """The step as scalars a kernel can apply to (x, out) in its epilogue, or None where the
         step needs more (noise, multistep state): x0 = clip(p x + q out), eps = u x + v out,
@@ -262,6 +286,15 @@ class FlowEuler(Sampler):
     def x0_eps(self, x, out, t):
         x0 = x - float(t) * out
         return x0, x0 + out
+
+    def signal_noise(self, t) -> tuple[float, float]:
+        return 1.0 - float(t), float(t)
+
+    def x0_unclipped(self, x, out, t):
+        return x - float(t) * out
+
+    def output_for_x0(self, x, x0, t):
+        return (x - x0) / float(t)
 
 
 def _check_n(n_steps: int, max_steps: int | None) -> None:

@@ -1,7 +1,8 @@
-"""Every command the README lists, run as a user runs it: the installed ``dpctrl`` console script
-in a subprocess, from a temporary working directory, at tiny sizes. A traceback, or an exit
+"""Every command group the README and the docs show, run as a user runs it: the installed ``dpctrl``
+console script in a subprocess, from a temporary working directory, at tiny sizes
+(tests/test_docs.py checks that every documented command line parses). A traceback, or an exit
 code other than the one expected, fails the test. Training runs are a few steps: the pipeline
-is under test here, not success (the shipped checkpoints' numbers are in the README).
+is under test here, not success (the shipped checkpoints' numbers are on the results pages, docs/results/).
 
 The tests of one module share a working directory (``work``) and run in file order: later
 commands use what earlier ones wrote, as a user's session would.
@@ -85,8 +86,16 @@ def test_eval_and_results(work):
     dpctrl(work, "eval", "--checkpoint", "lift", "--env", "lift", "--episodes", "1", "--max-steps", "16",
            "--warm-start", "rti", "--json", "evals/lift_rti.json", "--no-progress")
     assert json.loads((work / "evals" / "lift_rti.json").read_text())["command"].startswith("dpctrl eval")
-    res = dpctrl(work, "results", "evals", "evals/tiny.json", "evals/lift_rti.json")
-    assert "| lift | ddim-10 |" in res.stdout and "RTI K'=" in res.stdout
+    res = dpctrl(work, "eval", "--checkpoint", "lift", "--env", "lift", "--episodes", "1", "--max-steps", "24",
+                 "--delay", "2", "--execute", "8", "--overlap", "blend", "--json", "evals/lift_delay.json", "--no-progress")
+    rep = json.loads((work / "evals" / "lift_delay.json").read_text())
+    assert (rep["delay"], rep["action_steps"], rep["overlap"]) == (2, 8, "blend") and "boundary jump" in res.stdout
+    assert rep["boundary_jump"]["switches"] == 2 and set(rep["per_episode"][0]) >= {"seed", "success", "length",
+                                                                                      "boundary_jump"}
+    res = dpctrl(work, "eval", "--checkpoint", "lift", "--env", "lift", "--delay", "9", expect=2)
+    assert "--delay must be in 0..--execute" in res.stderr
+    res = dpctrl(work, "results", "evals", "evals/tiny.json", "evals/lift_rti.json", "evals/lift_delay.json")
+    assert "| lift | ddim-10 |" in res.stdout and "RTI K'=" in res.stdout and "delay 2, execute 8, blend" in res.stdout
     res = dpctrl(work, "eval", "--checkpoint", "no-such", "--env", "lift", expect=2)
     assert "no checkpoint 'no-such'" in res.stderr and "'lift'" in res.stderr and "user ones" in res.stderr
 
@@ -97,6 +106,7 @@ def test_run(work, mode):
                  *(["--async"] if mode == "async" else []), "--json", f"run_{mode}.json", "--no-progress")
     rep = json.loads((work / f"run_{mode}.json").read_text())
     assert rep["episodes"] == 1 and rep["async"] == (mode == "async") and rep["cycles"] > 0
+    assert "boundary_jump" in rep and "jerk" in rep and "delay_cycles" in rep and "length" in rep["per_episode"][0]
     assert f"({mode})" in res.stdout
 
 
@@ -153,9 +163,16 @@ def _cuda() -> bool:
 
 
 def test_demo(work):
-    res = dpctrl(work, "demo", "--episodes", "1", "--max-steps", "24", "--out", "demo", "--no-progress")
+    docs = work / "docs"  # a copy of the results page the demo writes, as `--update-docs` in a checkout
+    (docs / "results").mkdir(parents=True)
+    shutil.copy(Path(__file__).resolve().parents[1] / "docs" / "results" / "evals.md", docs / "results")
+    res = dpctrl(work, "demo", "--episodes", "1", "--max-steps", "24", "--out", "demo", "--no-progress",
+                 "--update-docs", "docs")
     assert "| DDPM-100 |" in res.stdout and "| DDIM-10 |" in res.stdout
     assert (work / "demo" / "latency.png").read_bytes()[:4] == b"\x89PNG"
+    assert (docs / "assets" / "latency.png").read_bytes() == (work / "demo" / "latency.png").read_bytes()
+    page = (docs / "results" / "evals.md").read_text()
+    assert "Command: `dpctrl demo --episodes 1 --max-steps 24`" in page and "<!-- results:evals:begin -->" in page
 
 
 # -- the robot side: policy server and robot clients over loopback -----------------------------

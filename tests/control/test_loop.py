@@ -93,6 +93,18 @@ def test_loop_reports_the_shift_since_the_last_chunk():
     assert shifts == [8, 8]  # each new chunk comes 8 executed actions after the previous one
 
 
+def test_loop_measures_chunk_switches_and_counts_each_chunks_delay():
+    clock, calls = FakeClock(), []
+    loop = ControlLoop(FakeRobot(episode_len=40), chunk_policy(calls, 0.002, clock), 2, 1, 8,
+                       LoopConfig(rate_hz=50.0, async_inference=False, spin_s=0.0), safety=safety(),
+                       clock=clock, sleep=clock.sleep, discrete_dims=(1,))
+    rep = loop.run_episode()
+    # the ramp continues across each switch: (8 + 1) / 100 follows 8 / 100
+    assert rep.boundary_jumps == pytest.approx([0.01] * 4, abs=1e-6)  # float32 actions
+    assert rep.jerk == pytest.approx(0.0, abs=1e-10)
+    assert rep.delays == [0, 0, 0, 0]  # synchronous: each chunk arrives before an action is sent
+
+
 def test_sync_slow_policy_misses_deadlines():
     clock, calls = FakeClock(), []
     robot = FakeRobot(episode_len=40)
@@ -186,18 +198,23 @@ def test_async_hung_policy_trips_the_watchdog():
     assert loop.close(timeout=5)
 
 
-def test_inpaint_mode_hands_the_queued_actions_to_the_policy():
+@pytest.mark.parametrize("mode", ["inpaint", "rtc"])
+def test_guided_modes_hand_the_queued_actions_to_the_policy(mode):
     seen, calls = [], []
     base = chunk_policy(calls)
 
     def predict(window, committed=None):
-        seen.append(None if committed is None else committed.copy())
+        seen.append(committed)
         return base(window)
     loop = ControlLoop(FakeRobot(episode_len=10_000), predict, 2, 1, 8,
-                       LoopConfig(rate_hz=500.0, async_inference=True, replan_at=3, overlap="inpaint"),
+                       LoopConfig(rate_hz=500.0, async_inference=True, replan_at=3, overlap=mode),
                        safety=safety(max_hold=1000))
-    loop.run_episode(max_cycles=40)
+    rep = loop.run_episode(max_cycles=40)
     assert loop.close()
     assert seen[0] is None  # the first chunk has nothing to follow
     later = [c for c in seen[1:] if c is not None]
-    assert later and all(1 <= len(c) <= 3 and c.shape[1] == 2 for c in later)
+    assert later and all(1 <= len(c.actions) <= 3 and c.actions.shape[1] == 2 for c in later)
+    assert {c.mode for c in later} == {mode} and all(c.execute is None for c in later)
+    # the frozen part: the last chunk's counted delay (1 before any was counted), at most the queue
+    assert later[0].delay == min(1, len(later[0].actions))
+    assert all(0 <= c.delay <= len(c.actions) for c in later) and rep.delays

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from dpctrl.control.chunking import ActionQueue
+from dpctrl.policy.chunking import ActionQueue
 from dpctrl.control.safety import SafetyFilter, WatchdogTimeout
 
 

@@ -11,7 +11,7 @@ from dpctrl.launch.results import replace_block
 @pytest.fixture(scope="module")
 def tiny_lift_run(tmp_path_factory):
     """`dpctrl train` end to end on 3 demos for 30 steps (an untrained policy: the pipeline
-    is under test here, not success; the shipped checkpoint's numbers are in the README)."""
+    is under test here, not success; the shipped checkpoint's numbers are in docs/results/)."""
     root = tmp_path_factory.mktemp("train")
     from dpctrl.launch.train import train_task
     rec = train_task("lift", steps=30, out=root / "run", demos=3, eval_episodes=2, data_dir=root / "data",
@@ -45,7 +45,7 @@ def test_eval_cli_json_and_video(tiny_lift_run, tmp_path, capsys):
     assert "network calls/chunk" in capsys.readouterr().out
     assert main(["eval", "--checkpoint", "no-such", "--env", "lift"]) == 2
     assert "no checkpoint 'no-such'" in capsys.readouterr().err
-    # the README table of eval reports: one row per report; anything else is refused
+    # the table of eval reports: one row per report; anything else is refused
     assert main(["results", "evals", str(js)]) == 0
     assert "| lift | dpmpp-4 | " in capsys.readouterr().out
     other = tmp_path / "bench.json"
@@ -249,3 +249,9 @@ def test_run_refuses_gpu_options_it_cannot_honour_before_starting(flags, message
     from dpctrl.launch.cli import main
     rc = main(["run", "--checkpoint", "does-not-exist", "--robot", "sim:lift", "--episodes", "1", *flags])
     assert rc == 2 and message in capsys.readouterr().err
+
+
+def test_eval_overlap_choices_are_the_evaluators():
+    from dpctrl.policy.chunking import OVERLAPS
+    from dpctrl.launch import eval as evaluation
+    assert evaluation.OVERLAPS == OVERLAPS
