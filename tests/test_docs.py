@@ -63,6 +63,7 @@ PROMISES = {
     "extending/task.md": ["True\n", "40 episodes", "success"],
     "extending/robot.md": ["True\n", "commands sent"],
     "extending/policy.md": ["True\n", "eval:", "loop:"],
+    "guides/simulation.md": ["1 ['action', 'obs'] (50, 7)"],
 }
 
 
