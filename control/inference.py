@@ -23,19 +23,20 @@ class ChunkResult:
     error: BaseException | None = None
 
 
-def run_policy(predict: Callable[..., np.ndarray], window: dict, t_obs: float, first: int, n: int,
+def run_policy(predict: Callable[..., np.ndarray], window: dict, t_obs: float, first: int, n: int | None,
                clock: Callable[[], float] = time.perf_counter, **kw) -> ChunkResult:
-    """One chunk: ``predict(window, **kw)[first:first+n]``, timed, with failures captured."""
+    """One chunk: ``predict(window, **kw)[first:first+n]`` (``n`` None: every action from
+    ``first`` on), timed, with failures captured."""
     t0 = clock()
     try:
-        actions = np.asarray(predict(window, **kw), dtype=np.float32)[first: first + n]
+        actions = np.asarray(predict(window, **kw), dtype=np.float32)[first: None if n is None else first + n]
         return ChunkResult(actions, t_obs, clock() - t0)
     except Exception as e:  # the loop decides what a failure means; the worker survives it
         return ChunkResult(None, t_obs, clock() - t0, error=e)
 
 
 class InferenceWorker:
-    def __init__(self, predict: Callable[[dict], np.ndarray], first: int, n: int):
+    def __init__(self, predict: Callable[[dict], np.ndarray], first: int, n: int | None):
         self.predict, self.first, self.n = predict, first, n
         self._lock = threading.Lock()
         self._request = threading.Event()

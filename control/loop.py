@@ -5,9 +5,15 @@ finished chunk from the inference worker into the action queue (or, synchronous,
 one in this thread when the queue is short), pop the action due now, pass it through the
 safety filter, send it, wait for the next absolute deadline.
 
-Asynchronous mode requests the next chunk when at most ``replan_at`` actions remain, so
-with ``replan_at * period`` above the inference latency the queue never runs dry. The
-first chunk of an episode is computed before the clock starts. Failures:
+Asynchronous mode requests a new chunk every ``n_action_steps`` cycles (the execution
+horizon S, counted from the last request's observation) and queues every executable action of
+each chunk, so a chunk that arrives D cycles late replaces the queue from its action D on and
+each chunk runs S actions: the delay-injected evaluation's protocol (envs/evaluate.py) in
+wall-clock time. (Requesting when a fixed ``replan_at`` actions remain instead, as before,
+made each chunk run only its first ~4-5 actions: the shipped Lift policy executing 4 actions
+per chunk from offset 0 or 1 stalls, 0.00 / 0.10 success in the evaluator.) ``replan_at``
+keeps the old rule for those who set it. The first chunk of an episode is computed before the
+clock starts. Failures:
 - the policy raises or returns NaN/Inf: the chunk is dropped and counted, the queue and
   the safety filter's hold carry the robot, the next request is made at once;
 - no action by the deadline (slow or hung policy): the safety filter holds and counts;
@@ -38,7 +44,7 @@ log = logging.getLogger(__name__)
 class LoopConfig:
     rate_hz: float = 20.0
     async_inference: bool = True
-    replan_at: int | None = None  # None: when half of a chunk is left
+    replan_at: int | None = None  # async: request when this many actions are left (None: every S cycles)
     overlap: str = "replace"  # replace | blend | inpaint | rtc (async: guide the new prefix to the queue)
     max_hold_cycles: int = 50
     max_delta: float | None = None
@@ -78,8 +84,10 @@ class ControlLoop:
         self.note_executed = note_executed  # tells a warm-starting policy the shift since its last chunk
         self.discrete_dims = tuple(discrete_dims)  # action dims the smoothness measures leave out (a gripper)
         self._request_cycle = 0
-        self.replan_at = cfg.replan_at if cfg.replan_at is not None else max(1, n_action_steps // 2)
-        self.worker = InferenceWorker(predict, first_action, n_action_steps) if cfg.async_inference else None
+        self.replan_at = cfg.replan_at
+        # async without replan_at: each chunk queues all its executable actions, one request every S cycles
+        self.n_queued = None if cfg.async_inference and cfg.replan_at is None else n_action_steps
+        self.worker = InferenceWorker(predict, first_action, self.n_queued) if cfg.async_inference else None
 
     def close(self, timeout: float = 5.0) -> bool:
         """Stop the worker; False if a hung policy call is still running after ``timeout``."""
@@ -121,7 +129,7 @@ class ControlLoop:
         switches: list[int] = []
         self._request_cycle = 0
         # the first chunk before the clock starts (start-up latency is not a deadline miss)
-        first = run_policy(self.predict, self._window(hist), t_start, self.first, self.n, self.clock)
+        first = run_policy(self.predict, self._window(hist), t_start, self.first, self.n_queued, self.clock)
         rk.start()
         first.t_obs = last_request = rk.t0
         self._accept(first, queue, rep, rk.t0)
@@ -135,9 +143,12 @@ class ControlLoop:
                     res = self.worker.poll()
                     if res is not None:
                         self._accept(res, queue, rep, now, switches)
-                    if len(queue) <= self.replan_at and not self.worker.busy:
-                        kw = {"committed": self._prefix(queue.remaining(t_obs), rep)} \
-                            if cfg.overlap in GUIDED and len(queue) else {}
+                    due = (len(queue) <= self.replan_at if self.replan_at is not None
+                           else rep.cycles - self._request_cycle >= self.n)
+                    if due and not self.worker.busy:
+                        queued = queue.remaining(t_obs) if cfg.overlap in GUIDED else ()
+                        # nothing to agree with when every queued action is already past due (a slow cycle)
+                        kw = {"committed": self._prefix(queued, rep)} if len(queued) else {}
                         self._note_shift(t_obs, last_request, rk.period_s)
                         last_request, self._request_cycle = t_obs, rep.cycles
                         self.worker.submit(self._window(hist), t_obs, **kw)

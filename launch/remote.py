@@ -88,7 +88,7 @@ def add_parser(sub) -> None:
     r.add_argument("--timeout", type=float, default=1.0, help="seconds to wait for a reply before backing off")
     r.add_argument("--max-hold-s", type=float, default=10.0, help="seconds of holding before the episode stops")
     r.add_argument("--sync", action="store_true", help="block the loop on each request (default: async worker)")
-    r.add_argument("--replan-at", type=int, help="request the next chunk when this many actions are left")
+    r.add_argument("--replan-at", type=int, help="request the next chunk when this many actions are left (default: one request every Ta cycles)")
     r.add_argument("--compare-eval", metavar="JSON", help="a `dpctrl eval` report on the same seeds")
     r.add_argument("--json", help="write stats here")
     r.add_argument("--no-progress", action="store_true")

@@ -87,7 +87,8 @@ def add_parser(sub) -> None:
     r.add_argument("--fused", action="store_true",
                    help="cuda_graph: the decoder as fused Triton kernels (fp32 or tf32; not with a block cache)")
     r.add_argument("--replan-at", type=int,
-                   help="async: request the next chunk when this many actions are left (default: half the chunk)")
+                   help="async: request the next chunk when this many actions are left (default: one request "
+                        "every --action-steps cycles, each chunk queuing all its actions)")
     add_warm_start_args(r)
     r.add_argument("--threads", type=int, default=2)
     r.add_argument("--json", help="write stats here")

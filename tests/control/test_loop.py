@@ -181,6 +181,35 @@ def test_async_loop_keeps_cycling_while_the_policy_computes():
     assert rep.safety["holds"] >= 20 and rep.chunks >= 3 and rep.stopped == "max_cycles"
 
 
+def test_async_requests_every_s_cycles_and_queues_whole_chunks():
+    """Default async rule: a request every n_action_steps (S = 8) cycles from the last one's
+    observation, each chunk queuing all 15 executable actions; a chunk 3 cycles late replaces
+    the queue from its action 3 on, so every chunk runs 8 actions and the queue never runs dry."""
+    calls, delayed = [], threading.Event()
+    base = chunk_policy(calls)
+    robot = FakeRobot(episode_len=40)
+
+    def predict(window):
+        if len(calls) == 1:  # the second chunk is slow: it lands while the first one still runs
+            start = len(robot.sent)
+            while len(robot.sent) < start + 3 and delayed.wait(0.001) is False:
+                pass
+        return base(window)
+    loop = ControlLoop(robot, predict, 2, 1, 8, LoopConfig(rate_hz=200.0, async_inference=True, spin_s=0.0),
+                       safety=safety(max_hold=1000))
+    rep = loop.run_episode()
+    assert loop.close()
+    assert calls[:4] == [0, 8, 16, 24]  # the observation each chunk came from: every 8 cycles
+    assert rep.safety.get("holds", 0) == 0 and rep.deadline_misses == 0
+    sent = np.array([a[0] for a in robot.sent]) * 100
+    # action i of a chunk from observation x is (x + i) / 100: aligned by time, the late second chunk
+    # (from x = 8, arriving >= 3 cycles later) continues the first one's ramp without a gap or a skip
+    # (wall-clock stamps may put a chunk one slot off: the ramp may repeat or skip one value, never more)
+    steps = np.round(np.diff(sent[:24]))
+    assert np.all((steps >= 0) & (steps <= 2)) and abs(sent[23] - 24) <= 1, sent[:24]
+    assert rep.delays[0] >= 3
+
+
 def test_async_hung_policy_trips_the_watchdog():
     hang, calls = threading.Event(), []
     base = chunk_policy(calls)
