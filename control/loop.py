@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from dpctrl.policy.chunking import GUIDED, ActionQueue, Prefix, boundary_jumps, mean_squared_jerk
+from dpctrl.policy.chunking import COMMITTED, ActionQueue, Prefix, boundary_jumps, mean_squared_jerk
 from dpctrl.control.clock import RateKeeper
 from dpctrl.control.inference import ChunkResult, InferenceWorker, run_policy
 from dpctrl.control.safety import SafetyFilter, WatchdogTimeout
@@ -45,7 +45,7 @@ class LoopConfig:
     rate_hz: float = 20.0
     async_inference: bool = True
     replan_at: int | None = None  # async: request when this many actions are left (None: every S cycles)
-    overlap: str = "replace"  # replace | blend | inpaint | rtc (async: guide the new prefix to the queue)
+    overlap: str = "replace"  # replace | blend | inpaint | rtc | bid (async: guide the new prefix to the queue)
     max_hold_cycles: int = 50
     max_delta: float | None = None
     spin_s: float = 0.001
@@ -119,7 +119,7 @@ class ControlLoop:
                     on_episode_end: Callable[[dict, EpisodeReport], None] | None = None) -> EpisodeReport:
         cfg, robot = self.cfg, self.robot
         rk = RateKeeper(cfg.rate_hz, spin_s=cfg.spin_s, clock=self.clock, sleep=self.sleep)
-        queue = ActionQueue(rk.period_s, mode="replace" if cfg.overlap in GUIDED else cfg.overlap)
+        queue = ActionQueue(rk.period_s, mode="replace" if cfg.overlap in COMMITTED else cfg.overlap)
         self.safety.reset()
         rep = EpisodeReport(seed=seed)
         record: dict[str, list] = {"action": [], "t": [], "held": []}
@@ -146,7 +146,7 @@ class ControlLoop:
                     due = (len(queue) <= self.replan_at if self.replan_at is not None
                            else rep.cycles - self._request_cycle >= self.n)
                     if due and not self.worker.busy:
-                        queued = queue.remaining(t_obs) if cfg.overlap in GUIDED else ()
+                        queued = queue.remaining(t_obs) if cfg.overlap in COMMITTED else ()
                         # nothing to agree with when every queued action is already past due (a slow cycle)
                         kw = {"committed": self._prefix(queued, rep)} if len(queued) else {}
                         self._note_shift(t_obs, last_request, rk.period_s)

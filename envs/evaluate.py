@@ -16,7 +16,7 @@ import numpy as np
 from tqdm import tqdm
 
 from dpctrl import envs
-from dpctrl.policy.chunking import (GUIDED, OVERLAPS, ActionQueue, Prefix, boundary_jumps, check_delay,
+from dpctrl.policy.chunking import (COMMITTED, OVERLAPS, ActionQueue, Prefix, boundary_jumps, check_delay,
                                     mean_squared_jerk, smoothness)
 from dpctrl.policy.interface import ChunkPolicy
 
@@ -40,7 +40,8 @@ def rollout_group(policy: ChunkPolicy, env_list: list, seeds: list[int], record:
     old chunk: ``replace`` (it wins), ``blend`` (exponentially weighted over the overlap),
     ``inpaint`` (the old chunk's remaining actions replace the new chunk's prefix while it is
     sampled, with decaying weights), ``rtc`` (real-time chunking: they guide the sampling under
-    a soft mask, 1 on the D steps that run before the chunk arrives).
+    a soft mask, 1 on the D steps that run before the chunk arrives), ``bid`` (bidirectional
+    decoding: several candidates sampled, the one closest to them under that mask kept).
     ``continuous``: the action dims the smoothness measures read (default all)."""
     To = policy.n_obs_steps
     S = action_steps or policy.n_action_steps
@@ -82,7 +83,7 @@ def rollout_group(policy: ChunkPolicy, env_list: list, seeds: list[int], record:
             if record is not None and len(record) < 64:
                 record.append({k: v[0] for k, v in batch.items()})
             kw = {}
-            if overlap in GUIDED and step:
+            if overlap in COMMITTED and step:
                 kw["committed"] = Prefix(np.stack([queues[i].remaining(step) for i in active]), delay, S, overlap)
             chunks = policy.predict_batch(batch, ids=active, **kw)[:, To - 1:]
             if nfe is not None:
@@ -117,7 +118,7 @@ def check_overlap(policy: ChunkPolicy, overlap: str) -> None:
     """Refuse an unknown mode, or a guided one the policy cannot do, before anything runs."""
     if overlap not in OVERLAPS:
         raise ValueError(f"unknown overlap mode {overlap!r}; known: {OVERLAPS}")
-    if overlap in GUIDED and overlap not in getattr(policy, "overlap_modes", ()):
+    if overlap in COMMITTED and overlap not in getattr(policy, "overlap_modes", ()):
         raise ValueError(f"--overlap {overlap} shapes the chunk while it is sampled; {type(policy).__name__} "
                          f"offers {list(getattr(policy, 'overlap_modes', ())) or 'no such mode'}")
     if overlap == "rtc" and getattr(policy, "deploy", "eager") != "eager":

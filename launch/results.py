@@ -39,7 +39,8 @@ RESULT_PAGES = {"evals": "evals.md", "policy": "evals.md", "bench": "inference.m
                 "cache": "caching.md", "deploy": "deploy.md", "gpu": "gpu.md", "gpu-compile": "gpu.md",
                 "gpu-quick": "gpu.md", "loop": "loop.md", "serve": "server.md", "drive": "driving.md",
                 "pad": "pad.md", "pad-hidden": "pad.md", "plan": "planning.md", "lerobot": "lerobot.md",
-                "experts": "experts.md", "delay": "delay.md"}
+                "experts": "experts.md", "delay": "delay.md",
+                "delay-lift": "delay.md", "delay-stack": "delay.md"}
 
 
 def add_update_docs(parser, what: str = "results") -> None:

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import argparse
+from functools import partial
 
+from dpctrl.launch.eval import OVERLAPS
 from dpctrl.launch.options import add_warm_start_args, apply_warm_start, compare_and_write
 
 
@@ -30,33 +32,49 @@ def check_device(args: argparse.Namespace) -> None:
         raise ValueError("--deploy torchscript is the CPU deploy path; on a GPU use --deploy cuda_graph")
 
 
+def load_configured(args: argparse.Namespace):
+    """The checkpoint as the command line configures it (module-level: a policy process's factory)."""
+    from dpctrl.policy.diffusion_policy import DiffusionPolicy
+    policy = DiffusionPolicy.load(args.checkpoint, seed=args.seed_start)
+    configure(policy, args)
+    return policy
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     import torch
 
+    from dpctrl.control.policy_process import PolicyProcess
     from dpctrl.control.session import run_loop, sim_task
     from dpctrl.data.replay_buffer import loop_recorder
-    from dpctrl.envs.evaluate import check_overlap
-    from dpctrl.policy.diffusion_policy import DiffusionPolicy
-    torch.set_num_threads(args.threads)
+    from dpctrl.envs.evaluate import check_overlap, image_keys
     check_device(args)
     sim_task(args.robot)  # validate before loading anything
-    policy = DiffusionPolicy.load(args.checkpoint, seed=args.seed_start)
-    configure(policy, args)
-    check_overlap(policy, args.overlap)
-    if args.overlap in ("inpaint", "rtc") and not args.async_inference:
+    if args.overlap in OVERLAPS[2:] and not args.async_inference:
         raise ValueError(f"--overlap {args.overlap} shapes a chunk computed while the last one runs: add --async")
-    res = run_loop(policy, args.robot, args.rate, args.async_inference, args.episodes, args.seed_start,
-                   on_episode_end=loop_recorder(args.record) if args.record else None, overlap=args.overlap,
-                   status=not args.no_progress, action_steps=args.action_steps, replan_at=args.replan_at,
-                   images=bool(policy.cfg.image_keys), image_keys=policy.cfg.image_keys)
-    info = policy.describe()
+    process = args.async_inference and args.inference == "process"
+    threads = args.threads or (1 if process else 2)
+    torch.set_num_threads(threads)
+    policy = PolicyProcess(partial(load_configured, args), threads=threads) if process else load_configured(args)
+    try:
+        check_overlap(policy, args.overlap)
+        keys = image_keys(policy)
+        res = run_loop(policy, args.robot, args.rate, args.async_inference, args.episodes, args.seed_start,
+                       on_episode_end=loop_recorder(args.record) if args.record else None, overlap=args.overlap,
+                       status=not args.no_progress, action_steps=args.action_steps, replan_at=args.replan_at,
+                       images=bool(keys), image_keys=keys)
+        info = policy.describe()
+    finally:
+        if process:
+            policy.close()
     res = {"checkpoint": str(args.checkpoint), **{k: info[k] for k in ("sampler", "num_inference_steps",
-                                                                         "warm_start", "cache", "deploy")}, **res}
+                                                                         "warm_start", "cache", "deploy")},
+           "inference": "process" if process else "thread" if args.async_inference else "loop thread",
+           "inference_threads": threads, **res}
     j = res["period_jitter_ms"]
     print(f"{args.robot}: success {res['success_rate']:.3f} over {res['episodes']} episodes at {res['rate_hz']:g} Hz "
-          f"({'async' if args.async_inference else 'sync'}); {res['deadline_misses']} deadline misses in "
-          f"{res['cycles']} cycles; jitter p99 {j['p99']:.2f} ms; chunk latency p50 "
-          f"{res['chunk_latency_ms']['p50']:.0f} ms")
+          f"({'async, inference in a ' + ('process' if process else 'thread') if args.async_inference else 'sync'}); "
+          f"{res['deadline_misses']} deadline misses in {res['cycles']} cycles; jitter p99 {j['p99']:.2f} ms; "
+          f"chunk latency p50 {res['chunk_latency_ms']['p50']:.0f} ms")
     print(f"chunk delay p50 {res['delay_cycles']['p50']:g} cycles (max {res['delay_cycles']['max']:g}); boundary jump "
           f"mean {res['boundary_jump']['mean']:.4f} p95 {res['boundary_jump']['p95']:.4f}; jerk {res['jerk']:.5f}")
     compare_and_write(res, args)
@@ -68,10 +86,14 @@ def add_parser(sub) -> None:
     r.add_argument("--checkpoint", required=True, help="checkpoint directory or shipped name")
     r.add_argument("--robot", default="sim:lift", help="sim:<env>")
     r.add_argument("--rate", type=float, help="loop rate in Hz (default: the robot's control rate)")
-    r.add_argument("--async", dest="async_inference", action="store_true", help="compute chunks in a worker thread")
-    r.add_argument("--overlap", choices=["replace", "blend", "inpaint", "rtc"], default="replace",
+    r.add_argument("--async", dest="async_inference", action="store_true",
+                   help="compute the next chunk while the current one runs (see --inference)")
+    r.add_argument("--inference", choices=["process", "thread"], default="process",
+                   help="--async: the policy in a child process (own interpreter and core; the default) or in a "
+                        "thread of the loop's process (shares the GIL with the simulator)")
+    r.add_argument("--overlap", choices=OVERLAPS, default="replace",
                    help="new chunk vs queued actions: replace, blend (exp weights), inpaint (replace the prefix), "
-                        "rtc (real-time chunking guidance; eager path only)")
+                        "rtc (real-time chunking guidance; eager path only), bid (the most coherent of 8 candidates)")
     r.add_argument("--episodes", type=int, default=10)
     r.add_argument("--seed-start", type=int, default=100_000)
     r.add_argument("--record", help="zarr store for what was observed and sent")
@@ -90,7 +112,7 @@ def add_parser(sub) -> None:
                    help="async: request the next chunk when this many actions are left (default: one request "
                         "every --action-steps cycles, each chunk queuing all its actions)")
     add_warm_start_args(r)
-    r.add_argument("--threads", type=int, default=2)
+    r.add_argument("--threads", type=int, help="torch threads of the policy (default: 1 in a policy process, else 2)")
     r.add_argument("--json", help="write stats here")
     r.add_argument("--no-progress", action="store_true")
     r.set_defaults(func=cmd_run)

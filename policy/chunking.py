@@ -22,10 +22,12 @@ from dataclasses import dataclass
 import numpy as np
 
 MODES = ("replace", "blend")
-# how a new chunk meets the running one: the queue's two, plus two that shape the new chunk while
-# it is sampled (the policy's ``overlap_modes``)
-OVERLAPS = ("replace", "blend", "inpaint", "rtc")
+# how a new chunk meets the running one: the queue's two, plus three that take the running chunk's
+# remaining actions (a ``Prefix``) while the new one is sampled (the policy's ``overlap_modes``):
+# two guide the denoising, one samples candidates and keeps the most coherent
+OVERLAPS = ("replace", "blend", "inpaint", "rtc", "bid")
 GUIDED = ("inpaint", "rtc")
+COMMITTED = GUIDED + ("bid",)
 
 
 @dataclass
@@ -35,17 +37,22 @@ class Prefix:
     ``(r, A)`` in robot units, aligned with the new chunk's first executable step; ``delay`` of
     them will run before the new chunk arrives (frozen), ``execute`` is the execution horizon
     (None: the guidance mask decays to 0 at the end of ``actions``);
-    ``mode`` "inpaint" (hard prefix replacement with decaying weights) or "rtc" (soft-masked
-    guidance, weight clipped at ``beta``)."""
+    ``mode`` "inpaint" (hard prefix replacement with decaying weights), "rtc" (soft-masked
+    guidance, weight clipped at ``beta``) or "bid" (bidirectional decoding's backward half:
+    ``samples`` candidate chunks in one batched pass, the one closest to ``actions`` under the
+    rtc mask kept)."""
     actions: np.ndarray
     delay: int
     execute: int | None
     mode: str = "rtc"
     beta: float = 5.0
+    samples: int = 8
 
     def __post_init__(self):
-        if self.mode not in GUIDED:
-            raise ValueError(f"a prefix guides with one of {GUIDED}, not {self.mode!r}")
+        if self.mode not in COMMITTED:
+            raise ValueError(f"a prefix is taken by one of {COMMITTED}, not {self.mode!r}")
+        if self.samples < 1:
+            raise ValueError(f"bid needs at least 1 candidate, got {self.samples}")
 
 
 def rtc_weights(usable: int, delay: int, execute: int | None, available: int) -> np.ndarray:
@@ -59,6 +66,18 @@ def rtc_weights(usable: int, delay: int, execute: int | None, available: int) ->
     w = np.where(j < delay, 1.0, c * np.expm1(c) / np.expm1(1.0))
     w[j >= min(available, max(end, delay))] = 0.0
     return w.astype(np.float32)
+
+
+def most_coherent(candidates: np.ndarray, committed: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Bidirectional decoding's backward criterion: of ``candidates`` (B, N, r', A) executable
+    actions per row, the index (B,) of the one with the least ``weights``-weighted squared
+    distance to the ``committed`` actions (B or 1, r, A) over the first r steps."""
+    c = np.asarray(candidates, dtype=np.float64)
+    prev = np.asarray(committed, dtype=np.float64)
+    r = min(prev.shape[1], c.shape[2], len(weights))
+    w = np.asarray(weights[:r], dtype=np.float64)
+    cost = (((c[:, :, :r] - prev[:, None, :r]) ** 2).sum(-1) * w).sum(-1)  # (B, N)
+    return cost.argmin(axis=1)
 
 
 @dataclass

@@ -21,9 +21,9 @@ from torch import nn
 from dpctrl.policy import checkpoint
 from dpctrl.policy.accel.runners import make_runner
 from dpctrl.policy.accel.warmstart import WarmStart, WarmStartConfig
-from dpctrl.policy.chunking import GUIDED, Prefix
+from dpctrl.policy.chunking import COMMITTED, Prefix
 from dpctrl.policy.denoise import InpaintGuide, RTCGuide, StepPlan, denoise, draw_noise, draw_start
-from dpctrl.policy.guidance import guide_for, inpaint_guide
+from dpctrl.policy.guidance import guide_for, inpaint_guide, most_coherent
 from dpctrl.policy.interface import ChunkShape, finite_actions, validate_obs
 from dpctrl.policy.nets.transformer import Transformer, TransformerConfig
 from dpctrl.policy.nets.vision import ImageEncoder
@@ -335,7 +335,7 @@ class DiffusionPolicy(ChunkShape, checkpoint.ConfigCheckpoint, nn.Module):
         """Inpainting guide from committed actions ``(d, A)`` or ``(B, d, A)`` (policy/guidance.py)."""
         return inpaint_guide(self, actions, decay)
 
-    overlap_modes = GUIDED  # what predict_batch's ``committed`` can ask for
+    overlap_modes = COMMITTED  # what predict_batch's ``committed`` can ask for
 
     def guide_for(self, committed, batch: int) -> InpaintGuide | RTCGuide | None:
         """The guide of ``committed`` (an array: inpainting; a ``Prefix``: its mode); see
@@ -350,28 +350,49 @@ class DiffusionPolicy(ChunkShape, checkpoint.ConfigCheckpoint, nn.Module):
                       committed: np.ndarray | None = None, ids: list[int] | None = None) -> np.ndarray:
         """{key: (B, To, ...)} -> actions (B, T, A) in robot units. ``committed``: actions
         ``(d, A)`` or ``(B, d, A)`` already scheduled from the previous chunk, to inpaint the new
-        prefix, or a ``Prefix`` (``guide_for``). ``ids``: which env each row is (for warm starts
+        prefix, or a ``Prefix`` (``guide_for``; mode ``bid``: ``samples`` candidates per row, the
+        most coherent with the prefix kept). ``ids``: which env each row is (for warm starts
         across a changing batch)."""
         self.validate_obs(obs, batched=True)
         tobs = self.runner.upload(obs)
-        device = next(iter(tobs.values())).device
         B = next(iter(tobs.values())).shape[0]
-        guide = self.guide_for(committed, B)
+        ids = list(range(B)) if ids is None else list(ids)
+        bid = committed if isinstance(committed, Prefix) and committed.mode == "bid" else None
+        if bid is not None and np.asarray(bid.actions).size:
+            return self._predict_bid(tobs, bid, ids)
+        x, actions = self._run(tobs, B, ids, None if bid is not None else self.guide_for(committed, B))
+        if self.warm is not None:
+            self.warm.store(ids, x)
+        return finite_actions(self.runner.download(actions))  # never hand a NaN to a robot
+
+    def _run(self, tobs: dict, B: int, ids: list[int], guide, copies: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        """``B`` rows (each ``copies`` times in a row), cold or warm: (normalized sample, actions)."""
+        device = next(iter(tobs.values())).device
         if guide is not None:
             guide = replace(guide, target=guide.target.to(device), weights=guide.weights.to(device))
-        shape = (B, self.cfg.horizon, self.cfg.action_dim)
-        ids = list(range(B)) if ids is None else list(ids)
+        shape = (B * copies, self.cfg.horizon, self.cfg.action_dim)
         guess = self.warm.guess(ids, self.cfg.n_action_steps) if self.warm is not None else None
         if guess is None:
             (x,), plan = draw_start(self.generator, [shape]), self.cold_plan()
         else:
-            x, plan = guess, self.warm_plan()
+            x, plan = guess.repeat_interleave(copies, 0), self.warm_plan()
+        if copies > 1:
+            tobs = {k: v.repeat_interleave(copies, 0) for k, v in tobs.items()}
         noise = draw_noise(self.generator, self.sampler, plan, [shape], guide and guide.noise_shape).to(device)
         x, actions = self.runner.chunk(tobs, x.to(device), plan, noise, guide)
         self.nfe_last = len(plan)
+        return x, actions
+
+    def _predict_bid(self, tobs: dict, prefix: Prefix, ids: list[int]) -> np.ndarray:
+        """Bidirectional decoding (backward half): ``prefix.samples`` candidates per row in one
+        batched pass, per row the one most coherent with the prefix (policy/guidance.py)."""
+        cfg, B, N = self.cfg, len(ids), prefix.samples
+        x, actions = self._run(tobs, B, ids, None, copies=N)
+        acts = finite_actions(self.runner.download(actions)).reshape(B, N, cfg.horizon, cfg.action_dim)
+        pick = most_coherent(self, acts, prefix)
         if self.warm is not None:
-            self.warm.store(ids, x)
-        return finite_actions(self.runner.download(actions))  # never hand a NaN to a robot
+            self.warm.store(ids, x[torch.as_tensor(np.arange(B) * N + pick, device=x.device)])
+        return acts[np.arange(B), pick]
 
     def predict_chunk(self, obs_window: Mapping[str, np.ndarray], committed: np.ndarray | None = None) -> np.ndarray:
         """{key: (To, ...)} -> actions (T, A) in robot units (see ``predict_batch``)."""

@@ -6,18 +6,20 @@ with a normalizer and chunk geometry (``cfg.horizon``, ``cfg.n_obs_steps``, ``cf
   actions, weight 1 on the first half of them, then exponential decay (``InpaintGuide``);
 - ``guide_for``: what ``predict_batch(committed=...)`` asks for: an array (inpainting) or a
   ``Prefix`` (policy/chunking.py) with mode ``inpaint`` or ``rtc`` (``RTCGuide``, the soft mask
-  of real-time chunking, ``rtc_weights``).
+  of real-time chunking, ``rtc_weights``);
+- ``most_coherent``: for a ``bid`` prefix, which of N sampled candidates to keep.
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
 
+from dpctrl.policy import chunking
 from dpctrl.policy.chunking import Prefix, rtc_weights
 from dpctrl.policy.denoise import InpaintGuide, RTCGuide
 
 
-def _actions(policy, actions) -> np.ndarray:
+def committed_actions(policy, actions) -> np.ndarray:
     acts = np.asarray(actions, dtype=np.float32)
     if acts.ndim == 2:
         acts = acts[None]
@@ -42,7 +44,7 @@ def inpaint_guide(policy, actions: np.ndarray, decay: float = 2.0) -> InpaintGui
     To-1 .. To-1+d-1 (the new chunk's first executed steps): weight 1 on the first half of
     them, then exp decay, 0 beyond."""
     cfg = policy.cfg
-    acts = _actions(policy, actions)
+    acts = committed_actions(policy, actions)
     d = min(acts.shape[1], cfg.horizon - cfg.n_obs_steps + 1)
     w = torch.zeros(cfg.horizon)
     if d:
@@ -60,7 +62,7 @@ def guide_for(policy, committed, batch: int) -> InpaintGuide | RTCGuide | None:
     prefix = committed if isinstance(committed, Prefix) else Prefix(np.asarray(committed), 0, None, "inpaint")
     if np.asarray(prefix.actions).size == 0:
         return None
-    acts = _actions(policy, prefix.actions)
+    acts = committed_actions(policy, prefix.actions)
     if len(acts) not in (1, batch):
         raise ValueError(f"committed actions for {len(acts)} rows, observations for {batch}")
     if prefix.mode == "inpaint":
@@ -71,3 +73,16 @@ def guide_for(policy, committed, batch: int) -> InpaintGuide | RTCGuide | None:
     w = torch.zeros(cfg.horizon)
     w[cfg.n_obs_steps - 1:] = torch.as_tensor(rtc_weights(usable, prefix.delay, prefix.execute, r))
     return RTCGuide(_target(policy, acts, r), w, prefix.beta)
+
+
+def most_coherent(policy, candidates: np.ndarray, prefix: Prefix) -> np.ndarray:
+    """Bidirectional decoding's backward criterion for a ``bid`` prefix: of ``candidates``
+    (B, N, T, A) in robot units, per row the index of the one whose executable actions (from
+    index To-1) are closest to the committed ones under the rtc mask (``rtc_weights``)."""
+    cfg = policy.cfg
+    acts = committed_actions(policy, prefix.actions)
+    if len(acts) not in (1, len(candidates)):
+        raise ValueError(f"committed actions for {len(acts)} rows, observations for {len(candidates)}")
+    usable = cfg.horizon - cfg.n_obs_steps + 1
+    weights = rtc_weights(usable, prefix.delay, prefix.execute, min(acts.shape[1], usable))
+    return chunking.most_coherent(candidates[:, :, cfg.n_obs_steps - 1:], acts, weights)

@@ -107,7 +107,44 @@ def test_run(work, mode):
     rep = json.loads((work / f"run_{mode}.json").read_text())
     assert rep["episodes"] == 1 and rep["async"] == (mode == "async") and rep["cycles"] > 0
     assert "boundary_jump" in rep and "jerk" in rep and "delay_cycles" in rep and "length" in rep["per_episode"][0]
-    assert f"({mode})" in res.stdout
+    assert f"({mode})" in res.stdout if mode == "sync" else "(async, inference in a process)" in res.stdout
+    assert rep["inference"] == ("process" if mode == "async" else "loop thread")
+
+
+def test_run_async_inference_in_a_thread_and_bid(work):
+    res = dpctrl(work, "run", "--checkpoint", "lift", "--robot", "sim:lift", "--episodes", "1", "--rate", "40",
+                 "--async", "--inference", "thread", "--overlap", "bid", "--json", "run_thread.json", "--no-progress")
+    rep = json.loads((work / "run_thread.json").read_text())
+    assert rep["inference"] == "thread" and rep["overlap"] == "bid" and rep["policy_errors"] == 0
+    assert "(async, inference in a thread)" in res.stdout
+    res = dpctrl(work, "run", "--checkpoint", "lift", "--overlap", "bid", expect=2)
+    assert "add --async" in res.stderr
+
+
+def test_bench_delay_resumes_and_writes_the_docs(work):
+    docs = work / "docs"
+    (docs / "results").mkdir(parents=True, exist_ok=True)
+    (docs / "assets").mkdir(exist_ok=True)
+    shutil.copy(Path(__file__).resolve().parents[1] / "docs" / "results" / "delay.md", docs / "results")
+    args = ["bench", "delay", "--env", "lift", "--episodes", "2", "--batch", "2", "--delays", "0,2",
+            "--variants", "replace,bid", "--threads", "1", "--out", "delay_cells", "--no-progress"]
+    res = dpctrl(work, *args, "--json", "delay.json")
+    assert "| replace |" in res.stdout and "| bid |" in res.stdout and "Baseline: replace at D=0" in res.stdout
+    cells = json.loads((work / "delay.json").read_text())["cells"]
+    assert [(c["variant"], c["delay"]) for c in cells] == [("replace", 0), ("replace", 2), ("bid", 0), ("bid", 2)]
+    assert sorted(p.name for p in (work / "delay_cells").iterdir()) == ["bid_d0.json", "bid_d2.json",
+                                                                         "replace_d0.json", "replace_d2.json"]
+    res = dpctrl(work, *args, "--update-docs", "docs")  # a rerun keeps every finished cell
+    assert res.stderr.count("kept from") == 4
+    page = (docs / "results" / "delay.md").read_text()
+    assert "Command: `dpctrl bench delay --checkpoint lift --env lift --episodes 2" in page
+    assert (docs / "assets" / "delay-lift.png").read_bytes()[:4] == b"\x89PNG"
+    res = dpctrl(work, *args[:5], "3", *args[6:], expect=2)  # other settings, same --out
+    assert "was run with" in res.stderr
+    res = dpctrl(work, "bench", "delay", "--delays", "0,9", "--out", "x", expect=2)
+    assert "--delay must be in 0..--execute" in res.stderr
+    res = dpctrl(work, "bench", "delay", "--variants", "replace,fancy", "--out", "x", expect=2)
+    assert "rti+MODE" in res.stderr
 
 
 def test_ship_then_use_by_name(work):

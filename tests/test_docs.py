@@ -61,7 +61,7 @@ RUNNABLE = [p for p in guide_pages() if blocks(p, "python")]
 PROMISES = {
     "extending/sampler.md": ["[99, 89, 79, 69, 59, 49, 39, 29, 19, 9]", "ddim-trailing 10 network calls", "(16, 7)"],
     "extending/task.md": ["True\n", "40 episodes", "success"],
-    "extending/robot.md": ["True\n", "commands sent"],
+    "extending/robot.md": ["True\n", "commands sent", " cycles; 0 policy errors"],
     "extending/policy.md": ["True\n", "eval:", "loop:"],
     "guides/simulation.md": ["1 ['action', 'obs'] (50, 7)"],
 }

@@ -23,6 +23,7 @@ KINDS = {
     "policy": "chunk latency of every inference variant",
     "gpu": "CUDA-graph path: latency, precision error, 500 Hz loop (needs a CUDA device)",
     "peer": "next to LeRobot's diffusion policy (needs the lerobot side venv)",
+    "delay": "success and boundary jump of each overlap mode vs simulated inference delay",
 }
 
 
@@ -183,6 +184,28 @@ def _peer(args) -> int:
     return publish(args, "peer", command, note, markdown(rep), rep)
 
 
+def _delay(args) -> int:
+    from dpctrl.launch.bench import delay
+    delays = [int(d) for d in args.delays.split(",")]
+    variants = args.variants.split(",")
+    settings = {"checkpoint": str(args.checkpoint), "env": args.env, "episodes": args.episodes,
+                "seed_start": args.seed_start, "execute": args.execute, "batch": args.batch}
+    out = Path(args.out or f"runs/bench-delay/{Path(str(args.checkpoint)).name}-{args.env}")
+    cells = delay.sweep(settings, variants, delays, out, args.threads, progress=not args.no_progress,
+                        log=lambda m: print(m, file=sys.stderr, flush=True))
+    command = (f"dpctrl bench delay --checkpoint {args.checkpoint} --env {args.env} --episodes {args.episodes} "
+               f"--delays {args.delays} --execute {args.execute} --variants {args.variants} --out {out}")
+    note = (f"{args.episodes} seeds from {args.seed_start} per cell, execution horizon S={args.execute}, "
+            f"{cells[0]['sampler']}-{cells[0]['num_inference_steps']}; cells: success / mean boundary jump (robot "
+            "units). Simulated time: the chunk requested at step k is used from step k + D.")
+    rep = {"cells": [{k: v for k, v in c.items() if k != "per_episode"} for c in cells], "out": str(out)}
+    if args.update_docs:
+        plot_path = Path(args.update_docs) / "assets" / f"delay-{args.env}.png"
+        delay.plot(cells, delays, str(plot_path), f"{args.checkpoint} on {args.env}, S={args.execute}")
+        note += f"\n\n![success and boundary jump vs delay](../assets/{plot_path.name})"
+    return publish(args, f"delay-{args.env}", command, note, delay.markdown(cells, delays), rep)
+
+
 def _check_docs(args, block: str) -> None:
     """Fail before minutes of work, not after, when --update-docs names no page or block."""
     if args.update_docs:
@@ -248,6 +271,21 @@ def add_parser(sub) -> None:
     p.add_argument("--cache-episodes", type=int, default=8, help="demo episodes the windows come from")
     _common(p)
     p.set_defaults(func=_run(_deploy, "deploy"))
+
+    p = kinds.add_parser("delay", help=KINDS["delay"])
+    p.add_argument("--checkpoint", default="lift", help="checkpoint directory or name")
+    p.add_argument("--threads", type=int, default=2, help="torch threads")
+    p.add_argument("--env", default="lift")
+    p.add_argument("--episodes", type=int, default=200, help="seeded episodes per cell")
+    p.add_argument("--seed-start", type=int, default=100_000)
+    p.add_argument("--delays", default="0,1,2,3,4,6", help="comma-separated delays D in control steps")
+    p.add_argument("--execute", type=int, default=8, help="execution horizon S: a request every S steps")
+    p.add_argument("--variants", default="replace,blend,inpaint,rtc,bid,rti+rtc",
+                   help="comma-separated overlap modes, each optionally rti+MODE (RTI warm start)")
+    p.add_argument("--batch", type=int, default=10, help="envs in lockstep per network pass")
+    p.add_argument("--out", help="directory of finished cells (resumed on rerun; default runs/bench-delay/CKPT-ENV)")
+    _common(p)
+    p.set_defaults(func=_run(_delay, lambda a: f"delay-{a.env}"))
 
     p = kinds.add_parser("policy", help=KINDS["policy"])
     _checkpoint_args(p)

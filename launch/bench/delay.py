@@ -1,0 +1,135 @@
+"""``dpctrl bench delay``: success and smoothness of each overlap mode under simulated inference
+delay, one command for the whole sweep (the delay-injected evaluator, envs/evaluate.py).
+
+A cell is one (variant, D) pair evaluated on the same seeds; a variant is an overlap mode
+(``replace``, ``blend``, ``inpaint``, ``rtc``, ``bid``), optionally with the RTI warm start
+(``rti+rtc``). Each finished cell is a JSON file in ``--out``; a rerun with the same settings
+skips it, so an interrupted sweep resumes where it stopped. The table has one row per variant
+and one column per delay (success, mean boundary jump), and the check the issue's target asks
+for: per delay, the best variant's success against ``replace`` at D = 0 and its jump against
+``replace``'s at that D.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from dpctrl.policy.chunking import OVERLAPS
+
+SETTINGS = ("checkpoint", "env", "episodes", "seed_start", "execute", "batch")
+
+
+def parse_variant(text: str) -> tuple[bool, str]:
+    """``MODE`` or ``rti+MODE`` -> (RTI warm start, overlap mode)."""
+    warm, _, mode = text.rpartition("+")
+    if warm not in ("", "rti") or mode not in OVERLAPS:
+        raise ValueError(f"a variant is MODE or rti+MODE with MODE one of {OVERLAPS}; got {text!r}")
+    return warm == "rti", mode
+
+
+def cell_path(out: Path, variant: str, delay: int) -> Path:
+    return out / f"{variant.replace('+', '_')}_d{delay}.json"
+
+
+def run_cell(settings: dict, variant: str, delay: int, threads: int, progress: bool) -> dict:
+    """One cell: the policy loaded fresh (its generator seeded by the first seed, as ``dpctrl eval``)."""
+    import torch
+
+    from dpctrl.envs.evaluate import evaluate
+    from dpctrl.policy.accel.warmstart import rti_for
+    from dpctrl.policy.registry import load_policy
+    torch.set_num_threads(threads)
+    warm, mode = parse_variant(variant)
+    policy = load_policy(settings["checkpoint"], seed=settings["seed_start"])
+    if warm:
+        policy.set_warm_start(rti_for(settings["checkpoint"], policy))
+    rep = evaluate(policy, settings["env"], settings["episodes"], settings["seed_start"], batch=settings["batch"],
+                   progress=progress, action_steps=settings["execute"], delay=delay, overlap=mode)
+    keep = ("success_rate", "episodes", "delay", "overlap", "action_steps", "boundary_jump", "jerk", "nfe_per_chunk",
+            "sampler", "num_inference_steps", "rollout_seconds", "per_episode")
+    return {"settings": settings, "variant": variant, **{k: rep[k] for k in keep},
+            "chunk_latency_ms": {k: rep["chunk_latency_ms"][k] for k in ("p50", "p99")}}
+
+
+def sweep(settings: dict, variants: list[str], delays: list[int], out: Path, threads: int = 2,
+          progress: bool = True, log=print) -> list[dict]:
+    """Every (variant, delay) cell, finished ones read back from ``out``; returns them in order."""
+    from dpctrl.policy.chunking import check_delay
+    from dpctrl.policy.registry import load_policy
+    for v in variants:
+        parse_variant(v)
+    policy = load_policy(settings["checkpoint"])
+    for d in delays:  # every cell's geometry, before the first one runs
+        check_delay(d, settings["execute"], policy.horizon, policy.n_obs_steps)
+    out.mkdir(parents=True, exist_ok=True)
+    cells = []
+    for v in variants:
+        for d in delays:
+            path = cell_path(out, v, d)
+            if path.exists():
+                cell = json.loads(path.read_text())
+                if cell.get("settings") != settings:
+                    raise ValueError(f"{path} was run with {cell.get('settings')}, not {settings}: use another --out "
+                                     "or remove it")
+                log(f"{v} D={d}: kept from {path}")
+            else:
+                cell = run_cell(settings, v, d, threads, progress)
+                tmp = path.with_suffix(".tmp")
+                tmp.write_text(json.dumps(cell, indent=1))
+                tmp.replace(path)  # a killed run leaves no half-written cell
+                log(f"{v} D={d}: success {cell['success_rate']:.3f}, boundary jump "
+                    f"{cell['boundary_jump']['mean']:.4f} ({cell['rollout_seconds']:.0f} s)")
+            cells.append(cell)
+    return cells
+
+
+def markdown(cells: list[dict], delays: list[int]) -> str:
+    from dpctrl.launch.results import markdown_table
+    variants = list(dict.fromkeys(c["variant"] for c in cells))
+    at = {(c["variant"], c["delay"]): c for c in cells}
+    rows = [[v] + [f"{at[v, d]['success_rate']:.3f} / {at[v, d]['boundary_jump']['mean']:.3f}" if (v, d) in at
+                   else "" for d in delays] for v in variants]
+    table = markdown_table(["variant"] + [f"D={d}" for d in delays], rows)
+    return table + "\n\n" + target_check(at, variants, delays)
+
+
+def target_check(at: dict, variants: list[str], delays: list[int]) -> str:
+    """Per delay, the best variant (highest success; ties: smaller jump) against ``replace``."""
+    base = at.get(("replace", 0))
+    if base is None:
+        return "(no `replace` D=0 cell: no baseline to check against)"
+    lines = [f"Baseline: replace at D=0, success {base['success_rate']:.3f}. Per delay, the best variant "
+             "(success, then smaller jump) and what the target asks (within 3 points of the baseline; boundary "
+             "jump at most half of replace's at the same D):", ""]
+    for d in delays:
+        here = [at[v, d] for v in variants if (v, d) in at]
+        ref = at.get(("replace", d))
+        if not here or ref is None:
+            continue
+        best = max(here, key=lambda c: (round(c["success_rate"], 6), -c["boundary_jump"]["mean"]))
+        gap = 100 * (best["success_rate"] - base["success_rate"])
+        ratio = best["boundary_jump"]["mean"] / ref["boundary_jump"]["mean"]
+        ok = gap >= -3 and ratio <= 0.5
+        lines.append(f"- D={d}: {best['variant']} {best['success_rate']:.3f} ({gap:+.1f} points), jump "
+                     f"{ratio:.2f}x replace's: {'met' if ok else 'not met'}")
+    return "\n".join(lines)
+
+
+def plot(cells: list[dict], delays: list[int], path: str, title: str) -> None:
+    """Success and boundary jump vs delay, one line per variant."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for v in dict.fromkeys(c["variant"] for c in cells):
+        pts = sorted((c["delay"], c) for c in cells if c["variant"] == v)
+        a.plot([d for d, _ in pts], [c["success_rate"] for _, c in pts], marker="o", label=v)
+        b.plot([d for d, _ in pts], [c["boundary_jump"]["mean"] for _, c in pts], marker="o", label=v)
+    a.set(xlabel="delay D (control steps)", ylabel="success", xticks=delays, title=title)
+    b.set(xlabel="delay D (control steps)", ylabel="boundary jump (mean, robot units)", xticks=delays)
+    b.legend(fontsize=8)
+    for ax in (a, b):
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
