@@ -41,12 +41,13 @@ def rollout_group(policy: ChunkPolicy, env_list: list, seeds: list[int], record:
     ``inpaint`` (the old chunk's remaining actions replace the new chunk's prefix while it is
     sampled, with decaying weights), ``rtc`` (real-time chunking: they guide the sampling under
     a soft mask, 1 on the D steps that run before the chunk arrives), ``bid`` (bidirectional
-    decoding: several candidates sampled, the one closest to them under that mask kept).
+    decoding: several candidates sampled, the one closest to them under that mask kept),
+    ``prefix`` (a network trained on committed prefixes gets the D frozen ones clean).
     ``continuous``: the action dims the smoothness measures read (default all)."""
     To = policy.n_obs_steps
     S = action_steps or policy.n_action_steps
     check_delay(delay, S, policy.horizon, To)
-    check_overlap(policy, overlap)
+    check_overlap(policy, overlap, delay)
     keys = list(policy.expected_obs())
     n = len(env_list)
     hist, done, result = [], [False] * n, []
@@ -114,16 +115,24 @@ def rollout_group(policy: ChunkPolicy, env_list: list, seeds: list[int], record:
     return result
 
 
-def check_overlap(policy: ChunkPolicy, overlap: str) -> None:
-    """Refuse an unknown mode, or a guided one the policy cannot do, before anything runs."""
+def check_overlap(policy: ChunkPolicy, overlap: str, delay: int | None = None) -> None:
+    """Refuse an unknown mode, or one the policy cannot do (at this ``delay``), before anything runs."""
     if overlap not in OVERLAPS:
         raise ValueError(f"unknown overlap mode {overlap!r}; known: {OVERLAPS}")
-    if overlap in COMMITTED and overlap not in getattr(policy, "overlap_modes", ()):
+    offers = tuple(getattr(policy, "overlap_modes", ()))
+    if overlap == "prefix" and overlap not in offers:
+        raise ValueError("--overlap prefix needs a policy trained on committed prefixes (dpctrl train --prefix-max D); "
+                         f"{type(policy).__name__} offers {list(offers) or 'no mode that shapes the chunk'}")
+    if overlap in COMMITTED and overlap not in offers:
         raise ValueError(f"--overlap {overlap} shapes the chunk while it is sampled; {type(policy).__name__} "
-                         f"offers {list(getattr(policy, 'overlap_modes', ())) or 'no such mode'}")
-    if overlap == "rtc" and getattr(policy, "deploy", "eager") != "eager":
-        raise ValueError(f"--overlap rtc differentiates through the network, which the {policy.deploy!r} deploy "
-                         "path cannot; use the eager path (no --deploy)")
+                         f"offers {list(offers) or 'no such mode'}")
+    if overlap in ("rtc", "prefix") and getattr(policy, "deploy", "eager") != "eager":
+        raise ValueError(f"--overlap {overlap} runs the eager network (gradients, prefix flags), which the "
+                         f"{policy.deploy!r} deploy path cannot; use the eager path (no --deploy)")
+    trained = policy.describe().get("config", {}).get("prefix_max", 0) if overlap == "prefix" else None
+    if trained is not None and delay is not None and delay > trained:
+        raise ValueError(f"--overlap prefix: the policy was trained on prefixes of up to {trained} actions, "
+                         f"--delay {delay} commits {delay}; train with --prefix-max {delay} or lower --delay")
 
 
 def chunk_latency_ms(policy: ChunkPolicy, windows: list[dict], repeats: int = 1) -> dict:
@@ -186,7 +195,7 @@ def evaluate(policy: ChunkPolicy, env_name: str, episodes: int, seed_start: int 
         raise ValueError("episodes must be >= 1")
     S = action_steps or policy.n_action_steps
     check_delay(delay, S, policy.horizon, policy.n_obs_steps)  # before any env is built
-    check_overlap(policy, overlap)
+    check_overlap(policy, overlap, delay)
     discrete = set(envs.discrete_action_dims(env_name))
     if hasattr(policy, "train"):  # a torch module: no dropout while evaluating
         policy.eval()

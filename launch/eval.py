@@ -6,7 +6,7 @@ from pathlib import Path
 
 from dpctrl.launch.options import add_warm_start_args, apply_warm_start, command_line, write_json
 
-OVERLAPS = ("replace", "blend", "inpaint", "rtc", "bid")  # policy/chunking.py's (tests/launch/test_cli.py checks)
+OVERLAPS = ("replace", "blend", "inpaint", "rtc", "bid", "prefix")  # policy/chunking.py's (tests/launch/test_cli.py checks)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -58,7 +58,8 @@ def add_parser(sub) -> None:
                    help="how a late chunk meets the one running: replace, blend (temporal ensembling), "
                         "inpaint (the running chunk's remaining actions replace the new prefix), rtc (real-time "
                         "chunking: they guide the sampling under a soft mask; eager path only), bid (8 candidates, "
-                        "the most coherent with the running chunk kept)")
+                        "the most coherent with the running chunk kept), prefix (a policy trained with --prefix-max "
+                        "gets the D frozen actions clean)")
     add_warm_start_args(e)
     e.add_argument("--max-steps", type=int, help="cap episode length (default: the task's)")
     e.add_argument("--threads", type=int, default=2)

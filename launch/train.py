@@ -26,9 +26,11 @@ def train_task(task: str, steps: int, out: str | Path, images: bool = False,
                cameras: tuple[str, ...] | None = None, demos: int | None = None,
                recoveries: int | None = None, seed: int = 0, batch_size: int | None = None, lr: float = 3e-4, eval_episodes: int = 50,
                eval_every: int = 0, data_dir: str | Path = "runs/data", progress: bool = True,
-               discrete_scale: float = 1.0) -> dict:
+               discrete_scale: float = 1.0, prefix_max: int = 0, init_from: str | None = None) -> dict:
     """Collect (or reuse) the demonstrations, train the task's recipe, evaluate the EMA policy on
-    ``eval_episodes`` held-out seeds; the checkpoint and its ``recipe.json`` in ``out/checkpoint``."""
+    ``eval_episodes`` held-out seeds; the checkpoint and its ``recipe.json`` in ``out/checkpoint``.
+    ``prefix_max``: train on committed prefixes (policy/prefix.py); ``init_from``: start from a
+    checkpoint's weights."""
     from dpctrl import envs
     from dpctrl.data import ReplayBuffer
     from dpctrl.data.collect import collect, recovery_path, store_path
@@ -67,7 +69,8 @@ def train_task(task: str, steps: int, out: str | Path, images: bool = False,
                        horizon=recipe.horizon, n_action_steps=recipe.n_action_steps, episodes=range(demos), extra=extra)
     dims = ds.dims()
     policy = PolicyRecipe(recipe, {k: dims[k] for k in obs_keys}, dims["action"], image_keys, spec.image_size,
-                          spec.image_crop, envs.discrete_action_dims(task), discrete_scale).build(ds.stats(), seed)
+                          spec.image_crop, envs.discrete_action_dims(task), discrete_scale,
+                          prefix_max).build(ds.stats(), seed, init_from)
     tcfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed, warmup_steps=min(500, steps // 10),
                        eval_every=eval_every, save_every=max(100, min(1000, steps // 5)))
     periodic = (lambda pol, step: {k: v for k, v in evaluate(pol, task, 10, EVAL_SEED_START + 50_000,
@@ -89,6 +92,8 @@ def train_task(task: str, steps: int, out: str | Path, images: bool = False,
                                 "seeds": f"{RECOVERY_SEED_START}.. (missed first grasp, regrasped)"}
                  if recoveries else None},
         "seed": seed,
+        "init_from": None if init_from is None else str(init_from),
+        "prefix_max": prefix_max,
         "train": asdict(tcfg),
         "samples_per_s": result["samples_per_s"],
         # a run resumed with more --steps continues the saved state under the new schedule
@@ -109,6 +114,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from dpctrl import envs
     torch.set_num_threads(args.threads)
     if args.policy == "pad":
+        if args.prefix_max or args.init_from:
+            raise ValueError("--prefix-max and --init-from are options of the DP-T policy (--policy dpt)")
         from dpctrl.launch.pad import cmd_train_pad
         return cmd_train_pad(args)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # started by torchrun: data parallel
@@ -118,7 +125,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     rec = train_task(args.task, args.steps, args.out, images=args.images or args.cameras is not None,
                      cameras=cams, demos=args.demos, recoveries=args.recoveries, seed=args.seed,
                      batch_size=args.batch_size, lr=args.lr, eval_episodes=args.eval_episodes,
-                     eval_every=args.eval_every, progress=not args.no_progress, discrete_scale=args.discrete_scale)
+                     eval_every=args.eval_every, progress=not args.no_progress, discrete_scale=args.discrete_scale,
+                     prefix_max=args.prefix_max, init_from=args.init_from)
     if "rank" in rec:  # a torchrun worker other than rank 0: it reports nothing
         return 0
     ev = rec["final_eval"]
@@ -166,6 +174,11 @@ def add_parser(sub) -> None:
     t.add_argument("--lr", type=float, default=3e-4)
     t.add_argument("--discrete-scale", type=float, default=1.0,
                    help="train the gripper dims at +-1/f (RTI's scale mode; 1 = off)")
+    t.add_argument("--prefix-max", type=int, default=0, metavar="D",
+                   help="train for --overlap prefix: each sample gets 0..D clean committed actions (loss masked, "
+                        "a learned flag marking them)")
+    t.add_argument("--init-from", metavar="CHECKPOINT",
+                   help="start from this checkpoint's weights (same network; fine-tuning, e.g. with --prefix-max)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--eval-episodes", type=int, default=50)
     t.add_argument("--eval-every", type=int, default=0)

@@ -22,12 +22,13 @@ from dataclasses import dataclass
 import numpy as np
 
 MODES = ("replace", "blend")
-# how a new chunk meets the running one: the queue's two, plus three that take the running chunk's
+# how a new chunk meets the running one: the queue's two, plus four that take the running chunk's
 # remaining actions (a ``Prefix``) while the new one is sampled (the policy's ``overlap_modes``):
-# two guide the denoising, one samples candidates and keeps the most coherent
-OVERLAPS = ("replace", "blend", "inpaint", "rtc", "bid")
+# two guide the denoising, one samples candidates and keeps the most coherent, one conditions a
+# network trained on committed prefixes (policy/prefix.py)
+OVERLAPS = ("replace", "blend", "inpaint", "rtc", "bid", "prefix")
 GUIDED = ("inpaint", "rtc")
-COMMITTED = GUIDED + ("bid",)
+COMMITTED = GUIDED + ("bid", "prefix")
 
 
 @dataclass
@@ -40,7 +41,8 @@ class Prefix:
     ``mode`` "inpaint" (hard prefix replacement with decaying weights), "rtc" (soft-masked
     guidance, weight clipped at ``beta``) or "bid" (bidirectional decoding's backward half:
     ``samples`` candidate chunks in one batched pass, the one closest to ``actions`` under the
-    rtc mask kept)."""
+    rtc mask kept) or "prefix" (the ``delay`` frozen actions given clean to a network trained
+    for it)."""
     actions: np.ndarray
     delay: int
     execute: int | None

@@ -5,9 +5,8 @@
     executed = actions[policy.n_obs_steps - 1 : policy.n_obs_steps - 1 + policy.n_action_steps]
 
 Normalizer, sampler and step count are configuration (``PolicyConfig``), not subclasses.
-Training uses the same sampler object (``loss``), so a flow-trained policy samples with
-flow and a diffusion-trained one with DDPM, DDIM or DPM-Solver++ on its schedule.
-"""
+Training uses the same sampler object (``loss``): a flow-trained policy samples with flow,
+a diffusion-trained one with DDPM, DDIM or DPM-Solver++ on its schedule."""
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -22,8 +21,9 @@ from dpctrl.policy import checkpoint
 from dpctrl.policy.accel.runners import make_runner
 from dpctrl.policy.accel.warmstart import WarmStart, WarmStartConfig
 from dpctrl.policy.chunking import COMMITTED, Prefix
-from dpctrl.policy.denoise import InpaintGuide, RTCGuide, StepPlan, denoise, draw_noise, draw_start
-from dpctrl.policy.guidance import guide_for, inpaint_guide, most_coherent
+from dpctrl.policy.denoise import InpaintGuide, StepPlan, denoise, draw_noise, draw_start
+from dpctrl.policy.guidance import guide_for, most_coherent
+from dpctrl.policy.prefix import draw_flags, masked_mse
 from dpctrl.policy.interface import ChunkShape, finite_actions, validate_obs
 from dpctrl.policy.nets.transformer import Transformer, TransformerConfig
 from dpctrl.policy.nets.vision import ImageEncoder
@@ -60,6 +60,7 @@ class PolicyConfig:
     # RTI-DP's "scale" mode: discrete dims live at +-1/f in the diffusion space (set before
     # training; 1 = off), so a warm-start guess's gripper error is small relative to noise
     discrete_scale: float = 1.0
+    prefix_max: int = 0  # trained on clean committed prefixes of 0..prefix_max actions (policy/prefix.py)
 
     def __post_init__(self):
         if self.family not in ("diffusion", "flow"):
@@ -67,6 +68,8 @@ class PolicyConfig:
         check_sampler(self.family, self.sampler)
         if not 1 <= self.n_action_steps <= self.horizon - self.n_obs_steps + 1:
             raise ValueError("need 1 <= n_action_steps <= horizon - n_obs_steps + 1")
+        if not 0 <= self.prefix_max <= self.horizon - self.n_obs_steps:  # room for one action to learn
+            raise ValueError(f"prefix_max must be in 0..{self.horizon - self.n_obs_steps}, got {self.prefix_max}")
         if self.discrete_scale < 1.0:
             raise ValueError(f"discrete_scale (f) must be >= 1, got {self.discrete_scale}")
 
@@ -96,7 +99,7 @@ class DiffusionPolicy(ChunkShape, checkpoint.ConfigCheckpoint, nn.Module):
         self.net = Transformer(TransformerConfig(
             action_dim=cfg.action_dim, cond_dim=cond_dim, horizon=cfg.horizon, n_obs_steps=cfg.n_obs_steps,
             n_layer=cfg.n_layer, n_head=cfg.n_head, n_emb=cfg.n_emb, n_cond_layers=cfg.n_cond_layers,
-            p_drop_emb=cfg.p_drop_emb, p_drop_attn=cfg.p_drop_attn))
+            p_drop_emb=cfg.p_drop_emb, p_drop_attn=cfg.p_drop_attn, prefix_flag=cfg.prefix_max > 0))
         self.schedule = NoiseSchedule(cfg.schedule, cfg.num_train_timesteps)
         self.normalizer = normalizer
         self.generator = torch.Generator().manual_seed(seed)
@@ -277,8 +280,12 @@ class DiffusionPolicy(ChunkShape, checkpoint.ConfigCheckpoint, nn.Module):
             noise = torch.randn(x0.shape, generator=generator, device=x0.device)
         if t is None:
             t = self.sampler.train_timesteps(x0.shape[0], generator=generator, device=x0.device)
-        out = self.net(self.sampler.noisy(x0, noise, t), self.sampler.model_time(t), cond)
-        return F.mse_loss(out, self.sampler.target(x0, noise, t))
+        noisy, target = self.sampler.noisy(x0, noise, t), self.sampler.target(x0, noise, t)
+        if not self.cfg.prefix_max:
+            return F.mse_loss(self.net(noisy, self.sampler.model_time(t), cond), target)
+        flags = draw_flags(*x0.shape[:2], self.cfg.n_obs_steps - 1, self.cfg.prefix_max, generator, x0.device)
+        noisy = torch.where(flags[..., None], x0, noisy)  # the committed prefix enters clean
+        return masked_mse(self.net(noisy, self.sampler.model_time(t), cond, flags), target, flags)
 
     def param_groups(self, weight_decay: float) -> list[dict]:
         groups = self.net.optim_groups(weight_decay)
@@ -311,10 +318,10 @@ class DiffusionPolicy(ChunkShape, checkpoint.ConfigCheckpoint, nn.Module):
         net = self.net if denoiser is None else denoiser
         times = plan.net_times if times is None else times
         memory = net.run_memory(times, cond) if hasattr(net, "run_memory") else None
-        if memory is None:
-            model = lambda x, i: net(x, times[i], cond)  # noqa: E731
+        if memory is None:  # flags: a prefix-trained network's committed tokens (policy/prefix.py)
+            model = lambda x, i, **flags: net(x, times[i], cond, **flags)  # noqa: E731
         else:
-            model = lambda x, i: net.decode(x, memory[i])  # noqa: E731
+            model = lambda x, i, **flags: net.decode(x, memory[i], **flags)  # noqa: E731
         fused = (lambda x, i, step: net.decode_step(x, memory[i], step)) \
             if memory is not None and hasattr(net, "decode_step") else None
         return denoise(model, self.sampler, x, plan, noise, guide, hook=self.cache, fused_step=fused)
@@ -331,19 +338,10 @@ class DiffusionPolicy(ChunkShape, checkpoint.ConfigCheckpoint, nn.Module):
             actions = self._binarize(actions)
         return x, actions
 
-    def guide_from_actions(self, actions: np.ndarray, decay: float = 2.0) -> InpaintGuide:
-        """Inpainting guide from committed actions ``(d, A)`` or ``(B, d, A)`` (policy/guidance.py)."""
-        return inpaint_guide(self, actions, decay)
-
-    overlap_modes = COMMITTED  # what predict_batch's ``committed`` can ask for
-
-    def guide_for(self, committed, batch: int) -> InpaintGuide | RTCGuide | None:
-        """The guide of ``committed`` (an array: inpainting; a ``Prefix``: its mode); see
-        policy/guidance.py. ``rtc`` differentiates the network: the eager path only."""
-        if isinstance(committed, Prefix) and committed.mode == "rtc" and self.deploy != "eager":
-            raise ValueError(f"rtc guidance differentiates through the network, which the {self.deploy!r} deploy path "
-                             "cannot; use the eager path (no --deploy)")
-        return guide_for(self, committed, batch)
+    @property
+    def overlap_modes(self) -> tuple[str, ...]:
+        """What predict_batch's ``committed`` can ask for (``prefix``: a prefix-trained network)."""
+        return COMMITTED if self.cfg.prefix_max else tuple(m for m in COMMITTED if m != "prefix")
 
     @torch.no_grad()
     def predict_batch(self, obs: Mapping[str, np.ndarray | torch.Tensor],
@@ -360,7 +358,7 @@ class DiffusionPolicy(ChunkShape, checkpoint.ConfigCheckpoint, nn.Module):
         bid = committed if isinstance(committed, Prefix) and committed.mode == "bid" else None
         if bid is not None and np.asarray(bid.actions).size:
             return self._predict_bid(tobs, bid, ids)
-        x, actions = self._run(tobs, B, ids, None if bid is not None else self.guide_for(committed, B))
+        x, actions = self._run(tobs, B, ids, None if bid is not None else guide_for(self, committed, B))
         if self.warm is not None:
             self.warm.store(ids, x)
         return finite_actions(self.runner.download(actions))  # never hand a NaN to a robot
@@ -369,7 +367,9 @@ class DiffusionPolicy(ChunkShape, checkpoint.ConfigCheckpoint, nn.Module):
         """``B`` rows (each ``copies`` times in a row), cold or warm: (normalized sample, actions)."""
         device = next(iter(tobs.values())).device
         if guide is not None:
-            guide = replace(guide, target=guide.target.to(device), weights=guide.weights.to(device))
+            weights = getattr(guide, "weights", None)
+            guide = replace(guide, target=guide.target.to(device),
+                            **({} if weights is None else {"weights": weights.to(device)}))
         shape = (B * copies, self.cfg.horizon, self.cfg.action_dim)
         guess = self.warm.guess(ids, self.cfg.n_action_steps) if self.warm is not None else None
         if guess is None:

@@ -17,6 +17,7 @@ import torch
 from dpctrl.policy import chunking
 from dpctrl.policy.chunking import Prefix, rtc_weights
 from dpctrl.policy.denoise import InpaintGuide, RTCGuide
+from dpctrl.policy.prefix import PrefixCondition
 
 
 def committed_actions(policy, actions) -> np.ndarray:
@@ -54,12 +55,20 @@ def inpaint_guide(policy, actions: np.ndarray, decay: float = 2.0) -> InpaintGui
     return InpaintGuide(_target(policy, acts, d), w)
 
 
-def guide_for(policy, committed, batch: int) -> InpaintGuide | RTCGuide | None:
+def guide_for(policy, committed, batch: int) -> InpaintGuide | RTCGuide | PrefixCondition | None:
     """None for nothing committed; ``inpaint_guide`` for an array or an ``inpaint`` prefix; for an
-    ``rtc`` prefix an ``RTCGuide`` whose mask is 1 on the prefix's ``delay`` steps, then decays."""
+    ``rtc`` prefix an ``RTCGuide`` whose mask is 1 on the prefix's ``delay`` steps, then decays;
+    for a ``prefix`` one the ``delay`` actions (at most the policy's ``prefix_max``) as a
+    ``PrefixCondition``. ``rtc`` and ``prefix`` need the eager network (gradients, flags)."""
     if committed is None:
         return None
     prefix = committed if isinstance(committed, Prefix) else Prefix(np.asarray(committed), 0, None, "inpaint")
+    deploy = getattr(policy, "deploy", "eager")
+    if prefix.mode in ("rtc", "prefix") and deploy != "eager":
+        raise ValueError(f"--overlap {prefix.mode} needs the eager network ({'gradients' if prefix.mode == 'rtc' else 'prefix flags'}), "
+                         f"which the {deploy!r} deploy path does not have; use the eager path (no --deploy)")
+    if prefix.mode == "prefix" and not policy.cfg.prefix_max:
+        raise ValueError("--overlap prefix needs a policy trained for it (dpctrl train --prefix-max D)")
     if np.asarray(prefix.actions).size == 0:
         return None
     acts = committed_actions(policy, prefix.actions)
@@ -68,6 +77,11 @@ def guide_for(policy, committed, batch: int) -> InpaintGuide | RTCGuide | None:
     if prefix.mode == "inpaint":
         return inpaint_guide(policy, acts)
     cfg = policy.cfg
+    if prefix.mode == "prefix":
+        d = min(prefix.delay, acts.shape[1], cfg.prefix_max)
+        flags = torch.zeros(cfg.horizon, dtype=torch.bool)
+        flags[cfg.n_obs_steps - 1: cfg.n_obs_steps - 1 + d] = True
+        return PrefixCondition(_target(policy, acts, d), flags) if d else None
     usable = cfg.horizon - cfg.n_obs_steps + 1
     r = min(acts.shape[1], usable)
     w = torch.zeros(cfg.horizon)

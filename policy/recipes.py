@@ -75,6 +75,7 @@ class PolicyRecipe:
     image_crop: int = 76
     discrete_dims: list[int] = field(default_factory=list)
     discrete_scale: float = 1.0
+    prefix_max: int = 0  # train on committed prefixes of up to this many actions (policy/prefix.py)
 
     def config(self) -> PolicyConfig:
         r, images = self.recipe, bool(self.image_keys)
@@ -84,12 +85,26 @@ class PolicyRecipe:
                             p_drop_attn=IMAGES.p_drop_attn if images else 0.01, prediction_type=r.prediction_type,
                             discrete_action_dims=list(self.discrete_dims), discrete_scale=self.discrete_scale,
                             horizon=r.horizon, n_obs_steps=r.n_obs_steps, n_action_steps=r.n_action_steps,
-                            sampler=r.sampler, num_inference_steps=r.num_inference_steps)
+                            sampler=r.sampler, num_inference_steps=r.num_inference_steps, prefix_max=self.prefix_max)
 
-    def build(self, stats: dict, seed: int) -> DiffusionPolicy:
-        """A fresh policy (weights from ``seed``) normalizing by the data's ``stats``."""
+    def build(self, stats: dict, seed: int, init_from: str | Path | None = None) -> DiffusionPolicy:
+        """A fresh policy (weights from ``seed``) normalizing by the data's ``stats``; with
+        ``init_from``, a checkpoint of the same network whose weights and normalizer it starts
+        from (fine-tuning; only a prefix flag the checkpoint lacks starts at zero)."""
         torch.manual_seed(seed)
-        return DiffusionPolicy(self.config(), Normalizer.from_stats(stats), seed=seed)
+        policy = DiffusionPolicy(self.config(), Normalizer.from_stats(stats), seed=seed)
+        if init_from is None:
+            return policy
+        source = DiffusionPolicy.load(init_from)
+        ours, theirs = policy.cfg.to_dict(), source.cfg.to_dict()
+        differ = sorted(k for k in ours if k != "prefix_max" and ours[k] != theirs.get(k))
+        if differ:
+            raise ValueError(f"--init-from {init_from}: its network differs from this recipe's in "
+                             + ", ".join(f"{k} ({theirs.get(k)} vs {ours[k]})" for k in differ))
+        missing, unexpected = policy.load_state_dict(source.state_dict(), strict=False)
+        if unexpected or set(missing) - {"net.prefix_emb"}:
+            raise ValueError(f"--init-from {init_from}: weights do not fit (missing {missing}, unexpected {unexpected})")
+        return policy
 
 
 @dataclass(frozen=True)

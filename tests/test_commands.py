@@ -77,6 +77,20 @@ def test_collect_then_train(work):
     assert "trained 20 steps" in res.stdout and (work / "run" / "checkpoint" / "model.safetensors").exists()
     recipe = json.loads((work / "run" / "checkpoint" / "recipe.json").read_text())
     assert recipe["task"] == "lift" and recipe["command"].startswith("dpctrl train --task lift")
+    # fine-tuned for --overlap prefix from that run, then evaluated with a delay its prefixes cover
+    res = dpctrl(work, "train", "--task", "lift", "--steps", "10", "--demos", "2", "--batch-size", "16",
+                 "--eval-episodes", "1", "--threads", "1", "--out", "run_prefix", "--no-progress",
+                 "--prefix-max", "2", "--init-from", "run/checkpoint")
+    recipe = json.loads((work / "run_prefix" / "checkpoint" / "recipe.json").read_text())
+    assert (recipe["prefix_max"], recipe["init_from"]) == (2, "run/checkpoint")
+    res = dpctrl(work, "eval", "--checkpoint", "run_prefix/checkpoint", "--env", "lift", "--episodes", "1",
+                 "--max-steps", "24", "--delay", "2", "--overlap", "prefix", "--no-progress")
+    assert "overlap prefix" in res.stdout
+    res = dpctrl(work, "eval", "--checkpoint", "run_prefix/checkpoint", "--env", "lift", "--delay", "3",
+                 "--overlap", "prefix", expect=2)
+    assert "trained on prefixes of up to 2 actions" in res.stderr
+    res = dpctrl(work, "eval", "--checkpoint", "lift", "--env", "lift", "--delay", "2", "--overlap", "prefix", expect=2)
+    assert "dpctrl train --prefix-max" in res.stderr
 
 
 def test_eval_and_results(work):
@@ -145,6 +159,10 @@ def test_bench_delay_resumes_and_writes_the_docs(work):
     assert "--delay must be in 0..--execute" in res.stderr
     res = dpctrl(work, "bench", "delay", "--variants", "replace,fancy", "--out", "x", expect=2)
     assert "rti+MODE" in res.stderr
+    res = dpctrl(work, "bench", "delay", "--variants", "replace,prefix", "--out", "x", expect=2)
+    assert "pass --prefix-checkpoint" in res.stderr
+    res = dpctrl(work, "bench", "delay", "--variants", "prefix", "--prefix-checkpoint", "lift", "--out", "x", expect=2)
+    assert "--prefix-max" in res.stderr  # the shipped policy was not trained for it
 
 
 def test_ship_then_use_by_name(work):

@@ -192,9 +192,10 @@ def _delay(args) -> int:
                 "seed_start": args.seed_start, "execute": args.execute, "batch": args.batch}
     out = Path(args.out or f"runs/bench-delay/{Path(str(args.checkpoint)).name}-{args.env}")
     cells = delay.sweep(settings, variants, delays, out, args.threads, progress=not args.no_progress,
-                        log=lambda m: print(m, file=sys.stderr, flush=True))
+                        log=lambda m: print(m, file=sys.stderr, flush=True), prefix_checkpoint=args.prefix_checkpoint)
     command = (f"dpctrl bench delay --checkpoint {args.checkpoint} --env {args.env} --episodes {args.episodes} "
-               f"--delays {args.delays} --execute {args.execute} --variants {args.variants} --out {out}")
+               f"--delays {args.delays} --execute {args.execute} --variants {args.variants} --out {out}"
+               + (f" --prefix-checkpoint {args.prefix_checkpoint}" if args.prefix_checkpoint else ""))
     note = (f"{args.episodes} seeds from {args.seed_start} per cell, execution horizon S={args.execute}, "
             f"{cells[0]['sampler']}-{cells[0]['num_inference_steps']}; cells: success / mean boundary jump (robot "
             "units). Simulated time: the chunk requested at step k is used from step k + D.")
@@ -282,6 +283,7 @@ def add_parser(sub) -> None:
     p.add_argument("--execute", type=int, default=8, help="execution horizon S: a request every S steps")
     p.add_argument("--variants", default="replace,blend,inpaint,rtc,bid,rti+rtc",
                    help="comma-separated overlap modes, each optionally rti+MODE (RTI warm start)")
+    p.add_argument("--prefix-checkpoint", help="the policy trained with --prefix-max that prefix variants run")
     p.add_argument("--batch", type=int, default=10, help="envs in lockstep per network pass")
     p.add_argument("--out", help="directory of finished cells (resumed on rerun; default runs/bench-delay/CKPT-ENV)")
     _common(p)

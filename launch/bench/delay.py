@@ -2,8 +2,9 @@
 delay, one command for the whole sweep (the delay-injected evaluator, envs/evaluate.py).
 
 A cell is one (variant, D) pair evaluated on the same seeds; a variant is an overlap mode
-(``replace``, ``blend``, ``inpaint``, ``rtc``, ``bid``), optionally with the RTI warm start
-(``rti+rtc``). Each finished cell is a JSON file in ``--out``; a rerun with the same settings
+(``replace``, ``blend``, ``inpaint``, ``rtc``, ``bid``, ``prefix``), optionally with the RTI warm
+start (``rti+rtc``). ``prefix`` variants run the prefix-trained ``--prefix-checkpoint`` (the
+others ``--checkpoint``). Each finished cell is a JSON file in ``--out``; a rerun with the same settings
 skips it, so an interrupted sweep resumes where it stopped. The table has one row per variant
 and one column per delay (success, mean boundary jump), and the check the issue's target asks
 for: per delay, the best variant's success against ``replace`` at D = 0 and its jump against
@@ -51,29 +52,41 @@ def run_cell(settings: dict, variant: str, delay: int, threads: int, progress: b
             "chunk_latency_ms": {k: rep["chunk_latency_ms"][k] for k in ("p50", "p99")}}
 
 
+def cell_settings(settings: dict, variant: str, prefix_checkpoint: str | None) -> dict:
+    """A cell's settings: a ``prefix`` variant's checkpoint is the prefix-trained one."""
+    if parse_variant(variant)[1] != "prefix":
+        return settings
+    if prefix_checkpoint is None:
+        raise ValueError(f"variant {variant!r} runs a policy trained with --prefix-max: pass --prefix-checkpoint")
+    return {**settings, "checkpoint": str(prefix_checkpoint)}
+
+
 def sweep(settings: dict, variants: list[str], delays: list[int], out: Path, threads: int = 2,
-          progress: bool = True, log=print) -> list[dict]:
+          progress: bool = True, log=print, prefix_checkpoint: str | None = None) -> list[dict]:
     """Every (variant, delay) cell, finished ones read back from ``out``; returns them in order."""
+    from dpctrl.envs.evaluate import check_overlap
     from dpctrl.policy.chunking import check_delay
     from dpctrl.policy.registry import load_policy
-    for v in variants:
-        parse_variant(v)
-    policy = load_policy(settings["checkpoint"])
-    for d in delays:  # every cell's geometry, before the first one runs
-        check_delay(d, settings["execute"], policy.horizon, policy.n_obs_steps)
+    per_variant = {v: cell_settings(settings, v, prefix_checkpoint) for v in variants}
+    for v, s in per_variant.items():  # every cell's geometry and mode, before the first one runs
+        policy = load_policy(s["checkpoint"])
+        for d in delays:
+            check_delay(d, s["execute"], policy.horizon, policy.n_obs_steps)
+            check_overlap(policy, parse_variant(v)[1], d)
     out.mkdir(parents=True, exist_ok=True)
     cells = []
     for v in variants:
         for d in delays:
+            cs = per_variant[v]
             path = cell_path(out, v, d)
             if path.exists():
                 cell = json.loads(path.read_text())
-                if cell.get("settings") != settings:
-                    raise ValueError(f"{path} was run with {cell.get('settings')}, not {settings}: use another --out "
+                if cell.get("settings") != cs:
+                    raise ValueError(f"{path} was run with {cell.get('settings')}, not {cs}: use another --out "
                                      "or remove it")
                 log(f"{v} D={d}: kept from {path}")
             else:
-                cell = run_cell(settings, v, d, threads, progress)
+                cell = run_cell(cs, v, d, threads, progress)
                 tmp = path.with_suffix(".tmp")
                 tmp.write_text(json.dumps(cell, indent=1))
                 tmp.replace(path)  # a killed run leaves no half-written cell

@@ -41,6 +41,7 @@ class TransformerConfig:
     n_cond_layers: int = 0
     p_drop_emb: float = 0.0
     p_drop_attn: float = 0.01
+    prefix_flag: bool = False  # a learned embedding marks committed prefix tokens (policy/prefix.py)
 
 
 def sinusoidal_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
@@ -127,6 +128,8 @@ class Transformer(nn.Module):
         d, T, To = cfg.n_emb, cfg.horizon, cfg.n_obs_steps
         self.input_emb = nn.Linear(cfg.action_dim, d)
         self.pos_emb = nn.Parameter(torch.zeros(1, T, d))
+        if cfg.prefix_flag:  # zeros: a network fine-tuned from one without it starts unchanged
+            self.prefix_emb = nn.Parameter(torch.zeros(1, 1, d))
         self.cond_obs_emb = nn.Linear(cfg.cond_dim, d)
         self.cond_pos_emb = nn.Parameter(torch.zeros(1, 1 + To, d))
         self.drop = nn.Dropout(cfg.p_drop_emb)
@@ -197,21 +200,27 @@ class Transformer(nn.Module):
         kv = self.memory_kv(t.repeat_interleave(B), cond.repeat(S, 1, 1))  # row s * B + b: step s, sample b
         return [(k.unflatten(0, (S, B)), v.unflatten(0, (S, B))) for k, v in kv]
 
-    def decode(self, sample: torch.Tensor, kv: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
-        """The decoder on the noisy sample (B, T, A), given every layer's keys and values."""
+    def decode(self, sample: torch.Tensor, kv: list[tuple[torch.Tensor, torch.Tensor]],
+               flags: torch.Tensor | None = None) -> torch.Tensor:
+        """The decoder on the noisy sample (B, T, A), given every layer's keys and values;
+        ``flags`` (B, T) marks committed prefix tokens (a ``prefix_flag`` network only)."""
         T = sample.shape[1]
-        x = self.drop(self.input_emb(sample) + self.pos_emb[:, :T])
+        x = self.input_emb(sample) + self.pos_emb[:, :T]
+        if flags is not None:
+            x = x + flags[..., None].to(x.dtype) * self.prefix_emb
+        x = self.drop(x)
         sa_mask, ca_mask = self.sa_mask[:T, :T], self.ca_mask[:T]
         for i, (layer, layer_kv) in enumerate(zip(self.layers, kv)):
             x = layer(x, layer_kv, sa_mask, ca_mask, self.branch, f"layer{i}")
         return self.head(self.ln_f(x))
 
-    def forward(self, sample: torch.Tensor, timestep: torch.Tensor | float, cond: torch.Tensor) -> torch.Tensor:
+    def forward(self, sample: torch.Tensor, timestep: torch.Tensor | float, cond: torch.Tensor,
+                flags: torch.Tensor | None = None) -> torch.Tensor:
         B = sample.shape[0]
         timestep = torch.as_tensor(timestep, device=sample.device, dtype=torch.float32)
         if timestep.dim() == 0:
             timestep = timestep.expand(B)
-        return self.decode(sample, self.memory_kv(timestep, cond))
+        return self.decode(sample, self.memory_kv(timestep, cond), flags)
 
     def optim_groups(self, weight_decay: float) -> list[dict]:
         return decay_groups(self, weight_decay)

@@ -4,6 +4,8 @@ import torch
 
 from helpers import obs_window, tiny_policy
 
+from dpctrl.policy.guidance import inpaint_guide
+
 
 def test_chunk_shape_units_and_nfe():
     pol = tiny_policy().eval()
@@ -66,7 +68,7 @@ def test_inpainting_pulls_the_prefix_to_committed_actions():
     # full-weight part (first half of the committed steps) lands on the committed actions
     np.testing.assert_allclose(guided[To - 1: To + 1], committed[:2], atol=1e-4)
     assert np.abs(free[To - 1: To + 1] - committed[:2]).max() > 0.1  # the untrained net would not
-    g = pol.guide_from_actions(committed)
+    g = inpaint_guide(pol, committed)
     w = g.weights
     assert w[To - 1: To + 1].tolist() == [1.0, 1.0] and 0 < w[To + 2] < w[To + 1] < 1 and w[To + 3:].sum() == 0
 
