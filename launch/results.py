@@ -40,7 +40,8 @@ RESULT_PAGES = {"evals": "evals.md", "policy": "evals.md", "bench": "inference.m
                 "gpu-quick": "gpu.md", "loop": "loop.md", "serve": "server.md", "drive": "driving.md",
                 "pad": "pad.md", "pad-hidden": "pad.md", "plan": "planning.md", "lerobot": "lerobot.md",
                 "experts": "experts.md", "delay": "delay.md",
-                "delay-lift": "delay.md", "delay-stack": "delay.md"}
+                "delay-lift": "delay.md", "delay-stack": "delay.md",
+                "runs": "delay.md"}
 
 
 def add_update_docs(parser, what: str = "results") -> None:
@@ -278,7 +279,34 @@ def delay_table(files: list[str]) -> str:
                               "(p95)", "jerk", "command"], [r for _, r in rows]))
 
 
-TABLES = {"evals": eval_table, "delay": delay_table, "drive": drive_table, "plan": plan_table, "pad": pad_table}
+def run_table(files: list[str]) -> str:
+    """The wall-clock loop, from ``dpctrl run`` reports (with ``--compare-eval``: the synchronous
+    eval's success on the same seeds): one row per report."""
+    rows = []
+    for f in files:
+        r = json.loads(Path(f).read_text())
+        if "deadline_misses" not in r or "period_jitter_ms" not in r:
+            raise ValueError(f"{f} is not a `dpctrl run` report")
+        w = r.get("warm_start")
+        variant = f"{r['sampler']}-{r['num_inference_steps']}" + (f" + RTI K'={w['start_t']}" if w else "")
+        cmp = r.get("vs_eval")
+        mode = "async" if r["async"] else "sync"
+        rows.append([r["robot"], variant, f"{mode}, {r.get('inference', '?')}", r["overlap"], r["episodes"],
+                     f"{r['success_rate']:.3f}",
+                     f"{cmp['eval_success_rate']:.3f} ({cmp['difference_points']:+.1f})" if cmp else "",
+                     f"{r['deadline_misses']} / {r['cycles']}", f"{r['period_jitter_ms']['p99']:.2f}",
+                     f"{r['chunk_latency_ms']['p50']:.0f}",
+                     f"{r['delay_cycles']['p50']:g} / {r['delay_cycles']['max']:g}",
+                     f"{r['boundary_jump']['mean']:.4f}", f"`{r.get('command') or '?'}`"])
+    return (f"Machine: {machine()}; seeds from 100000. Success vs the synchronous `dpctrl eval` of the same "
+            "inference variant on the same seeds (points); deadline misses in all cycles; chunk delay in control "
+            "cycles counted from its observation to its arrival.\n\n"
+            + markdown_table(["robot", "variant", "inference", "overlap", "episodes", "success", "sync eval (diff)",
+                              "deadline misses / cycles", "jitter p99 (ms)", "chunk latency p50 (ms)",
+                              "delay p50 / max", "boundary jump", "command"], rows))
+
+
+TABLES = {"evals": eval_table, "delay": delay_table, "runs": run_table, "drive": drive_table, "plan": plan_table, "pad": pad_table}
 
 
 def cmd_results(args) -> int:

@@ -5,7 +5,7 @@ import argparse
 from functools import partial
 
 from dpctrl.launch.eval import OVERLAPS
-from dpctrl.launch.options import add_warm_start_args, apply_warm_start, compare_and_write
+from dpctrl.launch.options import add_warm_start_args, apply_warm_start, command_line, compare_and_write
 
 
 def configure(policy, args: argparse.Namespace) -> None:
@@ -69,7 +69,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     res = {"checkpoint": str(args.checkpoint), **{k: info[k] for k in ("sampler", "num_inference_steps",
                                                                          "warm_start", "cache", "deploy")},
            "inference": "process" if process else "thread" if args.async_inference else "loop thread",
-           "inference_threads": threads, **res}
+           "inference_threads": threads, **res, "command": command_line()}
     j = res["period_jitter_ms"]
     print(f"{args.robot}: success {res['success_rate']:.3f} over {res['episodes']} episodes at {res['rate_hz']:g} Hz "
           f"({'async, inference in a ' + ('process' if process else 'thread') if args.async_inference else 'sync'}); "

@@ -131,6 +131,9 @@ def test_run_async_inference_in_a_thread_and_bid(work):
     rep = json.loads((work / "run_thread.json").read_text())
     assert rep["inference"] == "thread" and rep["overlap"] == "bid" and rep["policy_errors"] == 0
     assert "(async, inference in a thread)" in res.stdout
+    res = dpctrl(work, "results", "runs", "run_sync.json", "run_async.json", "run_thread.json")
+    assert "| sim:lift | ddim-10 | async, process | replace | 1 |" in res.stdout
+    assert "| sim:lift | ddim-10 | async, thread | bid | 1 |" in res.stdout and "`dpctrl run --checkpoint lift" in res.stdout
     res = dpctrl(work, "run", "--checkpoint", "lift", "--overlap", "bid", expect=2)
     assert "add --async" in res.stderr
 
