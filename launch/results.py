@@ -6,7 +6,8 @@ block of a results page (``docs/results/*.md``) a table is written into between 
 
 One renderer per kind of report: ``eval_table`` (``dpctrl eval``), ``plan_table``,
 ``drive_table``, ``pad_table`` (PAD and DP-T evals on MetaWorld with ``dpctrl pad frames``),
-``lerobot_table`` (``dpctrl lerobot roundtrip``)."""
+``lerobot_table`` (``dpctrl lerobot roundtrip``); the delay page's ``delay_table`` and
+``run_table`` (``dpctrl run`` reports) live in launch/bench/delay.py with the delay sweep."""
 from __future__ import annotations
 
 import json
@@ -41,7 +42,7 @@ RESULT_PAGES = {"evals": "evals.md", "policy": "evals.md", "bench": "inference.m
                 "pad": "pad.md", "pad-hidden": "pad.md", "plan": "planning.md", "lerobot": "lerobot.md",
                 "experts": "experts.md", "delay": "delay.md",
                 "delay-lift": "delay.md", "delay-stack": "delay.md",
-                "runs": "delay.md"}
+                "runs": "delay.md", "overlap": "delay.md"}
 
 
 def add_update_docs(parser, what: str = "results") -> None:
@@ -255,58 +256,13 @@ def lerobot_table(report: dict, command: str) -> str:
             + markdown_table(["direction", "data", "result"], rows))
 
 
-def delay_table(files: list[str]) -> str:
-    """Success and smoothness under simulated inference delay, from ``dpctrl eval --delay`` reports:
-    one row per report, sorted by env, variant, delay and overlap mode."""
-    rows = []
-    for f in files:
-        r = json.loads(Path(f).read_text())
-        if "boundary_jump" not in r or "delay" not in r:
-            raise ValueError(f"{f} is not a `dpctrl eval` report with smoothness measures (rerun it)")
-        w = r.get("warm_start")
-        variant = f"{r['sampler']}-{r['num_inference_steps']}" + (f" + RTI K'={w['start_t']}" if w else "")
-        j = r["boundary_jump"]
-        rows.append(((r["env"], variant, r["delay"], r["action_steps"], r["overlap"]),
-                     [r["env"], variant, r["delay"], r["action_steps"], r["overlap"], f"{r['success_rate']:.3f}",
-                      r["episodes"], f"{j['mean']:.4f}", f"{j['p95']:.4f}", f"{r['jerk']:.5f}",
-                      f"`{r.get('command') or '?'}`"]))
-    rows.sort(key=lambda kr: kr[0])
-    return (f"Machine: {machine()}; seeds from 100000. Delay D and execution horizon S in control steps "
-            "(simulated time: the chunk requested at step k is used from step k + D). Boundary jump: largest change "
-            "of the continuous action dims at a chunk switch (robot units); jerk: mean squared third difference of "
-            "the actions per episode.\n\n"
-            + markdown_table(["env", "variant", "D", "S", "overlap", "success", "episodes", "boundary jump (mean)",
-                              "(p95)", "jerk", "command"], [r for _, r in rows]))
+TABLES = {"evals": eval_table, "delay": lambda files: _delay().delay_table(files),
+          "runs": lambda files: _delay().run_table(files), "drive": drive_table, "plan": plan_table, "pad": pad_table}
 
 
-def run_table(files: list[str]) -> str:
-    """The wall-clock loop, from ``dpctrl run`` reports (with ``--compare-eval``: the synchronous
-    eval's success on the same seeds): one row per report."""
-    rows = []
-    for f in files:
-        r = json.loads(Path(f).read_text())
-        if "deadline_misses" not in r or "period_jitter_ms" not in r:
-            raise ValueError(f"{f} is not a `dpctrl run` report")
-        w = r.get("warm_start")
-        variant = f"{r['sampler']}-{r['num_inference_steps']}" + (f" + RTI K'={w['start_t']}" if w else "")
-        cmp = r.get("vs_eval")
-        mode = "async" if r["async"] else "sync"
-        rows.append([r["robot"], variant, f"{mode}, {r.get('inference', '?')}", r["overlap"], r["episodes"],
-                     f"{r['success_rate']:.3f}",
-                     f"{cmp['eval_success_rate']:.3f} ({cmp['difference_points']:+.1f})" if cmp else "",
-                     f"{r['deadline_misses']} / {r['cycles']}", f"{r['period_jitter_ms']['p99']:.2f}",
-                     f"{r['chunk_latency_ms']['p50']:.0f}",
-                     f"{r['delay_cycles']['p50']:g} / {r['delay_cycles']['max']:g}",
-                     f"{r['boundary_jump']['mean']:.4f}", f"`{r.get('command') or '?'}`"])
-    return (f"Machine: {machine()}; seeds from 100000. Success vs the synchronous `dpctrl eval` of the same "
-            "inference variant on the same seeds (points); deadline misses in all cycles; chunk delay in control "
-            "cycles counted from its observation to its arrival.\n\n"
-            + markdown_table(["robot", "variant", "inference", "overlap", "episodes", "success", "sync eval (diff)",
-                              "deadline misses / cycles", "jitter p99 (ms)", "chunk latency p50 (ms)",
-                              "delay p50 / max", "boundary jump", "command"], rows))
-
-
-TABLES = {"evals": eval_table, "delay": delay_table, "runs": run_table, "drive": drive_table, "plan": plan_table, "pad": pad_table}
+def _delay():
+    from dpctrl.launch.bench import delay  # the delay pages' tables live with the delay sweep
+    return delay
 
 
 def cmd_results(args) -> int:

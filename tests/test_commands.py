@@ -138,6 +138,18 @@ def test_run_async_inference_in_a_thread_and_bid(work):
     assert "add --async" in res.stderr
 
 
+def test_bench_overlap(work):
+    res = dpctrl(work, "bench", "overlap", "--rounds", "2", "--prefix-checkpoint", "run_prefix/checkpoint",
+                 "--json", "overlap.json")
+    rows = json.loads((work / "overlap.json").read_text())["rows"]
+    assert [(r["base"], r["mode"]) for r in rows][:4] == [("DDIM-10", "plain"), ("DDIM-10", "rtc"), ("DDIM-10", "bid"),
+                                                          ("DDIM-10", "inpaint")]
+    assert {r["mode"] for r in rows if r["checkpoint"] == "run_prefix/checkpoint"} == {"plain", "prefix"}
+    assert all(r["p50_ms"] > 0 and r["network_calls"] >= 1 for r in rows) and "10 + 10 backward" in res.stdout
+    res = dpctrl(work, "bench", "overlap", "--prefix-checkpoint", "lift", expect=2)
+    assert "--prefix-max" in res.stderr
+
+
 def test_bench_delay_resumes_and_writes_the_docs(work):
     docs = work / "docs"
     (docs / "results").mkdir(parents=True, exist_ok=True)

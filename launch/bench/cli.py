@@ -24,6 +24,7 @@ KINDS = {
     "gpu": "CUDA-graph path: latency, precision error, 500 Hz loop (needs a CUDA device)",
     "peer": "next to LeRobot's diffusion policy (needs the lerobot side venv)",
     "delay": "success and boundary jump of each overlap mode vs simulated inference delay",
+    "overlap": "per-chunk cost of each overlap mode (rtc, bid, inpaint, prefix) vs the plain sampler",
 }
 
 
@@ -207,6 +208,20 @@ def _delay(args) -> int:
     return publish(args, f"delay-{args.env}", command, note, delay.markdown(cells, delays), rep)
 
 
+def _overlap(args) -> int:
+    import torch
+
+    from dpctrl.launch.bench.overlap import bench_overlap, markdown
+    torch.set_num_threads(args.threads)
+    rows = bench_overlap(args.checkpoint, args.rounds, args.prefix_checkpoint)
+    command = (f"dpctrl bench overlap --checkpoint {args.checkpoint} --rounds {args.rounds} --threads {args.threads}"
+               + (f" --prefix-checkpoint {args.prefix_checkpoint}" if args.prefix_checkpoint else ""))
+    note = (f"batch 1, {args.rounds - 1} timed chunks per row, modes interleaved; committed actions 0.3 away from "
+            "the free chunk, delay 2, execute 8; max change of the 8 executed actions (robot units) on the "
+            "same noise.")
+    return publish(args, "overlap", command, note, markdown(rows), {"rows": rows})
+
+
 def _check_docs(args, block: str) -> None:
     """Fail before minutes of work, not after, when --update-docs names no page or block."""
     if args.update_docs:
@@ -288,6 +303,14 @@ def add_parser(sub) -> None:
     p.add_argument("--out", help="directory of finished cells (resumed on rerun; default runs/bench-delay/CKPT-ENV)")
     _common(p)
     p.set_defaults(func=_run(_delay, lambda a: f"delay-{a.env}"))
+
+    p = kinds.add_parser("overlap", help=KINDS["overlap"])
+    p.add_argument("--checkpoint", default="lift", help="checkpoint directory or name")
+    p.add_argument("--prefix-checkpoint", help="a policy trained with --prefix-max, for the prefix rows")
+    p.add_argument("--rounds", type=int, default=40, help="chunks per mode (the first warms up)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads")
+    _common(p)
+    p.set_defaults(func=_run(_overlap, "overlap"))
 
     p = kinds.add_parser("policy", help=KINDS["policy"])
     _checkpoint_args(p)

@@ -15,6 +15,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from dpctrl.launch.results import machine, markdown_table
+
 from dpctrl.policy.chunking import OVERLAPS
 
 SETTINGS = ("checkpoint", "env", "episodes", "seed_start", "execute", "batch")
@@ -97,7 +99,6 @@ def sweep(settings: dict, variants: list[str], delays: list[int], out: Path, thr
 
 
 def markdown(cells: list[dict], delays: list[int]) -> str:
-    from dpctrl.launch.results import markdown_table
     variants = list(dict.fromkeys(c["variant"] for c in cells))
     at = {(c["variant"], c["delay"]): c for c in cells}
     rows = [[v] + [f"{at[v, d]['success_rate']:.3f} / {at[v, d]['boundary_jump']['mean']:.3f}" if (v, d) in at
@@ -146,3 +147,56 @@ def plot(cells: list[dict], delays: list[int], path: str, title: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+# ---------------------------------------------------------------- `dpctrl results delay|runs`
+
+def delay_table(files: list[str]) -> str:
+    """Success and smoothness under simulated inference delay, from ``dpctrl eval --delay`` reports:
+    one row per report, sorted by env, variant, delay and overlap mode."""
+    rows = []
+    for f in files:
+        r = json.loads(Path(f).read_text())
+        if "boundary_jump" not in r or "delay" not in r:
+            raise ValueError(f"{f} is not a `dpctrl eval` report with smoothness measures (rerun it)")
+        w = r.get("warm_start")
+        variant = f"{r['sampler']}-{r['num_inference_steps']}" + (f" + RTI K'={w['start_t']}" if w else "")
+        j = r["boundary_jump"]
+        rows.append(((r["env"], variant, r["delay"], r["action_steps"], r["overlap"]),
+                     [r["env"], variant, r["delay"], r["action_steps"], r["overlap"], f"{r['success_rate']:.3f}",
+                      r["episodes"], f"{j['mean']:.4f}", f"{j['p95']:.4f}", f"{r['jerk']:.5f}",
+                      f"`{r.get('command') or '?'}`"]))
+    rows.sort(key=lambda kr: kr[0])
+    return (f"Machine: {machine()}; seeds from 100000. Delay D and execution horizon S in control steps "
+            "(simulated time: the chunk requested at step k is used from step k + D). Boundary jump: largest change "
+            "of the continuous action dims at a chunk switch (robot units); jerk: mean squared third difference of "
+            "the actions per episode.\n\n"
+            + markdown_table(["env", "variant", "D", "S", "overlap", "success", "episodes", "boundary jump (mean)",
+                              "(p95)", "jerk", "command"], [r for _, r in rows]))
+
+
+def run_table(files: list[str]) -> str:
+    """The wall-clock loop, from ``dpctrl run`` reports (with ``--compare-eval``: the synchronous
+    eval's success on the same seeds): one row per report."""
+    rows = []
+    for f in files:
+        r = json.loads(Path(f).read_text())
+        if "deadline_misses" not in r or "period_jitter_ms" not in r:
+            raise ValueError(f"{f} is not a `dpctrl run` report")
+        w = r.get("warm_start")
+        variant = f"{r['sampler']}-{r['num_inference_steps']}" + (f" + RTI K'={w['start_t']}" if w else "")
+        cmp = r.get("vs_eval")
+        mode = "async" if r["async"] else "sync"
+        rows.append([r["robot"], variant, f"{mode}, {r.get('inference', '?')}", r["overlap"], r["episodes"],
+                     f"{r['success_rate']:.3f}",
+                     f"{cmp['eval_success_rate']:.3f} ({cmp['difference_points']:+.1f})" if cmp else "",
+                     f"{r['deadline_misses']} / {r['cycles']}", f"{r['period_jitter_ms']['p99']:.2f}",
+                     f"{r['chunk_latency_ms']['p50']:.0f}",
+                     f"{r['delay_cycles']['p50']:g} / {r['delay_cycles']['max']:g}",
+                     f"{r['boundary_jump']['mean']:.4f}", f"`{r.get('command') or '?'}`"])
+    return (f"Machine: {machine()}; seeds from 100000. Success vs the synchronous `dpctrl eval` of the same "
+            "inference variant on the same seeds (points); deadline misses in all cycles; chunk delay in control "
+            "cycles counted from its observation to its arrival.\n\n"
+            + markdown_table(["robot", "variant", "inference", "overlap", "episodes", "success", "sync eval (diff)",
+                              "deadline misses / cycles", "jitter p99 (ms)", "chunk latency p50 (ms)",
+                              "delay p50 / max", "boundary jump", "command"], rows))
