@@ -131,7 +131,7 @@ class ControlLoop:
         # the first chunk before the clock starts (start-up latency is not a deadline miss)
         first = run_policy(self.predict, self._window(hist), t_start, self.first, self.n_queued, self.clock)
         rk.start()
-        first.t_obs = last_request = rk.t0
+        first.t_obs = rk.t0
         self._accept(first, queue, rep, rk.t0)
         try:
             while True:
@@ -149,12 +149,12 @@ class ControlLoop:
                         queued = queue.remaining(t_obs) if cfg.overlap in COMMITTED else ()
                         # nothing to agree with when every queued action is already past due (a slow cycle)
                         kw = {"committed": self._prefix(queued, rep)} if len(queued) else {}
-                        self._note_shift(t_obs, last_request, rk.period_s)
-                        last_request, self._request_cycle = t_obs, rep.cycles
+                        self._note_shift(rep)
+                        self._request_cycle = rep.cycles
                         self.worker.submit(self._window(hist), t_obs, **kw)
                 elif len(queue) == 0:
-                    self._note_shift(t_obs, last_request, rk.period_s)
-                    last_request, self._request_cycle = t_obs, rep.cycles
+                    self._note_shift(rep)
+                    self._request_cycle = rep.cycles
                     self._accept(run_policy(self.predict, self._window(hist), t_obs, self.first, self.n, self.clock),
                                  queue, rep, self.clock(), switches)
                 candidate = queue.pop(self.clock())
@@ -210,9 +210,11 @@ class ControlLoop:
         delay = min(rep.delays[-1] if rep.delays else 1, len(remaining))
         return Prefix(remaining, delay, None, self.cfg.overlap)  # None: the mask ends with the queue
 
-    def _note_shift(self, t_obs: float, last_request: float, period_s: float) -> None:
+    def _note_shift(self, rep: EpisodeReport) -> None:
+        """Tell a warm start how far to shift: the actions sent since the last request's
+        observation, counted (not estimated from wall-clock time)."""
         if self.note_executed is not None:
-            self.note_executed(max(0, int(round((t_obs - last_request) / period_s))))
+            self.note_executed(rep.cycles - self._request_cycle)
 
     @staticmethod
     def _strip(obs: dict) -> dict:
