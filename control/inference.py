@@ -41,8 +41,9 @@ class InferenceWorker:
         self._lock = threading.Lock()
         self._request = threading.Event()
         self._stop = threading.Event()
-        self._pending: tuple[dict, float, dict] | None = None
+        self._pending: tuple[dict, float, dict, int] | None = None
         self._result: ChunkResult | None = None
+        self._generation = 0  # results of requests made before the last ``discard`` are dropped
         self.busy = False
         self._thread = threading.Thread(target=self._run, name="dpctrl-inference", daemon=True)
         self._thread.start()
@@ -54,9 +55,21 @@ class InferenceWorker:
             if self.busy:
                 return False
             self.busy = True
-            self._pending = (window, t_obs, kw)
+            self._pending = (window, t_obs, kw, self._generation)
         self._request.set()
         return True
+
+    def discard(self, timeout: float = 5.0) -> bool:
+        """Forget any chunk requested so far (an episode ended): its result is never returned by
+        ``poll``. Waits up to ``timeout`` for a call in flight to finish (so nothing uses the
+        policy while it is reset); returns whether the worker is idle."""
+        with self._lock:
+            self._generation += 1
+            self._result = None
+        deadline = time.monotonic() + timeout
+        while self.busy and time.monotonic() < deadline:
+            time.sleep(0.001)
+        return not self.busy
 
     def poll(self) -> ChunkResult | None:
         """The finished chunk, once; None while computing or idle."""
@@ -71,10 +84,11 @@ class InferenceWorker:
             if self._stop.is_set():
                 return
             with self._lock:
-                window, t_obs, kw = self._pending
+                window, t_obs, kw, generation = self._pending
             res = run_policy(self.predict, window, t_obs, self.first, self.n, **kw)
             with self._lock:
-                self._result = res
+                if generation == self._generation:
+                    self._result = res
                 self.busy = False
 
     def close(self, timeout: float = 5.0) -> bool:

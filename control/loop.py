@@ -89,6 +89,12 @@ class ControlLoop:
         self.n_queued = None if cfg.async_inference and cfg.replan_at is None else n_action_steps
         self.worker = InferenceWorker(predict, first_action, self.n_queued) if cfg.async_inference else None
 
+    def settle(self, timeout: float = 5.0) -> bool:
+        """Between episodes: drop any chunk still in flight (computed from the last episode's
+        observations, it must not reach the next one) after waiting up to ``timeout`` for it, so
+        the policy can be reset; returns whether the worker is idle."""
+        return self.worker.discard(timeout) if self.worker else True
+
     def close(self, timeout: float = 5.0) -> bool:
         """Stop the worker; False if a hung policy call is still running after ``timeout``."""
         return self.worker.close(timeout) if self.worker else True
@@ -120,6 +126,7 @@ class ControlLoop:
         cfg, robot = self.cfg, self.robot
         rk = RateKeeper(cfg.rate_hz, spin_s=cfg.spin_s, clock=self.clock, sleep=self.sleep)
         queue = ActionQueue(rk.period_s, mode="replace" if cfg.overlap in COMMITTED else cfg.overlap)
+        self.settle(0.0)  # a chunk of the last episode never reaches this one
         self.safety.reset()
         rep = EpisodeReport(seed=seed)
         record: dict[str, list] = {"action": [], "t": [], "held": []}

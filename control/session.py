@@ -98,6 +98,7 @@ def run_loop(policy, robot="sim:lift", rate_hz: float | None = None, async_infer
     try:
         with sim:
             for seed in range(seed_start, seed_start + episodes):
+                loop.settle()  # the last episode's chunk in flight finishes and is dropped first
                 policy.reset()
                 reports.append(loop.run_episode(seed, max_cycles=max_cycles, on_episode_end=on_episode_end))
     finally:

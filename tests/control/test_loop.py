@@ -1,5 +1,6 @@
 """Control-loop behaviour on a fake robot: fake clock for timing semantics, events for threads."""
 import threading
+import time
 
 import gymnasium as gym
 import numpy as np
@@ -251,3 +252,24 @@ def test_guided_modes_hand_the_queued_actions_to_the_policy(mode):
     # the frozen part: the last chunk's counted delay (1 before any was counted), at most the queue
     assert later[0].delay == min(1, len(later[0].actions))
     assert all(0 <= c.delay <= len(c.actions) for c in later) and rep.delays
+
+def test_a_chunk_in_flight_when_an_episode_ends_never_reaches_the_next_one():
+    """The last request of an episode can still be computing when the episode ends; its chunk
+    (from that episode's observations, time-stamped a few periods ago) must not be queued in the
+    next episode (it was: the next episode then ran the old episode's actions for a few cycles)."""
+    calls = []
+    base = chunk_policy(calls)
+
+    def predict(window):
+        if len(calls) == 1:  # episode 1's second chunk (from x = 8) outlives the episode
+            time.sleep(0.15)
+        return base(window)
+    robot = FakeRobot(episode_len=12)
+    loop = ControlLoop(robot, predict, 2, 1, 8, LoopConfig(rate_hz=50.0, async_inference=True, spin_s=0.0),
+                       safety=safety(max_hold=1000))
+    first = loop.run_episode(0)
+    assert first.cycles == 12 and loop.worker.busy  # ended with the request still in flight
+    loop.run_episode(1)
+    assert loop.close()
+    sent = np.round(np.array([a[0] for a in robot.sent]) * 100)
+    assert sent[:8].tolist() == list(range(1, 9)), sent  # episode 2's own first chunk, no action from x = 8
