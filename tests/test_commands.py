@@ -151,19 +151,19 @@ def test_bench_overlap(work):
 
 
 def test_bench_delay_resumes_and_writes_the_docs(work):
-    docs = work / "docs"
+    docs = work / "delay_docs"
     (docs / "results").mkdir(parents=True, exist_ok=True)
     (docs / "assets").mkdir(exist_ok=True)
     shutil.copy(Path(__file__).resolve().parents[1] / "docs" / "results" / "delay.md", docs / "results")
     args = ["bench", "delay", "--env", "lift", "--episodes", "2", "--batch", "2", "--delays", "0,2",
             "--variants", "replace,bid", "--threads", "1", "--out", "delay_cells", "--no-progress"]
     res = dpctrl(work, *args, "--json", "delay.json")
-    assert "| replace |" in res.stdout and "| bid |" in res.stdout and "Baseline: replace at D=0" in res.stdout
+    assert "| replace |" in res.stdout and "| bid |" in res.stdout and "Target (up to D=4)" in res.stdout
     cells = json.loads((work / "delay.json").read_text())["cells"]
     assert [(c["variant"], c["delay"]) for c in cells] == [("replace", 0), ("replace", 2), ("bid", 0), ("bid", 2)]
     assert sorted(p.name for p in (work / "delay_cells").iterdir()) == ["bid_d0.json", "bid_d2.json",
                                                                          "replace_d0.json", "replace_d2.json"]
-    res = dpctrl(work, *args, "--update-docs", "docs")  # a rerun keeps every finished cell
+    res = dpctrl(work, *args, "--update-docs", "delay_docs")  # a rerun keeps every finished cell
     assert res.stderr.count("kept from") == 4
     page = (docs / "results" / "delay.md").read_text()
     assert "Command: `dpctrl bench delay --checkpoint lift --env lift --episodes 2" in page

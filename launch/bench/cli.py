@@ -203,7 +203,7 @@ def _delay(args) -> int:
     rep = {"cells": [{k: v for k, v in c.items() if k != "per_episode"} for c in cells], "out": str(out)}
     if args.update_docs:
         plot_path = Path(args.update_docs) / "assets" / f"delay-{args.env}.png"
-        delay.plot(cells, delays, str(plot_path), f"{args.checkpoint} on {args.env}, S={args.execute}")
+        delay.plot(cells, delays, str(plot_path), f"{args.env} (checkpoint {args.checkpoint}), S={args.execute}")
         note += f"\n\n![success and boundary jump vs delay](../assets/{plot_path.name})"
     return publish(args, f"delay-{args.env}", command, note, delay.markdown(cells, delays), rep)
 
