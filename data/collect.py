@@ -11,8 +11,10 @@ only the steps from the miss on are kept, and only episodes that did regrasp and
 """
 from __future__ import annotations
 
+import itertools
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -61,21 +63,34 @@ def open_store(out: Path, attrs: dict) -> ReplayBuffer:
     return rb
 
 
-def recovery_part(ep: Episode, expert) -> Episode:
+def recovery_part(ep: Episode, expert: dict) -> Episode:
     """The steps of a missing expert's episode from its miss on; unsuccessful (not stored)
-    when it did not regrasp (the off-centre grasp caught the cube after all)."""
-    if not expert.regrasps or expert.recovery_start is None:
+    when it did not regrasp (the off-centre grasp caught the cube after all). ``expert``: its
+    ``regrasps`` and ``recovery_start`` after the episode."""
+    if not expert["regrasps"] or expert["recovery_start"] is None:
         return replace(ep, success=False)
-    steps = {k: v[expert.recovery_start:] for k, v in ep.steps.items()}
+    steps = {k: v[expert["recovery_start"]:] for k, v in ep.steps.items()}
     return replace(ep, steps=steps, length=len(steps["action"]))
+
+
+def local_episodes(env, expert, first_seed: int) -> Iterator[tuple[Episode, dict]]:
+    """The expert's episodes of seeds ``first_seed, first_seed + 1, ...`` in this process
+    (what ``envs.distributed.expert_episodes`` yields from Ray workers)."""
+    for seed in itertools.count(first_seed):
+        ep = expert_episode(env, expert, seed)
+        yield ep, {k: getattr(expert, k, None) for k in ("regrasps", "recovery_start")}
 
 
 def collect(env_name: str, n_episodes: int, out: str | Path, images: bool = False, seed: int = 0,
             max_attempts: int | None = None, progress: bool = True,
-            cameras: tuple[str, ...] = envs.DEFAULT_CAMERAS, recoveries: bool = False) -> CollectReport:
+            cameras: tuple[str, ...] = envs.DEFAULT_CAMERAS, recoveries: bool = False,
+            workers: int = 1, worker_cpus: float = 1, ray_address: str | None = None) -> CollectReport:
     """Store ``n_episodes`` successful expert episodes in ``out`` (resumes a partial store);
     with ``images``, one ``<camera>_image`` key per camera in ``cameras`` (robosuite); with
-    ``recoveries``, missed-and-regrasped Lift episodes from the miss on (module docstring)."""
+    ``recoveries``, missed-and-regrasped Lift episodes from the miss on (module docstring).
+    ``workers > 1``: the experts run on Ray workers (envs/distributed.py); this process stays the
+    store's only writer and appends in seed order, so the store is the one a single process
+    writes, and a kill loses no episode already added."""
     if n_episodes < 1:
         raise ValueError(f"--episodes must be >= 1, got {n_episodes}")
     if recoveries and env_name not in ("lift", "robosuite:lift"):
@@ -88,11 +103,18 @@ def collect(env_name: str, n_episodes: int, out: str | Path, images: bool = Fals
     attrs = {"env": env_name, "images": bool(images), "recoveries": bool(recoveries)}
     if images and not env_name.startswith("metaworld:"):
         attrs["cameras"] = list(cameras)
+    pool = None
     try:
         rb = open_store(out, attrs)
         next_seed = seed
         if rb.n_episodes:
             next_seed = max(seed, int(rb.meta_column("seed").max()) + 1, int(rb.attrs.get("next_seed", 0)))
+        if workers > 1 and rb.n_episodes < n_episodes:
+            from dpctrl.envs.distributed import WorkerPool, expert_episodes
+            pool = WorkerPool(workers, worker_cpus, address=ray_address)
+            source = expert_episodes(pool, env_name, next_seed, images, tuple(cameras) if images else (), recoveries)
+        else:
+            source = local_episodes(env, expert, next_seed)
         max_attempts = max_attempts or 3 * n_episodes + 10
         start, added, attempts, successes, steps = time.perf_counter(), 0, 0, 0, 0
         with tqdm(total=n_episodes, initial=rb.n_episodes, desc=f"collect {env_name}", unit="ep",
@@ -101,11 +123,11 @@ def collect(env_name: str, n_episodes: int, out: str | Path, images: bool = Fals
                 if attempts >= max_attempts:
                     raise RuntimeError(f"expert succeeded {successes}/{attempts} times; gave up before "
                                        f"reaching {n_episodes} episodes (max_attempts={max_attempts})")
-                ep = expert_episode(env, expert, next_seed)
+                ep, state = next(source)
                 attempts += 1
                 next_seed += 1
                 if recoveries:
-                    ep = recovery_part(ep, expert)
+                    ep = recovery_part(ep, state)
                 if ep.success:
                     successes += 1
                     rb.add_episode(ep.steps, meta={"seed": ep.seed, "success": True, "length": ep.length})
@@ -116,6 +138,8 @@ def collect(env_name: str, n_episodes: int, out: str | Path, images: bool = Fals
                 bar.update(int(ep.success))
     finally:
         env.close()
+        if pool is not None:
+            pool.close()
     return CollectReport(env_name, str(out), rb.n_episodes, added, attempts, successes, steps,
                          time.perf_counter() - start)
 

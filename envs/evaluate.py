@@ -8,6 +8,8 @@ what a single robot sees. Results are JSON-ready dicts.
 """
 from __future__ import annotations
 
+import hashlib
+import inspect
 import time
 from collections import deque
 from importlib.metadata import version
@@ -58,7 +60,8 @@ def rollout_group(policy: ChunkPolicy, env_list: list, seeds: list[int], record:
         obs, _ = env.reset(seed=seed)
         hist.append(deque([obs] * To, maxlen=To))
         result.append({"seed": int(seed), "success": False, "length": 0, "max_reward": 0.0})
-    policy.reset()
+    seeded = "seeds" in inspect.signature(policy.reset).parameters  # a policy without noise may not take them
+    policy.reset(seeds=[int(s) for s in seeds]) if seeded else policy.reset()  # per-episode noise
     def install(pending):
         """Push the pending chunk into the queues if it is due now; returns what is still pending."""
         if pending is None or step != pending[3]:
@@ -112,6 +115,8 @@ def rollout_group(policy: ChunkPolicy, env_list: list, seeds: list[int], record:
         dims = list(range(acts.shape[1])) if continuous is None else list(continuous)
         r["boundary_jumps"] = boundary_jumps(acts, switches[i], dims)
         r["jerk"] = mean_squared_jerk(acts, dims)
+        r["seeded"] = seeded
+        r["actions_sha1"] = hashlib.sha1(np.ascontiguousarray(acts, np.float32).tobytes()).hexdigest()[:16]
     return result
 
 
@@ -182,6 +187,32 @@ def record_video(policy: ChunkPolicy, env_name: str, seed: int, path, size: int 
     return {**result, "video": str(path), "frames": len(frames)}
 
 
+def make_envs(policy: ChunkPolicy, env_name: str, n: int, max_steps: int | None = None) -> list:
+    """``n`` envs of ``env_name`` that render the cameras ``policy`` reads (none for a low-dim one)."""
+    keys = image_keys(policy)
+    return [envs.make(env_name, images=bool(keys), max_steps=max_steps, cameras=envs.cameras_of(keys))
+            for _ in range(n)]
+
+
+def run_episodes(policy: ChunkPolicy, env_name: str, env_list: list, seeds: list[int],
+                 action_steps: int | None = None, delay: int = 0, overlap: str = "replace",
+                 on_group=None) -> tuple[list[dict], list[dict], list[int]]:
+    """The episodes of ``seeds``, ``len(env_list)`` at a time in lockstep: (per-episode records,
+    batch-1 observation windows for latency timing, network calls of every chunk).
+    ``on_group(records)`` after each group (a progress bar)."""
+    discrete = set(envs.discrete_action_dims(env_name))
+    continuous = [d for d in range(env_list[0].action_space.shape[0]) if d not in discrete]
+    per_episode, recorded, nfe = [], [], []
+    for s in range(0, len(seeds), len(env_list)):
+        group = seeds[s: s + len(env_list)]
+        done = rollout_group(policy, env_list[: len(group)], group, recorded, action_steps=action_steps, nfe=nfe,
+                             delay=delay, overlap=overlap, continuous=continuous)
+        per_episode += done
+        if on_group is not None:
+            on_group(done)
+    return per_episode, recorded, nfe
+
+
 def evaluate(policy: ChunkPolicy, env_name: str, episodes: int, seed_start: int = 100_000,
              batch: int = 10, latency_windows: int = 20, max_steps: int | None = None,
              progress: bool = True, action_steps: int | None = None, delay: int = 0,
@@ -190,41 +221,43 @@ def evaluate(policy: ChunkPolicy, env_name: str, episodes: int, seed_start: int 
     ``batch`` envs in lockstep per network pass; ``delay``, ``action_steps`` and ``overlap`` as
     in ``rollout_group`` (delay 0: synchronous). A JSON-ready report: success, network calls,
     batch-1 chunk latency, smoothness (``boundary_jump`` at chunk switches, mean squared
-    ``jerk``) and ``per_episode`` records."""
+    ``jerk``) and ``per_episode`` records. Each episode's noise is seeded by its seed, so a
+    seed's result does not depend on ``batch``, ``episodes`` or what ran before it."""
     if episodes < 1:
         raise ValueError("episodes must be >= 1")
-    S = action_steps or policy.n_action_steps
-    check_delay(delay, S, policy.horizon, policy.n_obs_steps)  # before any env is built
-    check_overlap(policy, overlap, delay)
-    discrete = set(envs.discrete_action_dims(env_name))
+    check_delay(delay, action_steps or policy.n_action_steps, policy.horizon, policy.n_obs_steps)
+    check_overlap(policy, overlap, delay)  # before any env is built
     if hasattr(policy, "train"):  # a torch module: no dropout while evaluating
         policy.eval()
     seeds = list(range(seed_start, seed_start + episodes))
-    group = min(batch, episodes)
-    keys = image_keys(policy)
-    env_list = [envs.make(env_name, images=bool(keys), max_steps=max_steps, cameras=envs.cameras_of(keys))
-                for _ in range(group)]
-    continuous = [d for d in range(env_list[0].action_space.shape[0]) if d not in discrete]
-    per_episode, recorded, nfe = [], [], []
+    env_list = make_envs(policy, env_name, min(batch, episodes), max_steps)
     t0 = time.perf_counter()
     try:
         with tqdm(total=episodes, desc=f"eval {env_name}", unit="ep", disable=not progress) as bar:
-            for s in range(0, episodes, group):
-                chunk_seeds = seeds[s: s + group]
-                per_episode += rollout_group(policy, env_list[: len(chunk_seeds)], chunk_seeds, recorded,
-                                             action_steps=action_steps, nfe=nfe, delay=delay, overlap=overlap,
-                                             continuous=continuous)
-                bar.update(len(chunk_seeds))
-                bar.set_postfix(success=f"{np.mean([e['success'] for e in per_episode]):.2f}")
+            done: list = []
+
+            def advance(group):
+                done.extend(group)
+                bar.update(len(group))
+                bar.set_postfix(success=f"{np.mean([e['success'] for e in done]):.2f}")
+            per_episode, recorded, nfe = run_episodes(policy, env_name, env_list, seeds, action_steps, delay,
+                                                      overlap, on_group=advance)
     finally:
         for e in env_list:
             e.close()
     rollout_s = time.perf_counter() - t0
-    latency = chunk_latency_ms(policy, recorded[:latency_windows])
-    info = policy.describe()
+    return summarize(env_name, seeds, per_episode, nfe, policy.describe(),
+                     chunk_latency_ms(policy, recorded[:latency_windows]), rollout_s,
+                     action_steps or policy.n_action_steps, delay, overlap)
+
+
+def summarize(env_name: str, seeds: list[int], per_episode: list[dict], nfe: list[int], info: dict,
+              latency: dict, rollout_s: float, action_steps: int, delay: int, overlap: str) -> dict:
+    """The evaluation report of finished episodes (``info``: the policy's ``describe()``)."""
+    per_episode = sorted(per_episode, key=lambda e: e["seed"])
     return {
         "env": env_name,
-        "episodes": episodes,
+        "episodes": len(seeds),
         "seeds": seeds,
         "success_rate": float(np.mean([e["success"] for e in per_episode])),
         "mean_max_reward": float(np.mean([e["max_reward"] for e in per_episode])),
@@ -233,15 +266,17 @@ def evaluate(policy: ChunkPolicy, env_name: str, episodes: int, seed_start: int 
         "nfe_mean": float(np.mean(nfe)),  # including each episode's cold first chunk
         "warm_start": info["warm_start"],
         "cache": info["cache"],
-        "action_steps": S,
+        "action_steps": action_steps,
         "delay": delay,
         "overlap": overlap,
+        "episode_seeds": all(e["seeded"] for e in per_episode),  # noise per episode (reset(seeds=...))
         **smoothness(per_episode),
         "chunk_latency_ms": latency,
         "rollout_seconds": rollout_s,
-        "per_episode": [{**{k: e[k] for k in ("seed", "success", "length")},
+        "per_episode": [{**{k: e[k] for k in ("seed", "success", "length", "actions_sha1")},
                          "boundary_jump": float(np.mean(e["boundary_jumps"])) if e["boundary_jumps"] else None,
-                         "jerk": e["jerk"] if np.isfinite(e["jerk"]) else None} for e in per_episode],
+                         "jerk": e["jerk"] if np.isfinite(e["jerk"]) else None,
+                         **({"worker": e["worker"]} if "worker" in e else {})} for e in per_episode],
         "config": info["config"],
         "version": version("dpctrl"),
     }

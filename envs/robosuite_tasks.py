@@ -10,7 +10,9 @@ Reward is robosuite's sparse task reward; ``terminated`` on success, ``truncated
 ``max_steps``; ``info["success"]``.
 
 Seeding: robosuite samples object placements and joint noise from numpy's global RNG, so
-``reset(seed=...)`` seeds it for the duration of the reset and restores it afterwards.
+``reset(seed=...)`` seeds it for the duration of the reset and restores it afterwards. It also
+draws parts of the model when it builds it (Lift's cube size, 20-22 mm), so construction runs
+under ``MODEL_SEED``: every env of a task is the same model, in any process, in any order.
 """
 from __future__ import annotations
 
@@ -20,11 +22,11 @@ os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering; must be set bef
 
 import logging
 from dataclasses import dataclass
-from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
+MODEL_SEED = 0
 LOW_DIM_KEYS = ("robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos", "object")
 
 
@@ -69,13 +71,18 @@ class RobosuiteEnv(gym.Env):
         self.control_freq = control_freq
         self.render_mode = "rgb_array"
         controller = load_composite_controller_config(controller="BASIC", robot="Panda")
-        self._env = robosuite.make(
-            self.spec_.robosuite_name, robots="Panda", controller_configs=controller,
-            has_renderer=False, has_offscreen_renderer=images, use_camera_obs=images,
-            camera_names=list(self.cameras), camera_heights=image_size, camera_widths=image_size,
-            control_freq=control_freq, horizon=self.max_steps + 1, ignore_done=True,
-            hard_reset=False, reward_shaping=False,
-        )
+        state = np.random.get_state()  # the model itself is drawn (Lift's cube size): the same in every env
+        np.random.seed(MODEL_SEED)
+        try:
+            self._env = robosuite.make(
+                self.spec_.robosuite_name, robots="Panda", controller_configs=controller,
+                has_renderer=False, has_offscreen_renderer=images, use_camera_obs=images,
+                camera_names=list(self.cameras), camera_heights=image_size, camera_widths=image_size,
+                control_freq=control_freq, horizon=self.max_steps + 1, ignore_done=True,
+                hard_reset=False, reward_shaping=False,
+            )
+        finally:
+            np.random.set_state(state)
         self._render_setup_done = False
         spaces = {
             "robot0_eef_pos": gym.spaces.Box(-np.inf, np.inf, (3,), np.float64),

@@ -2,28 +2,46 @@
 from __future__ import annotations
 
 import argparse
+from functools import partial
 from pathlib import Path
 
-from dpctrl.launch.options import add_warm_start_args, apply_warm_start, command_line, write_json
+from dpctrl.launch.options import add_ray_args, add_warm_start_args, apply_warm_start, command_line, write_json
 
 OVERLAPS = ("replace", "blend", "inpaint", "rtc", "bid", "prefix")  # policy/chunking.py's (tests/launch/test_cli.py checks)
 
 
-def cmd_eval(args: argparse.Namespace) -> int:
-    import torch
-
-    from dpctrl.envs.evaluate import evaluate, record_video
+def configured_policy(args: argparse.Namespace):
+    """The policy ``dpctrl eval`` runs, as its options configure it (each Ray worker builds its own)."""
     from dpctrl.policy import registry
-    torch.set_num_threads(args.threads)
-    policy = registry.load_policy(args.checkpoint, seed=args.seed_start)
+    policy = registry.load_policy(args.checkpoint)
     if args.env.startswith("metaworld:") and hasattr(policy, "set_task"):
         policy.set_task(args.env.split(":", 1)[1])
     if args.sampler or args.steps:
         policy.set_sampler(args.sampler or policy.cfg.sampler, args.steps or policy.cfg.num_inference_steps)
     apply_warm_start(policy, args)
-    res = evaluate(policy, args.env, args.episodes, args.seed_start, batch=args.batch, max_steps=args.max_steps,
-                   progress=not args.no_progress, action_steps=args.action_steps, delay=args.delay,
-                   overlap=args.overlap)
+    return policy
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import torch
+
+    from dpctrl.envs.evaluate import check_overlap, evaluate, record_video
+    from dpctrl.policy.chunking import check_delay
+    if args.workers < 1:
+        raise ValueError("--workers must be >= 1")
+    torch.set_num_threads(args.threads or (1 if args.workers > 1 else 2))
+    policy = configured_policy(args)  # in the driver too: bad options fail here, before any worker starts
+    kw = dict(max_steps=args.max_steps, progress=not args.no_progress, action_steps=args.action_steps,
+              delay=args.delay, overlap=args.overlap, batch=args.batch)
+    if args.workers > 1 or args.ray_address:
+        from dpctrl.envs.distributed import evaluate_distributed
+        check_delay(args.delay, args.action_steps or policy.n_action_steps, policy.horizon, policy.n_obs_steps)
+        check_overlap(policy, args.overlap, args.delay)
+        res = evaluate_distributed(partial(configured_policy, args), args.env, args.episodes, args.seed_start,
+                                   workers=args.workers, cpus=args.worker_cpus, gpus=args.worker_gpus,
+                                   threads=args.threads or 1, address=args.ray_address, **kw)
+    else:
+        res = evaluate(policy, args.env, args.episodes, args.seed_start, **kw)
     if args.video_dir:
         Path(args.video_dir).mkdir(parents=True, exist_ok=True)
         res["videos"] = [record_video(policy, args.env, seed, Path(args.video_dir) / f"{args.env}_{seed}.mp4",
@@ -36,6 +54,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     jump = res["boundary_jump"]
     print(f"delay {res['delay']}, execute {res['action_steps']}, overlap {res['overlap']}: boundary jump mean "
           f"{jump['mean']:.4f} p95 {jump['p95']:.4f} over {jump['switches']} chunk switches; jerk {res['jerk']:.5f}")
+    if "per_worker" in res:
+        print(f"{args.workers} Ray workers: episodes per worker {res['per_worker']}, {len(res['workers_lost'])} lost, "
+              f"cluster start-up {res['startup_seconds']:.1f} s, rollouts {res['rollout_seconds']:.1f} s")
     write_json(args.json, {**res, "checkpoint": str(args.checkpoint), "command": command_line()})
     return 0
 
@@ -62,7 +83,8 @@ def add_parser(sub) -> None:
                         "gets the D frozen actions clean)")
     add_warm_start_args(e)
     e.add_argument("--max-steps", type=int, help="cap episode length (default: the task's)")
-    e.add_argument("--threads", type=int, default=2)
+    e.add_argument("--threads", type=int, help="torch threads (default 2 in-process, 1 per worker)")
+    add_ray_args(e, "the seeds are spread over")
     e.add_argument("--video-dir", help="write mp4 videos of the first --videos seeds here")
     e.add_argument("--videos", type=int, default=3)
     e.add_argument("--json", help="write the full report here")

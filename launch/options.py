@@ -42,6 +42,16 @@ def add_warm_start_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache-budget", type=int, help="update steps per run (uniform; checked against bac's)")
 
 
+def add_ray_args(p: argparse.ArgumentParser, what: str, gpus: bool = True) -> None:
+    """``--workers N`` and where they run (envs/distributed.py)."""
+    p.add_argument("--workers", type=int, default=1, help=f"Ray workers {what} (1: in this process, no Ray)")
+    p.add_argument("--ray-address", help="a running Ray cluster (ray start --head); default: a local one "
+                                         "started on demand and stopped at the end")
+    p.add_argument("--worker-cpus", type=float, default=1, help="CPUs Ray reserves per worker")
+    if gpus:
+        p.add_argument("--worker-gpus", type=float, default=0, help="GPUs Ray reserves per worker")
+
+
 def apply_warm_start(policy, args: argparse.Namespace) -> None:
     """Set the warm start and block cache that ``add_warm_start_args`` parsed."""
     from dpctrl.policy.accel.cache import cache_for

@@ -32,6 +32,8 @@ from typing import Any, Union
 
 import torch
 
+from dpctrl.policy.noise import randn
+
 Sample = Union[torch.Tensor, tuple]
 
 
@@ -81,15 +83,16 @@ class RunNoise:
         return RunNoise(move(self.start), move(self.steps), None if self.guide is None else self.guide.to(device))
 
 
-def draw_noise(generator: torch.Generator, sampler, plan: StepPlan, shapes: Sequence[tuple],
+def draw_noise(generator, sampler, plan: StepPlan, shapes: Sequence[tuple],
                guide_shape: tuple | None = None, start: bool | None = None) -> RunNoise:
-    """The draws of one run from ``generator``, in one fixed order: the start noise of each
+    """The draws of one run from ``generator`` (a ``torch.Generator``, or per-episode
+    ``RowStreams``, policy/noise.py), in one fixed order: the start noise of each
     component (if ``plan.start_level`` is a noisy level, or ``start=True``), then step by step
     each component's sampler noise (DDPM only) and the guide's (zeros where the step's new
     level is clean)."""
     if start is None:
         start = plan.start_level is not None and plan.start_level != sampler.clean
-    start_noise = tuple(torch.randn(s, generator=generator) for s in shapes) if start else None
+    start_noise = tuple(randn(generator, s) for s in shapes) if start else None
     ddpm = sampler.name == "ddpm"
     if not ddpm and guide_shape is None:
         return RunNoise(start_noise)
@@ -98,17 +101,17 @@ def draw_noise(generator: torch.Generator, sampler, plan: StepPlan, shapes: Sequ
     for _, t_next in plan.pairs:
         if ddpm:
             for c, s in enumerate(shapes):
-                steps[c].append(torch.randn(s, generator=generator))
+                steps[c].append(randn(generator, s))
         if guide_shape is not None:
             guide.append(torch.zeros(guide_shape) if t_next == sampler.clean
-                         else torch.randn(guide_shape, generator=generator))
+                         else randn(generator, guide_shape))
     return RunNoise(start_noise, tuple(torch.stack(s) for s in steps) if ddpm else None,
                     torch.stack(guide) if guide_shape is not None else None)
 
 
-def draw_start(generator: torch.Generator, shapes: Sequence[tuple]) -> tuple:
+def draw_start(generator, shapes: Sequence[tuple]) -> tuple:
     """Pure noise to start a cold run from, one tensor per component."""
-    return tuple(torch.randn(s, generator=generator) for s in shapes)
+    return tuple(randn(generator, s) for s in shapes)
 
 
 @dataclass

@@ -25,10 +25,11 @@ from dpctrl.policy.denoise import InpaintGuide, StepPlan, denoise, draw_noise, d
 from dpctrl.policy.guidance import guide_for, most_coherent
 from dpctrl.policy.prefix import draw_flags, masked_mse
 from dpctrl.policy.interface import ChunkShape, finite_actions, validate_obs
+from dpctrl.policy.noise import ROWS_MIN, EpisodeNoise
 from dpctrl.policy.nets.transformer import Transformer, TransformerConfig
 from dpctrl.policy.nets.vision import ImageEncoder
 from dpctrl.policy.normalizer import Normalizer
-from dpctrl.policy.samplers import Sampler, make_sampler, samplers_for
+from dpctrl.policy.samplers import Sampler, check_sampler, make_sampler
 from dpctrl.policy.schedule import NoiseSchedule
 
 @dataclass
@@ -77,12 +78,6 @@ class PolicyConfig:
         return asdict(self)
 
 
-def check_sampler(family: str, sampler: str) -> None:
-    ok = samplers_for(family)
-    if sampler not in ok:
-        raise ValueError(f"a {family}-trained policy samples with {list(ok)}, not {sampler!r}")
-
-
 class DiffusionPolicy(ChunkShape, checkpoint.ConfigCheckpoint, nn.Module):
     """A transformer diffusion policy (DP-T). Acceleration is configuration: ``set_sampler``,
     ``set_warm_start`` (RTI, policy/accel/warmstart.py), ``set_cache`` (BAC,
@@ -103,6 +98,7 @@ class DiffusionPolicy(ChunkShape, checkpoint.ConfigCheckpoint, nn.Module):
         self.schedule = NoiseSchedule(cfg.schedule, cfg.num_train_timesteps)
         self.normalizer = normalizer
         self.generator = torch.Generator().manual_seed(seed)
+        self.episodes = EpisodeNoise(seed)  # per-episode streams, when reset(seeds=...) starts them
         self.nfe_last = 0  # network calls of the last prediction (counted, not assumed)
         self.warm: WarmStart | None = None
         self.cache = None  # a policy.accel.cache hook (BlockCache / BlockRecorder) or None
@@ -203,11 +199,14 @@ class DiffusionPolicy(ChunkShape, checkpoint.ConfigCheckpoint, nn.Module):
         if self.warm is not None:
             self.warm.note_executed(n, ids)
 
-    def reset(self, ids: list[int] | None = None) -> None:
-        """Start of an episode: forget any state carried between chunks (of ``ids`` only, if given)."""
+    def reset(self, ids: list[int] | None = None, seeds: list[int] | None = None) -> None:
+        """Start of an episode: forget the state carried between chunks (of ``ids`` only, if given).
+        ``seeds``: each row's episode seed; its actions then depend on it alone (policy/noise.py)."""
         self.nfe_last = 0
         if self.warm is not None:
             self.warm.reset(ids)
+        self.episodes.reset(ids, seeds)
+        self.net.min_rows = ROWS_MIN if self.episodes.streams else 0
 
     # ---------------------------------------------------------------- observations and actions
     def expected_obs(self) -> dict[str, tuple[int, ...]]:
@@ -372,13 +371,14 @@ class DiffusionPolicy(ChunkShape, checkpoint.ConfigCheckpoint, nn.Module):
                             **({} if weights is None else {"weights": weights.to(device)}))
         shape = (B * copies, self.cfg.horizon, self.cfg.action_dim)
         guess = self.warm.guess(ids, self.cfg.n_action_steps) if self.warm is not None else None
+        source = self.episodes.source(self.generator, ids, copies)
         if guess is None:
-            (x,), plan = draw_start(self.generator, [shape]), self.cold_plan()
+            (x,), plan = draw_start(source, [shape]), self.cold_plan()
         else:
             x, plan = guess.repeat_interleave(copies, 0), self.warm_plan()
         if copies > 1:
             tobs = {k: v.repeat_interleave(copies, 0) for k, v in tobs.items()}
-        noise = draw_noise(self.generator, self.sampler, plan, [shape], guide and guide.noise_shape).to(device)
+        noise = draw_noise(source, self.sampler, plan, [shape], guide and guide.noise_shape).to(device)
         x, actions = self.runner.chunk(tobs, x.to(device), plan, noise, guide)
         self.nfe_last = len(plan)
         return x, actions

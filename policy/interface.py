@@ -45,8 +45,10 @@ class ChunkPolicy(LoopPolicy, Protocol):
     def expected_obs(self) -> dict[str, tuple[int, ...]]:
         """Observation key -> shape of one window ``(n_obs_steps, ...)``."""
 
-    def reset(self, ids: list[int] | None = None) -> None:
-        """Start of an episode (of the envs ``ids`` only, if given)."""
+    def reset(self, ids: list[int] | None = None, seeds: list[int] | None = None) -> None:
+        """Start of an episode (of the envs ``ids`` only, if given). ``seeds``: each env's episode
+        seed; its noise then comes from a stream of that seed alone, so its actions do not depend on
+        the batch, the order or the episodes run before (the evaluator passes them)."""
 
     def note_executed(self, n: int, ids: list[int] | None = None) -> None:
         """``n`` actions of the last chunk ran since it was predicted (by the envs ``ids``)."""

@@ -39,6 +39,7 @@ from dpctrl.policy.denoise import StepPlan, denoise, draw_noise, draw_start
 from dpctrl.policy.interface import ChunkShape, finite_actions, validate_obs
 from dpctrl.policy.nets.dit import DiT, DiTConfig
 from dpctrl.policy.normalizer import Normalizer
+from dpctrl.policy.noise import EpisodeNoise
 from dpctrl.policy.samplers import make_sampler
 from dpctrl.policy.schedule import NoiseSchedule
 
@@ -122,6 +123,7 @@ class PadPolicy(ChunkShape, ConfigCheckpoint, nn.Module):
             self.register_buffer(f"{name}_hi", torch.full((dim,), 1.0))
         self.register_buffer("loss_calls", torch.zeros((), dtype=torch.long))
         self.generator = torch.Generator().manual_seed(seed)
+        self.episodes = EpisodeNoise(seed)
         self.task_id = 0
         self.nfe_last = 0
         self.last_frames: np.ndarray | None = None
@@ -183,8 +185,10 @@ class PadPolicy(ChunkShape, ConfigCheckpoint, nn.Module):
     def note_executed(self, n: int, ids=None) -> None:
         pass
 
-    def reset(self, ids=None) -> None:
+    def reset(self, ids=None, seeds=None) -> None:
+        """``seeds``: each row's episode seed, its noise from a stream of its own (policy/noise.py)."""
         self.nfe_last = 0
+        self.episodes.reset(ids, seeds)
 
     def expected_obs(self) -> dict[str, tuple[int, ...]]:
         S = self.cfg.image_size
@@ -227,13 +231,15 @@ class PadPolicy(ChunkShape, ConfigCheckpoint, nn.Module):
 
     # ---------------------------------------------------------------- inference
     @torch.no_grad()
-    def sample(self, cur: torch.Tensor, state: torch.Tensor, task: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Normalized (future frames (B, 3k, S, S), actions (B, T, A)) from noise."""
+    def sample(self, cur: torch.Tensor, state: torch.Tensor, task: torch.Tensor,
+               ids: list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalized (future frames (B, 3k, S, S), actions (B, T, A)) from noise (rows ``ids``' streams)."""
         B, S = cur.shape[0], self.cfg.model_size
         shapes = [(B, 3 * self.cfg.k_future, S, S), (B, self.cfg.horizon, self.cfg.action_dim)]
-        x = draw_start(self.generator, shapes)
+        source = self.episodes.source(self.generator, list(range(B)) if ids is None else ids)
+        x = draw_start(source, shapes)
         plan = StepPlan.of(self.sampler, self.cfg.num_inference_steps)
-        noise = draw_noise(self.generator, self.sampler, plan, shapes)
+        noise = draw_noise(source, self.sampler, plan, shapes)
         fut, act = denoise(lambda x, i: self.net(cur, x[0], x[1], state, plan.net_times[i], task),
                            self.sampler, x, plan, noise)
         self.nfe_last = len(plan)
@@ -247,7 +253,7 @@ class PadPolicy(ChunkShape, ConfigCheckpoint, nn.Module):
         cur = self._img(torch.as_tensor(np.asarray(obs[self.cfg.image_key]))[:, 0])
         state = self._state(np.asarray(obs["state"])[:, 0])
         task = torch.full((cur.shape[0],), self.task_id, dtype=torch.long)
-        fut, act = self.sample(cur, state, task)
+        fut, act = self.sample(cur, state, task, ids)
         frames = ((fut[0].view(self.cfg.k_future, 3, *fut.shape[-2:]).clamp(-1, 1) + 1) * 127.5).round()
         self.last_frames = frames.movedim(1, -1).to(torch.uint8).numpy()
         return finite_actions(self.normalizer.unnormalize("action", act).numpy())

@@ -329,6 +329,12 @@ def samplers_for(family: str) -> list[str]:
     return [name for name, cls in SAMPLERS.items() if cls.family == family]
 
 
+def check_sampler(family: str, sampler: str) -> None:
+    ok = samplers_for(family)
+    if sampler not in ok:
+        raise ValueError(f"a {family}-trained policy samples with {list(ok)}, not {sampler!r}")
+
+
 def make_sampler(name: str, schedule: NoiseSchedule, **kw) -> Sampler:
     if name not in SAMPLERS:
         raise ValueError(f"unknown sampler {name!r}; known: {sorted(SAMPLERS)}")

@@ -35,7 +35,7 @@ def cell_path(out: Path, variant: str, delay: int) -> Path:
 
 
 def run_cell(settings: dict, variant: str, delay: int, threads: int, progress: bool) -> dict:
-    """One cell: the policy loaded fresh (its generator seeded by the first seed, as ``dpctrl eval``)."""
+    """One cell: the policy loaded fresh, each episode's noise seeded by its seed (as ``dpctrl eval``)."""
     import torch
 
     from dpctrl.envs.evaluate import evaluate
@@ -43,7 +43,7 @@ def run_cell(settings: dict, variant: str, delay: int, threads: int, progress: b
     from dpctrl.policy.registry import load_policy
     torch.set_num_threads(threads)
     warm, mode = parse_variant(variant)
-    policy = load_policy(settings["checkpoint"], seed=settings["seed_start"])
+    policy = load_policy(settings["checkpoint"])
     if warm:
         policy.set_warm_start(rti_for(settings["checkpoint"], policy))
     rep = evaluate(policy, settings["env"], settings["episodes"], settings["seed_start"], batch=settings["batch"],

@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dpctrl.policy.noise import pad_rows
+
 BranchHook = Callable[[str, Callable[..., torch.Tensor], tuple], torch.Tensor]
 
 
@@ -149,6 +151,7 @@ class Transformer(nn.Module):
         self.register_buffer("sa_mask", _additive(t_idx >= torch.arange(T)[None, :]), persistent=False)
         self.register_buffer("ca_mask", _additive(t_idx >= s_idx - 1), persistent=False)
         self.branch_hook: BranchHook | None = None
+        self.min_rows = 0  # calls padded to this many rows: batch-invariant outputs (policy/noise.py)
         self.apply(self._init)
         nn.init.normal_(self.pos_emb, std=0.02)
         nn.init.normal_(self.cond_pos_emb, std=0.02)
@@ -196,6 +199,7 @@ class Transformer(nn.Module):
     def run_kv(self, t: torch.Tensor, cond: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """``run_memory``'s tensors: per layer (keys, values), each (S, B, heads, M, d / heads),
         for network times ``t`` (S,) and observation tokens ``cond`` (B, To, cond_dim)."""
+        cond = pad_rows(cond, self.min_rows)
         S, B = t.shape[0], cond.shape[0]
         kv = self.memory_kv(t.repeat_interleave(B), cond.repeat(S, 1, 1))  # row s * B + b: step s, sample b
         return [(k.unflatten(0, (S, B)), v.unflatten(0, (S, B))) for k, v in kv]
@@ -203,8 +207,10 @@ class Transformer(nn.Module):
     def decode(self, sample: torch.Tensor, kv: list[tuple[torch.Tensor, torch.Tensor]],
                flags: torch.Tensor | None = None) -> torch.Tensor:
         """The decoder on the noisy sample (B, T, A), given every layer's keys and values;
-        ``flags`` (B, T) marks committed prefix tokens (a ``prefix_flag`` network only)."""
-        T = sample.shape[1]
+        ``flags`` (B, T) marks committed prefix tokens (a ``prefix_flag`` network only). Keys and
+        values of more rows (``min_rows`` padding) take the sample padded to as many."""
+        B, T, rows = sample.shape[0], sample.shape[1], kv[0][0].shape[0]
+        sample, flags = pad_rows(sample, rows), pad_rows(flags, rows)
         x = self.input_emb(sample) + self.pos_emb[:, :T]
         if flags is not None:
             x = x + flags[..., None].to(x.dtype) * self.prefix_emb
@@ -212,7 +218,7 @@ class Transformer(nn.Module):
         sa_mask, ca_mask = self.sa_mask[:T, :T], self.ca_mask[:T]
         for i, (layer, layer_kv) in enumerate(zip(self.layers, kv)):
             x = layer(x, layer_kv, sa_mask, ca_mask, self.branch, f"layer{i}")
-        return self.head(self.ln_f(x))
+        return self.head(self.ln_f(x))[:B]
 
     def forward(self, sample: torch.Tensor, timestep: torch.Tensor | float, cond: torch.Tensor,
                 flags: torch.Tensor | None = None) -> torch.Tensor:
@@ -220,7 +226,8 @@ class Transformer(nn.Module):
         timestep = torch.as_tensor(timestep, device=sample.device, dtype=torch.float32)
         if timestep.dim() == 0:
             timestep = timestep.expand(B)
-        return self.decode(sample, self.memory_kv(timestep, cond), flags)
+        rows = max(B, self.min_rows)
+        return self.decode(sample, self.memory_kv(pad_rows(timestep, rows), pad_rows(cond, rows)), flags)
 
     def optim_groups(self, weight_decay: float) -> list[dict]:
         return decay_groups(self, weight_decay)

@@ -23,7 +23,7 @@ class LabelPolicy:
         return {"sampler": "label", "num_inference_steps": 1, "warm_start": None, "cache": None, "deploy": None,
                 "config": {}}
 
-    def reset(self, ids=None):
+    def reset(self, ids=None, seeds=None):
         pass
 
     def note_executed(self, n, ids=None):
