@@ -73,8 +73,12 @@ class EpisodeWorker:
         self.cell, self.policy, self.envs = None, None, {}
 
     def where(self) -> dict:
+        """Process id, node and peak resident memory (MB) of this worker."""
+        import resource
+
         import ray
-        return {"pid": os.getpid(), "node": ray.get_runtime_context().get_node_id()}
+        return {"pid": os.getpid(), "node": ray.get_runtime_context().get_node_id(),
+                "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
     def _policy(self, job: Job):
         if job.cell != self.cell:
@@ -264,6 +268,8 @@ def evaluate_distributed(make_policy: Callable, env_name: str, episodes: int, se
             done = collect_cell(pool, jobs, bar)
         rollout_s = time.perf_counter() - t0
         info = pool.inspect(jobs[0], done["windows"][:latency_windows])
+        memory = ({str(w): round(v["max_rss_mb"]) for w, v in pool.where().items()}
+                  if isinstance(pool, WorkerPool) else {})
     finally:
         if own:
             pool.close()
@@ -271,7 +277,7 @@ def evaluate_distributed(make_policy: Callable, env_name: str, episodes: int, se
     report = summarize(env_name, seeds, done["episodes"], done["nfe"], info["describe"], info["latency"],
                        rollout_s, S, delay, overlap)
     return {**report, "workers": workers, "per_worker": {str(w): n for w, n in sorted(done["served"].items())},
-            "workers_lost": pool.lost, "startup_seconds": pool.start_s}
+            "workers_lost": pool.lost, "startup_seconds": pool.start_s, "worker_peak_memory_mb": memory}
 
 
 def expert_episodes(pool: WorkerPool, env_name: str, first_seed: int, images: bool = False,

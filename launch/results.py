@@ -23,7 +23,7 @@ RESULT_PAGES = {"evals": "evals.md", "policy": "evals.md", "bench": "inference.m
                 "pad": "pad.md", "pad-hidden": "pad.md", "plan": "planning.md", "lerobot": "lerobot.md",
                 "experts": "experts.md", "delay": "delay.md",
                 "delay-lift": "delay.md", "delay-stack": "delay.md",
-                "runs": "delay.md", "overlap": "delay.md"}
+                "runs": "delay.md", "overlap": "delay.md", "workers": "scale.md"}
 
 
 def add_update_docs(parser, what: str = "results") -> None:

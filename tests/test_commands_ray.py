@@ -49,3 +49,11 @@ def test_sweep(work):
     res = dpctrl(work, "sweep", "bad.json", "--out", "bad_cells", expect=2)
     assert "variant options '--sampler nope'" in res.stderr
 
+
+
+def test_bench_workers(work):
+    res = dpctrl(work, "bench", "workers", "--episodes", "2", "--workers", "1,2", "--batch", "1", "--json",
+                 "bench_workers.json", "--no-progress")
+    rows = json.loads((work / "bench_workers.json").read_text())["rows"]
+    assert [r["workers"] for r in rows] == [1, 2] and all(r["same_as_first"] for r in rows)
+    assert "| 2 | 2 |" in res.stdout and rows[1]["ray_startup_s"] > 0

@@ -25,6 +25,7 @@ KINDS = {
     "peer": "next to LeRobot's diffusion policy (needs the lerobot side venv)",
     "delay": "success and boundary jump of each overlap mode vs simulated inference delay",
     "overlap": "per-chunk cost of each overlap mode (rtc, bid, inpaint, prefix) vs the plain sampler",
+    "workers": "evaluation throughput on 1, 2, ... Ray workers vs one process, start-up included",
 }
 
 
@@ -222,6 +223,18 @@ def _overlap(args) -> int:
     return publish(args, "overlap", command, note, markdown(rows), {"rows": rows})
 
 
+def _workers(args) -> int:
+    from dpctrl.launch.bench.workers import bench_workers, markdown
+    counts = [int(c) for c in args.workers.split(",")]
+    rows = bench_workers(args.checkpoint, args.env, [int(n) for n in args.episodes.split(",")], counts,
+                         args.seed_start, args.batch, progress=not args.no_progress)
+    command = (f"dpctrl bench workers --checkpoint {args.checkpoint} --env {args.env} --episodes {args.episodes} "
+               f"--workers {args.workers} --batch {args.batch}")
+    note = (f"seeds {args.seed_start}.. , {args.batch} envs in lockstep per worker, 1 torch thread per worker; "
+            "wall time from the start (policy load, envs, Ray start-up) to the report.")
+    return publish(args, "workers", command, note, markdown(rows), {"rows": rows})
+
+
 def _check_docs(args, block: str) -> None:
     """Fail before minutes of work, not after, when --update-docs names no page or block."""
     if args.update_docs:
@@ -311,6 +324,16 @@ def add_parser(sub) -> None:
     p.add_argument("--threads", type=int, default=1, help="torch threads")
     _common(p)
     p.set_defaults(func=_run(_overlap, "overlap"))
+
+    p = kinds.add_parser("workers", help=KINDS["workers"])
+    p.add_argument("--checkpoint", default="lift", help="checkpoint directory or name")
+    p.add_argument("--env", default="lift")
+    p.add_argument("--episodes", default="40", help="comma-separated episode counts, each run with every worker count")
+    p.add_argument("--seed-start", type=int, default=100_000)
+    p.add_argument("--workers", default="1,2", help="comma-separated worker counts, one row each (1: no Ray)")
+    p.add_argument("--batch", type=int, default=10, help="envs in lockstep per worker")
+    _common(p)
+    p.set_defaults(func=_run(_workers, "workers"))
 
     p = kinds.add_parser("policy", help=KINDS["policy"])
     _checkpoint_args(p)
