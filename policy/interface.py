@@ -16,10 +16,12 @@ action aligned with the newest observation).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # not at run time: an exported policy (policy/onnx_policy.py) runs without torch
+    import torch
 
 
 @runtime_checkable
@@ -102,7 +104,7 @@ def validate_obs(expected: Mapping[str, tuple[int, ...]], obs: Mapping, batched:
         if got != shape:
             raise ValueError(f"observation {k!r}: expected shape {'(B, ) + ' if batched else ''}{shape}, got {got}")
         kind = v.dtype.kind if isinstance(v, np.ndarray) else (
-            ("f" if v.is_floating_point() else "u") if torch.is_tensor(v) else np.asarray(v).dtype.kind)
+            ("f" if v.is_floating_point() else "u") if hasattr(v, "is_floating_point") else np.asarray(v).dtype.kind)
         if kind not in "biuf":
             raise ValueError(f"observation {k!r}: dtype {v.dtype} is not numeric")
         if not bool(np.isfinite(np.asarray(v, dtype=np.float64)).all()):

@@ -62,10 +62,29 @@ def shift_chunk(prev: torch.Tensor, executed: int) -> torch.Tensor:
     T = prev.shape[1]
     if not 0 <= executed <= T:
         raise ValueError(f"executed steps {executed} outside [0, {T}]")
-    if executed == 0:
-        return prev.clone()
-    tail = prev[:, -1:].expand(-1, executed, -1)
-    return torch.cat([prev[:, executed:], tail], dim=1)
+    return shift_rows(prev, torch.full((prev.shape[0],), executed, dtype=torch.long, device=prev.device))
+
+
+def shift_rows(prev: torch.Tensor, executed: torch.Tensor) -> torch.Tensor:
+    """``shift_chunk`` with a count per row (``executed``: (B,) int64), as one gather: what an
+    exported graph runs (policy/accel/onnx_export.py)."""
+    T = prev.shape[1]
+    idx = (torch.arange(T, device=prev.device)[None, :] + executed[:, None]).clamp(max=T - 1)
+    return torch.gather(prev, 1, idx[:, :, None].expand(-1, -1, prev.shape[2]))
+
+
+def clip_discrete(x: torch.Tensor, cfg: "WarmStartConfig", mask: torch.Tensor) -> torch.Tensor:
+    """What a warm start stores: in ``clip`` mode the discrete dimensions (``mask``, (A,) bool)
+    set to +-1/f by their sign; ``x`` as it is otherwise."""
+    if cfg.discrete_mode != "clip" or not cfg.discrete_dims:
+        return x
+    return torch.where(mask, torch.sign(x) / cfg.clip_factor, x)
+
+
+def discrete_mask(cfg: "WarmStartConfig", action_dim: int, device=None) -> torch.Tensor:
+    mask = torch.zeros(action_dim, dtype=torch.bool)
+    mask[cfg.discrete_dims] = True
+    return mask.to(device)
 
 
 class WarmStart:
@@ -104,13 +123,10 @@ class WarmStart:
 
     def store(self, ids: list[int], x: torch.Tensor) -> None:
         x = x.detach().clone()
-        if self.cfg.discrete_mode == "clip" and self.cfg.discrete_dims:
-            mask = self._masks.get(x.device)
-            if mask is None:  # built once per device: a host index list would be copied every call
-                mask = torch.zeros(x.shape[-1], dtype=torch.bool)
-                mask[self.cfg.discrete_dims] = True
-                mask = self._masks[x.device] = mask.to(x.device)
-            x = torch.where(mask, torch.sign(x) / self.cfg.clip_factor, x)
+        mask = self._masks.get(x.device)
+        if mask is None:  # built once per device: a host index list would be copied every call
+            mask = self._masks[x.device] = discrete_mask(self.cfg, x.shape[-1], x.device)
+        x = clip_discrete(x, self.cfg, mask)
         for row, i in enumerate(ids):
             self.prev[i] = x[row]
             self.executed.pop(i, None)
