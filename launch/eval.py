@@ -13,6 +13,12 @@ OVERLAPS = ("replace", "blend", "inpaint", "rtc", "bid", "prefix")  # policy/chu
 def configured_policy(args: argparse.Namespace):
     """The policy ``dpctrl eval`` runs, as its options configure it (each Ray worker builds its own)."""
     from dpctrl.policy import registry
+    from dpctrl.policy.onnx_policy import OnnxPolicy, is_export
+    if is_export(args.checkpoint):
+        if args.sampler or args.steps or args.warm_start != "off" or args.cache != "off":
+            raise ValueError(f"{args.checkpoint} is an exported policy: its sampler, warm start and cache were fixed "
+                             "at export (dpctrl export); drop --sampler/--steps/--warm-start/--cache")
+        return OnnxPolicy(args.checkpoint, threads=args.threads or 1)
     policy = registry.load_policy(args.checkpoint)
     if args.env.startswith("metaworld:") and hasattr(policy, "set_task"):
         policy.set_task(args.env.split(":", 1)[1])
@@ -30,6 +36,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise ValueError("--workers must be >= 1")
     torch.set_num_threads(args.threads or (1 if args.workers > 1 else 2))
+    if args.deploy == "onnxruntime":  # export once, then every worker runs the exported directory
+        import tempfile
+
+        from dpctrl.launch.export import export_checkpoint
+        export_dir = tempfile.TemporaryDirectory(prefix="dpctrl-export-")  # removed when cmd_eval returns
+        out = str(Path(export_dir.name) / "export")
+        export_checkpoint(args, out)
+        args.source_checkpoint, args.checkpoint = args.checkpoint, out
+        args.sampler = args.steps = None
+        args.warm_start, args.cache = "off", "off"
     policy = configured_policy(args)  # in the driver too: bad options fail here, before any worker starts
     kw = dict(max_steps=args.max_steps, progress=not args.no_progress, action_steps=args.action_steps,
               delay=args.delay, overlap=args.overlap, batch=args.batch)
@@ -57,7 +73,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if "per_worker" in res:
         print(f"{args.workers} Ray workers: episodes per worker {res['per_worker']}, {len(res['workers_lost'])} lost, "
               f"cluster start-up {res['startup_seconds']:.1f} s, rollouts {res['rollout_seconds']:.1f} s")
-    write_json(args.json, {**res, "checkpoint": str(args.checkpoint), "command": command_line()})
+    write_json(args.json, {**res, "checkpoint": str(getattr(args, "source_checkpoint", args.checkpoint)),
+                           "command": command_line()})
     return 0
 
 
@@ -82,6 +99,8 @@ def add_parser(sub) -> None:
                         "the most coherent with the running chunk kept), prefix (a policy trained with --prefix-max "
                         "gets the D frozen actions clean)")
     add_warm_start_args(e)
+    e.add_argument("--deploy", choices=["eager", "onnxruntime"], default="eager",
+                   help="onnxruntime: export the configured policy (dpctrl export) and run it with ONNX Runtime")
     e.add_argument("--max-steps", type=int, help="cap episode length (default: the task's)")
     e.add_argument("--threads", type=int, help="torch threads (default 2 in-process, 1 per worker)")
     add_ray_args(e, "the seeds are spread over")

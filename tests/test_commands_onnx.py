@@ -1,0 +1,36 @@
+"""``dpctrl export`` and the ONNX Runtime deploy path, run the way a user runs them (console script,
+subprocess, a temporary directory, tiny sizes)."""
+import json
+
+import pytest
+
+pytest.importorskip("onnxruntime")
+
+from test_commands import dpctrl, pytestmark, work  # noqa: E402,F401  (the same harness and skip)
+
+
+def test_export_then_eval_matches_deploy_onnxruntime(work):
+    res = dpctrl(work, "export", "--checkpoint", "lift", "--warm-start", "rti", "--out", "lift_rti_onnx",
+                 "--json", "lift_rti_onnx.json")
+    assert "warm chunk" in res.stdout and (work / "lift_rti_onnx" / "deploy.json").exists()
+    manifest = json.loads((work / "lift_rti_onnx.json").read_text())
+    assert set(manifest["graphs"]) == {"cold", "warm"}
+    common = ["--env", "lift", "--episodes", "2", "--max-steps", "24", "--threads", "1", "--no-progress"]
+    dpctrl(work, "eval", "--checkpoint", "lift_rti_onnx", *common, "--json", "evals/export.json")
+    dpctrl(work, "eval", "--checkpoint", "lift", "--warm-start", "rti", "--deploy", "onnxruntime", *common,
+           "--json", "evals/deploy.json")
+    a, b = (json.loads((work / "evals" / f).read_text()) for f in ("export.json", "deploy.json"))
+    assert [e["actions_sha1"] for e in a["per_episode"]] == [e["actions_sha1"] for e in b["per_episode"]]
+    assert b["checkpoint"] == "lift"  # the report names what the user asked for, not the temporary export
+
+
+def test_export_bad_input_is_a_clear_error(work):
+    dpctrl(work, "export", "--checkpoint", "lift", "--out", "lift_onnx")
+    res = dpctrl(work, "eval", "--checkpoint", "lift_onnx", "--env", "lift", "--warm-start", "rti", expect=2)
+    assert "fixed at export" in res.stderr
+    res = dpctrl(work, "export", "--checkpoint", "lift", "--out", "lift_onnx", expect=2)  # never overwrites
+    assert "lift_onnx" in res.stderr
+    graph = work / "lift_onnx" / "cold.onnx"
+    graph.write_bytes(graph.read_bytes()[:1000])  # a truncated copy
+    res = dpctrl(work, "eval", "--checkpoint", "lift_onnx", "--env", "lift", "--episodes", "1", expect=2)
+    assert "cold.onnx" in res.stderr
