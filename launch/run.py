@@ -34,6 +34,12 @@ def check_device(args: argparse.Namespace) -> None:
 
 def load_configured(args: argparse.Namespace):
     """The checkpoint as the command line configures it (module-level: a policy process's factory)."""
+    from dpctrl.policy.onnx_policy import OnnxPolicy, is_export
+    if is_export(args.checkpoint):
+        if args.warm_start != "off" or args.cache != "off" or args.deploy != "eager" or args.device != "cpu":
+            raise ValueError(f"{args.checkpoint} is an exported policy (ONNX Runtime, CPU): its warm start and cache "
+                             "were fixed at export; drop --warm-start/--cache/--deploy/--device")
+        return OnnxPolicy(args.checkpoint, threads=args.threads or 1, seed=args.seed_start)
     from dpctrl.policy.diffusion_policy import DiffusionPolicy
     policy = DiffusionPolicy.load(args.checkpoint, seed=args.seed_start)
     configure(policy, args)

@@ -34,3 +34,13 @@ def test_export_bad_input_is_a_clear_error(work):
     graph.write_bytes(graph.read_bytes()[:1000])  # a truncated copy
     res = dpctrl(work, "eval", "--checkpoint", "lift_onnx", "--env", "lift", "--episodes", "1", expect=2)
     assert "cold.onnx" in res.stderr
+
+
+def test_run_an_export_in_the_real_time_loop(work):
+    dpctrl(work, "export", "--checkpoint", "lift", "--out", "lift_run_onnx")
+    res = dpctrl(work, "run", "--checkpoint", "lift_run_onnx", "--robot", "sim:lift", "--episodes", "1",
+                 "--rate", "40", "--async", "--json", "run_onnx.json", "--no-progress")
+    rep = json.loads((work / "run_onnx.json").read_text())
+    assert rep["episodes"] == 1 and rep["cycles"] > 0 and "(async, inference in a process)" in res.stdout
+    res = dpctrl(work, "run", "--checkpoint", "lift_run_onnx", "--robot", "sim:lift", "--warm-start", "rti", expect=2)
+    assert "fixed at export" in res.stderr
