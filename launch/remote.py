@@ -12,13 +12,17 @@ import signal
 
 
 def serve(checkpoint_name: str, host: str, port: int, token: str | None, allow_remote: bool,
-          configure=None, max_message_bytes: int | None = None, ready=None) -> dict:
+          configure=None, max_message_bytes: int | None = None, ready=None, threads: int = 1) -> dict:
     from dpctrl.control.server import PolicyServer, check_bind
-    from dpctrl.policy.diffusion_policy import DiffusionPolicy
+    from dpctrl.policy.onnx_policy import OnnxPolicy, is_export
     check_bind(host, token, allow_remote)  # before loading anything
-    policy = DiffusionPolicy.load(checkpoint_name)
-    if configure is not None:
-        configure(policy)
+    if is_export(checkpoint_name):  # ONNX Runtime only: this process never imports torch
+        policy = OnnxPolicy(checkpoint_name, threads=threads)
+    else:
+        from dpctrl.policy.diffusion_policy import DiffusionPolicy
+        policy = DiffusionPolicy.load(checkpoint_name)
+        if configure is not None:
+            configure(policy)
     kw = {"max_message_bytes": max_message_bytes} if max_message_bytes else {}
     server = PolicyServer(policy, host=host, port=port, token=token, allow_remote=allow_remote, **kw)
     signal.signal(signal.SIGTERM, lambda *_: server.stop_event.set())
@@ -36,12 +40,17 @@ def serve(checkpoint_name: str, host: str, port: int, token: str | None, allow_r
 
 
 def cmd_serve(args) -> int:
-    import torch
-
     from dpctrl.launch.options import apply_warm_start
-    torch.set_num_threads(args.threads)
+    from dpctrl.policy.onnx_policy import is_export
+    if is_export(args.checkpoint):
+        if args.warm_start != "off" or args.cache != "off":
+            raise ValueError(f"{args.checkpoint} is an exported policy: its warm start and cache were fixed at "
+                             "export; drop --warm-start/--cache")
+    else:
+        import torch
+        torch.set_num_threads(args.threads)
     token = args.token or os.environ.get("DPCTRL_TOKEN")
-    stats = serve(args.checkpoint, args.host, args.port, token, args.allow_remote,
+    stats = serve(args.checkpoint, args.host, args.port, token, args.allow_remote, threads=args.threads,
                   configure=lambda p: apply_warm_start(p, args), max_message_bytes=args.max_message_bytes)
     print(f"served {stats['chunks']} chunks in {stats['batches']} batches (largest {stats['max_batch']}); "
           f"refused: {stats['errors'] or 'none'}")

@@ -88,6 +88,8 @@ class OnnxPolicy:
             self.sessions[name] = sess
         self.rng = np.random.default_rng(seed)
         self.prev: dict[int, np.ndarray] = {}
+        if self.warm is not None:  # the server groups warm and cold sessions by warm.prev, as for the eager policy
+            self.warm.prev = self.prev
         self.executed: dict[int, int] = {}
         self.streams: dict[int, np.random.Generator] = {}
         self.nfe_last = 0

@@ -44,3 +44,35 @@ def test_run_an_export_in_the_real_time_loop(work):
     assert rep["episodes"] == 1 and rep["cycles"] > 0 and "(async, inference in a process)" in res.stdout
     res = dpctrl(work, "run", "--checkpoint", "lift_run_onnx", "--robot", "sim:lift", "--warm-start", "rti", expect=2)
     assert "fixed at export" in res.stderr
+
+
+NO_TORCH = ("import sys; [sys.modules.__setitem__(m, None) for m in ('torch', 'dpctrl.policy.diffusion_policy', "
+            "'dpctrl.policy.nets', 'dpctrl.policy.train')]; from dpctrl.launch.cli import main; sys.exit(main())")
+
+
+def test_serve_an_export_without_torch(work):
+    """A deployed export is served by a process that cannot import torch (importing it would raise)."""
+    import signal
+    import subprocess
+    import sys
+
+    from test_commands import _env, _free_port
+    dpctrl(work, "export", "--checkpoint", "lift", "--warm-start", "rti", "--out", "lift_serve_onnx")
+    port, env = str(_free_port()), _env(work, DPCTRL_TOKEN="t0ken")
+    server = subprocess.Popen([sys.executable, "-c", NO_TORCH, "serve", "--checkpoint", "lift_serve_onnx", "--port",
+                               port, "--threads", "1"], cwd=work, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        line = server.stdout.readline()
+        assert line.startswith("serving lift_serve_onnx on tcp://"), line + (server.stderr.read() if server.poll()
+                                                                             is not None else "")
+        dpctrl(work, "robot", "--server", f"127.0.0.1:{port}", "--robot", "mock", "--rate", "20", "--episodes", "1",
+               "--max-cycles", "30", "--json", "robot_onnx.json", "--no-progress", env=env)
+        rep = json.loads((work / "robot_onnx.json").read_text())
+        assert rep["cycles"] == 30 and rep["requests"] >= 1 and rep["failed_requests"] == 0
+    finally:
+        server.send_signal(signal.SIGTERM)
+        out, err = server.communicate(timeout=30)
+    assert server.returncode == 0 and "Traceback" not in err, err
+    res = dpctrl(work, "serve", "--checkpoint", "lift_serve_onnx", "--warm-start", "rti", expect=2)
+    assert "fixed at export" in res.stderr
