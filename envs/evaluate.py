@@ -261,7 +261,7 @@ def summarize(env_name: str, seeds: list[int], per_episode: list[dict], nfe: lis
         "seeds": seeds,
         "success_rate": float(np.mean([e["success"] for e in per_episode])),
         "mean_max_reward": float(np.mean([e["max_reward"] for e in per_episode])),
-        **{k: v for k, v in info.items() if k in ("sampler", "num_inference_steps")},
+        **{k: v for k, v in info.items() if k in ("sampler", "num_inference_steps", "deploy", "precision")},
         "nfe_per_chunk": int(min(nfe)),  # counted calls; with a warm start, the warm (steady-state) chunks
         "nfe_mean": float(np.mean(nfe)),  # including each episode's cold first chunk
         "warm_start": info["warm_start"],

@@ -19,7 +19,7 @@ def export_checkpoint(args: argparse.Namespace, out, checkpoint: str | None = No
     if getattr(args, "sampler", None) or getattr(args, "steps", None):
         policy.set_sampler(args.sampler or policy.cfg.sampler, args.steps or policy.cfg.num_inference_steps)
     apply_warm_start(policy, argparse.Namespace(**{**vars(args), "checkpoint": checkpoint}))
-    return export_onnx(policy, out)
+    return export_onnx(policy, out, precision=getattr(args, "precision", "fp32"))
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -35,6 +35,7 @@ def add_parser(sub) -> None:
     e = sub.add_parser("export", help="a checkpoint's chunk as ONNX graphs (run with --checkpoint DIR)")
     e.add_argument("--checkpoint", required=True, help="checkpoint directory or shipped name")
     e.add_argument("--format", choices=["onnx"], default="onnx")
+    e.add_argument("--precision", choices=["fp32", "int8"], default="fp32", help="int8: dynamic quantization of the weights")
     e.add_argument("--out", required=True, help="a new folder for the graphs and deploy.json")
     e.add_argument("--sampler", choices=["ddpm", "ddim", "dpmpp", "flow"])
     e.add_argument("--steps", type=int, help="denoising steps (network calls) per chunk")

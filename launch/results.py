@@ -18,8 +18,8 @@ from dpctrl.launch.tables import machine, markdown_table  # noqa: F401 - re-expo
 
 # block name -> the results page that holds it (docs/results/<page>); tests check each page has its blocks
 RESULT_PAGES = {"evals": "evals.md", "policy": "evals.md", "bench": "inference.md", "peer": "inference.md",
-                "cache": "caching.md", "deploy": "deploy.md", "gpu": "gpu.md", "gpu-compile": "gpu.md",
-                "gpu-quick": "gpu.md", "loop": "loop.md", "serve": "server.md", "drive": "driving.md",
+                "cache": "caching.md", "deploy": "deploy.md", "deploy-evals": "deploy.md", "gpu": "gpu.md",
+                "gpu-compile": "gpu.md", "gpu-quick": "gpu.md", "loop": "loop.md", "serve": "server.md", "drive": "driving.md",
                 "pad": "pad.md", "pad-hidden": "pad.md", "plan": "planning.md", "lerobot": "lerobot.md",
                 "experts": "experts.md", "delay": "delay.md",
                 "delay-lift": "delay.md", "delay-stack": "delay.md",
@@ -77,7 +77,8 @@ def eval_table(files: list[str]) -> str:
                 + (" +noise" if w.get("noise") else "")) if w else ""
         cache = r.get("cache") or ""
         delay = (f"delay {r['delay']}, execute {r['action_steps']}, {r['overlap']}" if r.get("delay") else "")
-        variant = " + ".join(x for x in (f"{r['sampler']}-{r['num_inference_steps']}", warm, cache, delay) if x)
+        deploy = f"{r['deploy']} {r.get('precision', 'fp32')}" if r.get("deploy", "eager") != "eager" else ""
+        variant = " + ".join(x for x in (f"{r['sampler']}-{r['num_inference_steps']}", warm, cache, delay, deploy) if x)
         image_keys = r.get("config", {}).get("image_keys")
         env = r["env"] + (f" (images: {' + '.join(k.removesuffix('_image') for k in image_keys)})" if image_keys else "")
         rows.append([env, variant, f"{r['success_rate']:.3f}", r["episodes"], r["nfe_per_chunk"],

@@ -103,7 +103,7 @@ class OnnxPolicy:
 
     def describe(self) -> dict:
         src = self.manifest["source"]
-        return {**src, "deploy": self.deploy, "export": str(self.path)}
+        return {**src, "deploy": self.deploy, "export": str(self.path), "precision": self.manifest.get("precision", "fp32")}
 
     def reset(self, ids: list[int] | None = None, seeds: list[int] | None = None) -> None:
         """As ``DiffusionPolicy.reset``: ``seeds`` start per-episode noise streams (numpy's)."""
@@ -138,6 +138,8 @@ class OnnxPolicy:
         ids = list(range(B)) if ids is None else list(ids)
         warm = "warm" in self.sessions and all(i in self.prev for i in ids)
         name = "warm" if warm else "cold"
+        if B == 1 and f"{name}_b1" in self.sessions:  # the graph specialized to one row
+            name = f"{name}_b1"
         graph = self.manifest["graphs"][name]
         T, A = self.horizon, self.action_dim
         feed = {}

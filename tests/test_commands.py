@@ -211,8 +211,12 @@ def test_bench_kinds_that_run_on_a_cpu(tmp_path_factory):
     assert json.loads((fresh / "cache.json").read_text())["episodes"] == 2
     res = dpctrl(fresh, "bench", "deploy", "--chunks", "2", "--cache-episodes", "2", "--threads", "1",
                  "--json", "deploy.json")
-    assert "collecting" not in res.stderr and "TorchScript p50" in res.stdout
-    assert [r["base"][:3] for r in json.loads((fresh / "deploy.json").read_text())["rows"]] == ["DDI", "RTI"]
+    assert "collecting" not in res.stderr and "| onnxruntime int8 |" in res.stdout
+    rows = json.loads((fresh / "deploy.json").read_text())["rows"]
+    assert [(r["base"][:3], r["path"]) for r in rows] == [(b, p) for b in ("DDI", "RTI") for p in (
+        "eager", "torchscript", "onnxruntime fp32", "onnxruntime int8")]
+    diff = {(r["base"][:3], r["path"]): r["max_abs_action_diff"] for r in rows}
+    assert all(diff[b, "onnxruntime fp32"] <= 1e-5 < diff[b, "onnxruntime int8"] for b in ("DDI", "RTI"))
     res = dpctrl(fresh, "bench", "loop", "--rate", "200", "--latency-ms", "2", "--chunk", "8", "--cycles", "40",
                  "--json", "loop.json", "--no-progress")
     assert {r["mode"] for r in json.loads((fresh / "loop.json").read_text())["rows"]} >= {"sync", "async"}

@@ -14,7 +14,7 @@ def test_export_then_eval_matches_deploy_onnxruntime(work):
                  "--json", "lift_rti_onnx.json")
     assert "warm chunk" in res.stdout and (work / "lift_rti_onnx" / "deploy.json").exists()
     manifest = json.loads((work / "lift_rti_onnx.json").read_text())
-    assert set(manifest["graphs"]) == {"cold", "warm"}
+    assert set(manifest["graphs"]) == {"cold", "warm", "cold_b1", "warm_b1"}
     common = ["--env", "lift", "--episodes", "2", "--max-steps", "24", "--threads", "1", "--no-progress"]
     dpctrl(work, "eval", "--checkpoint", "lift_rti_onnx", *common, "--json", "evals/export.json")
     dpctrl(work, "eval", "--checkpoint", "lift", "--warm-start", "rti", "--deploy", "onnxruntime", *common,
@@ -22,6 +22,10 @@ def test_export_then_eval_matches_deploy_onnxruntime(work):
     a, b = (json.loads((work / "evals" / f).read_text()) for f in ("export.json", "deploy.json"))
     assert [e["actions_sha1"] for e in a["per_episode"]] == [e["actions_sha1"] for e in b["per_episode"]]
     assert b["checkpoint"] == "lift"  # the report names what the user asked for, not the temporary export
+    dpctrl(work, "export", "--checkpoint", "lift", "--warm-start", "rti", "--precision", "int8", "--out", "lift_int8")
+    dpctrl(work, "eval", "--checkpoint", "lift_int8", *common, "--json", "evals/int8.json")
+    c = json.loads((work / "evals" / "int8.json").read_text())
+    assert c["deploy"] == "onnxruntime" and c["precision"] == "int8" and c["episodes"] == 2
 
 
 def test_export_bad_input_is_a_clear_error(work):

@@ -19,7 +19,7 @@ KINDS = {
     "experts": "scripted-expert success over seeded episodes, and collect speed",
     "loop": "control-loop timing against a synthetic policy and a mock arm",
     "cache": "block caching: action error and speed per base sampler",
-    "deploy": "eager vs TorchScript denoiser (CPU deploy path)",
+    "deploy": "eager vs TorchScript vs ONNX Runtime fp32 and int8 (CPU deploy paths)",
     "policy": "chunk latency of every inference variant",
     "gpu": "CUDA-graph path: latency, precision error, 500 Hz loop (needs a CUDA device)",
     "peer": "next to LeRobot's diffusion policy (needs the lerobot side venv)",

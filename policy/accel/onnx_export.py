@@ -12,13 +12,22 @@ that function with its step plan unrolled, one graph per plan:
 
 Both take the observation keys as inputs and return ``stored`` (the normalized sample as a warm
 start keeps it) and ``actions``; DDPM graphs also take ``step_noise`` (steps, B, T, A). The batch
-dimension is dynamic. ``deploy.json`` beside them holds the chunk geometry, the expected
+dimension is dynamic; each plan is also written specialized to batch 1 (``cold_b1.onnx``,
+``warm_b1.onnx``: the robot's batch, where ONNX Runtime folds every shape computation away; 15-20%
+faster per chunk on the 2-core dev CPU), which the runtime takes for single-row calls. ``deploy.json`` beside them holds the chunk geometry, the expected
 observations, every input's shape, each file's size and SHA-256, and the source policy's
 ``describe()``; policy/onnx_policy.py runs the directory with ONNX Runtime alone.
+
+``precision="int8"`` quantizes each graph after export with ONNX Runtime's dynamic
+quantization: the MatMul/Gemm weights stored as signed int8 (per output channel), the
+activations quantized per call from their own range; everything else (normalizer, sampler
+arithmetic, layer norms) stays fp32. The manifest records it; nothing else changes.
 """
 from __future__ import annotations
 
 import hashlib
+import itertools
+import logging
 import json
 import tempfile
 import warnings
@@ -29,9 +38,10 @@ from torch import nn
 
 from dpctrl.policy.accel.warmstart import clip_discrete, discrete_mask, shift_rows
 from dpctrl.policy.denoise import RunNoise
-from dpctrl.policy.onnx_policy import FORMAT, MANIFEST, VERSION
+from dpctrl.policy.onnx_policy import FORMAT, MANIFEST, ORT_EXTRA, VERSION
 
 OPSET = 17
+PRECISIONS = ("fp32", "int8")
 
 
 class _Chunk(nn.Module):
@@ -91,10 +101,39 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def export_onnx(policy, out: str | Path, batch: int = 1) -> dict:
-    """Write ``out/`` (cold.onnx, warm.onnx with a warm start, deploy.json) atomically: into a
-    temporary folder beside it, renamed at the end. Returns the manifest."""
+def _quantize_int8(path: Path) -> None:
+    """Replace the fp32 graph at ``path`` by its dynamically quantized int8 version."""
+    try:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+    except ImportError as err:
+        raise ImportError(f"int8 export needs ONNX Runtime's quantizer: {ORT_EXTRA}") from err
+    fp32 = path.with_suffix(".fp32.onnx")
+    path.rename(fp32)
+    root = logging.getLogger()
+    hush = _DropMessage("pre-processing before quantization")  # its advice for static quantization
+    root.addFilter(hush)
+    try:
+        quantize_dynamic(str(fp32), str(path), weight_type=QuantType.QInt8, per_channel=True)
+    finally:
+        root.removeFilter(hush)
+    fp32.unlink()
+
+
+class _DropMessage(logging.Filter):
+    def __init__(self, text: str):
+        super().__init__()
+        self.text = text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.text not in record.getMessage()
+
+
+def export_onnx(policy, out: str | Path, precision: str = "fp32") -> dict:
+    """Write ``out/`` (cold.onnx, warm.onnx with a warm start, their batch-1 graphs, deploy.json)
+    atomically: into a temporary folder beside it, renamed at the end. Returns the manifest."""
     check_exportable(policy)
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r}: one of {', '.join(PRECISIONS)}")
     out = Path(out)
     if out.exists():
         raise FileExistsError(f"{out} exists; export into a new folder")
@@ -107,26 +146,31 @@ def export_onnx(policy, out: str | Path, batch: int = 1) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     graphs = {}
     try:
-        for name, (plan, warm) in plans.items():
+        for (name, (plan, warm)), fixed in itertools.product(plans.items(), (False, True)):
             module = _Chunk(policy, plan, warm).eval()
             names = module.inputs()
-            example = _example(policy, module, batch)
-            dyn = {n: {1 if n == "step_noise" else 0: "batch"} for n in names}
+            example = _example(policy, module, 1)
+            axis = {n: 1 if n == "step_noise" else 0 for n in names}
+            dyn = {} if fixed else {**{n: {axis[n]: "batch"} for n in names}, "stored": {0: "batch"},
+                                    "actions": {0: "batch"}}
+            name = f"{name}_b1" if fixed else name
             path = tmp / f"{name}.onnx"
             with torch.no_grad(), warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # tracer warnings: the plan is fixed per graph, on purpose
                 torch.onnx.export(module, example, str(path), input_names=names, output_names=["stored", "actions"],
-                                  dynamic_axes={**dyn, "stored": {0: "batch"}, "actions": {0: "batch"}},
-                                  opset_version=OPSET, dynamo=False)
+                                  dynamic_axes=dyn, opset_version=OPSET, dynamo=False)
+            if precision == "int8":
+                _quantize_int8(path)
             graphs[name] = {"file": path.name, "bytes": path.stat().st_size, "sha256": _sha256(path),
-                            "network_calls": len(plan),
-                            "inputs": {n: [None if i == (1 if n == "step_noise" else 0) else d
-                                           for i, d in enumerate(e.shape)] for n, e in zip(names, example)}}
+                            "network_calls": len(plan), "batch": 1 if fixed else None,
+                            "inputs": {n: [None if i == axis[n] and not fixed else d for i, d in enumerate(e.shape)]
+                                       for n, e in zip(names, example)}}
         cfg = policy.cfg
         manifest = {"format": FORMAT, "version": VERSION, "n_obs_steps": cfg.n_obs_steps, "horizon": cfg.horizon,
                     "n_action_steps": cfg.n_action_steps, "action_dim": cfg.action_dim,
                     "expected_obs": {k: list(v) for k, v in policy.expected_obs().items()},
-                    "graphs": graphs, "source": policy.describe(), "torch": torch.__version__, "opset": OPSET}
+                    "graphs": graphs, "source": policy.describe(), "torch": torch.__version__, "opset": OPSET,
+                    "precision": precision}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
         tmp.rename(out)
     except BaseException:
