@@ -77,8 +77,10 @@ class ControlLoop:
                  n_action_steps: int, cfg: LoopConfig, safety: SafetyFilter,
                  clock: Callable[[], float] = time.perf_counter, sleep: Callable[[float], None] = time.sleep,
                  status: Callable[[dict], None] | None = None,
-                 note_executed: Callable[[int], None] | None = None, discrete_dims: tuple[int, ...] = ()):
+                 note_executed: Callable[[int], None] | None = None, discrete_dims: tuple[int, ...] = (),
+                 on_cycle: Callable[[int | None, int, dict], None] | None = None):
         self.robot, self.predict, self.cfg, self.safety = robot, predict, cfg, safety
+        self.on_cycle = on_cycle  # (seed, cycle, that cycle's record row): a recorder; it must not block
         self.To, self.first, self.n = n_obs_steps, first_action, n_action_steps
         self.clock, self.sleep, self.status = clock, sleep, status
         self.note_executed = note_executed  # tells a warm-starting policy the shift since its last chunk
@@ -107,8 +109,11 @@ class ControlLoop:
         """Queue a finished chunk; ``switches`` collects the index of the first action sent after
         each chunk that replaced another (where the smoothness measures look)."""
         rep.chunk_latency_ms.append(res.latency_s * 1000)
+        self._arrived = None
+        delay = 0
         if switches is not None:  # not the episode's first chunk, which the loop waits for
-            rep.delays.append(rep.cycles - self._request_cycle)  # counted: actions sent since its observation
+            delay = rep.cycles - self._request_cycle  # counted: actions sent since its observation
+            rep.delays.append(delay)
         if res.error is not None:
             rep.policy_errors += 1
             log.warning("policy raised %s: %s; holding and retrying", type(res.error).__name__, res.error)
@@ -117,6 +122,7 @@ class ControlLoop:
             log.warning("policy returned non-finite actions; chunk dropped")
         else:
             rep.chunks += 1
+            self._arrived = (res.actions, res.latency_s * 1000, delay)  # recorded with the next cycle sent
             queue.push(res.actions, res.t_obs, now)
             if switches is not None and rep.chunks > 1:
                 switches.append(rep.cycles)
@@ -129,7 +135,9 @@ class ControlLoop:
         self.settle(0.0)  # a chunk of the last episode never reaches this one
         self.safety.reset()
         rep = EpisodeReport(seed=seed)
-        record: dict[str, list] = {"action": [], "t": [], "held": []}
+        record: dict[str, list] = {"action": [], "t": [], "held": [], "queue": [], "chunk_arrived": [], "chunk": [],
+                                   "chunk_latency_ms": [], "chunk_delay": []}
+        self._arrived = None
         obs = robot.reset(seed) if hasattr(robot, "reset") else robot.observe()
         hist = deque([self._strip(obs)] * self.To, maxlen=self.To)
         t_start = self.clock()
@@ -179,6 +187,14 @@ class ControlLoop:
                 record["action"].append(sent)
                 record["t"].append(now - rk.t0)
                 record["held"].append(held)
+                record["queue"].append(len(queue))
+                arrived, self._arrived = self._arrived, None
+                record["chunk_arrived"].append(arrived is not None)
+                record["chunk"].append(arrived[0] if arrived else None)  # one array per episode at its end
+                record["chunk_latency_ms"].append(arrived[1] if arrived else 0.0)
+                record["chunk_delay"].append(arrived[2] if arrived else 0)  # its action 0 was due that many cycles ago
+                if self.on_cycle is not None:
+                    self.on_cycle(seed, rep.cycles, {k: v[-1] for k, v in record.items()})
                 rep.cycles += 1
                 if getattr(robot, "done", False):
                     break
@@ -208,6 +224,7 @@ class ControlLoop:
                 rep.boundary_jumps = boundary_jumps(sent, switches, dims)
                 rep.jerk = mean_squared_jerk(sent, dims)
             if on_episode_end is not None and record["action"]:
+                record["chunk"] = chunk_rows(record["chunk"], len(record["action"][0]))
                 on_episode_end({k: np.asarray(v) for k, v in record.items()}, rep)
         return rep
 
@@ -226,3 +243,15 @@ class ControlLoop:
     @staticmethod
     def _strip(obs: dict) -> dict:
         return {k: v for k, v in obs.items() if k != "timestamp"}
+
+
+def chunk_rows(chunks: list, action_dim: int) -> np.ndarray:
+    """A record's per-cycle chunks (an array where one arrived, else None) as one (L, n, A)
+    array: zeros where none arrived, every chunk cut or zero-padded to the first one's rows."""
+    n = next((len(c) for c in chunks if c is not None), 0)
+    out = np.zeros((len(chunks), n, action_dim), np.float32)
+    for i, c in enumerate(chunks):
+        if c is not None:
+            out[i, :min(n, len(c))] = c[:n]
+    return out
+

@@ -40,7 +40,7 @@ def aggregate(reports: list[EpisodeReport]) -> dict:
         **smoothness([{"boundary_jumps": r.boundary_jumps, "jerk": r.jerk} for r in reports]),
         "stopped": [r.stopped for r in reports],
         "per_episode": [{"seed": r.seed, "success": r.success, "length": r.cycles, "cycles": r.cycles, "stopped": r.stopped,
-                         "deadline_misses": r.deadline_misses, "holds": r.safety.get("holds", 0),
+                         "deadline_misses": r.deadline_misses, "holds": r.safety.get("holds", 0), "chunks": r.chunks,
                          "boundary_jump": float(np.mean(r.boundary_jumps)) if r.boundary_jumps else None}
                         for r in reports],
     }
@@ -76,11 +76,12 @@ def run_loop(policy, robot="sim:lift", rate_hz: float | None = None, async_infer
              on_episode_end=None, overlap: str = "replace", status: bool = True, max_steps: int | None = None,
              action_steps: int | None = None, replan_at: int | None = None, images: bool = False,
              max_hold_cycles: int = 50, max_cycles: int | None = None, obs_shapes: dict | None = None,
-             image_keys=()) -> dict:
+             image_keys=(), on_cycle=None) -> dict:
     """Episodes of ``policy`` (anything with ``predict_chunk``, ``note_executed``, ``reset``,
     ``n_obs_steps``, ``n_action_steps``, ``horizon``: a local policy or a ``RemotePolicy``) in the
     fixed-rate loop against ``robot``: a name (``sim:<env>``, ``mock``) or a ``Robot`` object with an
-    ``action_space`` and ``reset(seed)`` (``dpctrl.control.robot``)."""
+    ``action_space`` and ``reset(seed)`` (``dpctrl.control.robot``). ``on_cycle(seed, cycle, row)``
+    sees every cycle's record row as it is sent (a recorder; called on the loop thread)."""
     sim = (make_robot(robot, images=images, max_steps=max_steps, obs_shapes=obs_shapes, image_keys=image_keys)
            if isinstance(robot, str) else robot)
     rate_hz = rate_hz or getattr(sim, "control_rate_hz", 20.0)
@@ -93,7 +94,8 @@ def run_loop(policy, robot="sim:lift", rate_hz: float | None = None, async_infer
                 else getattr(sim, "discrete_action_dims", ()))
     loop = ControlLoop(sim, policy.predict_chunk, To, To - 1, Ta, cfg, safety,
                        status=status_line if status else None,
-                       note_executed=lambda n: policy.note_executed(min(n, policy.horizon)), discrete_dims=discrete)
+                       note_executed=lambda n: policy.note_executed(min(n, policy.horizon)), discrete_dims=discrete,
+                       on_cycle=on_cycle)
     reports = []
     try:
         with sim:

@@ -280,13 +280,14 @@ class ReplayBuffer:
 
 def loop_recorder(path: str | os.PathLike):
     """An ``on_episode_end(record, report)`` callback for the control loop that appends what
-    it observed and sent (``record``) to the store at ``path``, with the episode's seed,
-    success, deadline misses and whether it stopped early as metadata."""
+    it observed and sent (``record``: observations, ``action``, ``t``, ``held``, ``queue`` and the
+    chunks as they arrived: ``chunk_arrived``, ``chunk``, ``chunk_latency_ms``) to the store at
+    ``path``, with the episode's seed, success, deadline misses and whether it stopped early as
+    metadata."""
     rb = ReplayBuffer.open_or_create(path)
 
     def on_end(record: dict, rep) -> None:
-        data = {k: v for k, v in record.items() if k != "held"}
-        data["held"] = record["held"].astype(np.uint8)
+        data = {k: v.astype(np.uint8) if v.dtype == bool else v for k, v in record.items()}  # held, chunk_arrived
         rb.add_episode(data, meta={"seed": -1 if rep.seed is None else rep.seed, "success": rep.success,
                                    "deadline_misses": rep.deadline_misses, "stopped_early": rep.stopped != "done"})
     return on_end

@@ -273,3 +273,24 @@ def test_a_chunk_in_flight_when_an_episode_ends_never_reaches_the_next_one():
     assert loop.close()
     sent = np.round(np.array([a[0] for a in robot.sent]) * 100)
     assert sent[:8].tolist() == list(range(1, 9)), sent  # episode 2's own first chunk, no action from x = 8
+
+
+def test_the_loop_record_holds_each_chunk_where_it_arrived():
+    """The record (what ``--record`` stores and ``dpctrl view`` shows): the queue depth per cycle
+    and each accepted chunk, its latency, at the cycle it arrived; ``on_cycle`` sees every row."""
+    clock, calls, rows, records = FakeClock(), [], [], []
+    loop = ControlLoop(FakeRobot(episode_len=24), chunk_policy(calls, 0.004, clock), 2, 1, 8,
+                       LoopConfig(rate_hz=50.0, async_inference=False, spin_s=0.0), safety=safety(),
+                       clock=clock, sleep=clock.sleep, on_cycle=lambda seed, i, row: rows.append((seed, i, row)))
+    rep = loop.run_episode(seed=7, on_episode_end=lambda rec, rep: records.append(rec))
+    rec = records[0]
+    assert rec["chunk"].shape == (24, 8, 2) and rec["chunk_arrived"].sum() == rep.chunks == 3
+    arrivals = np.flatnonzero(rec["chunk_arrived"])
+    assert arrivals.tolist() == [0, 8, 16]
+    np.testing.assert_allclose(rec["chunk"][8, :, 0], (8 + np.arange(1, 9)) / 100)  # the chunk asked at x = 8
+    assert not rec["chunk"][~rec["chunk_arrived"]].any()
+    assert rec["chunk_latency_ms"][arrivals] == pytest.approx([4.0] * 3)
+    assert rec["chunk_delay"].tolist() == [0] * 24  # synchronous: each chunk is used from its observation's cycle
+    assert rec["queue"].tolist() == [7 - (i % 8) for i in range(24)]  # actions left after each send
+    assert [(s, i) for s, i, _ in rows] == [(7, i) for i in range(24)]
+    assert [bool(r["chunk_arrived"]) for _, _, r in rows] == rec["chunk_arrived"].tolist()

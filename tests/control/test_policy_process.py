@@ -85,5 +85,8 @@ def test_the_loop_runs_on_a_policy_process():
     from dpctrl.control.session import run_loop
     with PolicyProcess(partial(load_policy, "lift", seed=100000)) as policy:
         res = run_loop(policy, "sim:lift", 40.0, True, episodes=1, seed_start=100000, status=False, max_steps=40)
-    assert res["cycles"] == 40 and res["policy_errors"] == 0 and res["stopped"] == ["done"]
+    # the episode runs to its 40 steps, or ends sooner by lifting the cube (timing decides which
+    # actions run, so a loaded machine can finish it in ~34)
+    assert res["cycles"] == 40 or (res["cycles"] < 40 and res["success_rate"] == 1.0), res["cycles"]
+    assert res["policy_errors"] == 0 and res["stopped"] == ["done"]
     assert res["delay_cycles"]["max"] >= 1  # chunks came back from the child while the loop ran
