@@ -16,7 +16,7 @@ setup:
 # Triton only for the fused-kernel tests, in a private directory: it cannot share a process
 # with the simulators' software EGL renderer (tests/policy/test_fused.py says why)
 setup-test:
-	$(INSTALL) ".[test,highway,lerobot,maze,metaworld,ray,onnx]"
+	$(INSTALL) ".[test,highway,lerobot,maze,metaworld,ray,onnx,viz]"
 	test -d .triton/triton || $(PYTHON) -m pip install -q --disable-pip-version-check --no-deps \
 		--target .triton triton==3.7.0 || { rm -rf .triton; exit 1; }
 

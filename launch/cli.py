@@ -7,11 +7,13 @@ import argparse
 import os
 import sys
 
-from dpctrl.launch import calibrate, collect, demo, drive, export, lerobot, pad, plan, remote, results, run, sweep, train
+from dpctrl.launch import (calibrate, collect, demo, drive, export, lerobot, pad, plan, remote, results, run, sweep,
+                           train, view)
 from dpctrl.launch import eval as evaluation
 from dpctrl.launch.bench import cli as bench
 
-GROUPS = (collect, evaluation, train, results, calibrate, run, bench, sweep, export, drive, lerobot, plan, pad, remote, demo)
+GROUPS = (collect, evaluation, train, results, calibrate, run, bench, sweep, export, view, drive, lerobot, plan, pad,
+          remote, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -52,6 +52,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from dpctrl.control.policy_process import PolicyProcess
     from dpctrl.control.session import run_loop, sim_task
     from dpctrl.data.replay_buffer import loop_recorder
+    from dpctrl.data.view import LiveRecording
     from dpctrl.envs.evaluate import check_overlap, image_keys
     check_device(args)
     sim_task(args.robot)  # validate before loading anything
@@ -61,17 +62,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     threads = args.threads or (1 if process else 2)
     torch.set_num_threads(threads)
     policy = PolicyProcess(partial(load_configured, args), threads=threads) if process else load_configured(args)
+    live = LiveRecording(args.rerun) if args.rerun else None  # logs off the loop thread (data/view.py)
     try:
         check_overlap(policy, args.overlap)
         keys = image_keys(policy)
+        ends = [f for f in (loop_recorder(args.record) if args.record else None, live and live.on_episode_end) if f]
         res = run_loop(policy, args.robot, args.rate, args.async_inference, args.episodes, args.seed_start,
-                       on_episode_end=loop_recorder(args.record) if args.record else None, overlap=args.overlap,
-                       status=not args.no_progress, action_steps=args.action_steps, replan_at=args.replan_at,
-                       images=bool(keys), image_keys=keys)
+                       on_episode_end=(lambda rec, rep: [f(rec, rep) for f in ends]) if ends else None,
+                       overlap=args.overlap, status=not args.no_progress, action_steps=args.action_steps,
+                       replan_at=args.replan_at, images=bool(keys), image_keys=keys,
+                       on_cycle=live.on_cycle if live else None)
         info = policy.describe()
     finally:
         if process:
             policy.close()
+        if live:
+            live.close()
     res = {"checkpoint": str(args.checkpoint), **{k: info[k] for k in ("sampler", "num_inference_steps",
                                                                          "warm_start", "cache", "deploy")},
            "inference": "process" if process else "thread" if args.async_inference else "loop thread",
@@ -103,6 +109,7 @@ def add_parser(sub) -> None:
     r.add_argument("--episodes", type=int, default=10)
     r.add_argument("--seed-start", type=int, default=100_000)
     r.add_argument("--record", help="zarr store for what was observed and sent")
+    r.add_argument("--rerun", metavar="F.rrd", help="record the loop live as a Rerun recording (off the loop thread)")
     r.add_argument("--action-steps", type=int, help="actions per chunk before the next one is due (default Ta)")
     r.add_argument("--compare-eval", metavar="JSON",
                    help="a `dpctrl eval` report: print its success on this run's seeds next to this run's")

@@ -8,7 +8,8 @@ RNG states, step) is a safetensors + JSON directory written atomically every
 generator, so a run resumed at step k continues exactly as the uninterrupted run.
 
 Layout of ``out_dir``: ``state/`` (resume), ``checkpoint/`` (EMA policy, policy.checkpoint
-format), ``log.jsonl`` (one JSON object per log/eval event).
+format), ``log.jsonl`` (one JSON object per log/eval event), ``tb/`` (the same numbers as
+TensorBoard curves, policy/curves.py; ``curves=False`` leaves them out).
 
 Data parallel (``torchrun --nproc_per_node N -m dpctrl.launch.cli train ...``, or any process group
 initialized before the Trainer): the model is wrapped in DistributedDataParallel (gloo on
@@ -35,6 +36,7 @@ from tqdm import tqdm
 import torch.distributed as dist
 
 from dpctrl.policy import checkpoint
+from dpctrl.policy.curves import Curves
 from dpctrl.policy.diffusion_policy import DiffusionPolicy
 
 
@@ -70,7 +72,7 @@ EvalFn = Callable[[DiffusionPolicy, int], dict]
 class Trainer:
     def __init__(self, policy: DiffusionPolicy, dataset, cfg: TrainConfig, out_dir: str | Path,
                  eval_fn: EvalFn | None = None, progress: bool = True,
-                 save_fn: Callable[..., object] | None = None):
+                 save_fn: Callable[..., object] | None = None, curves: bool = True):
         if len(dataset) == 0:
             raise ValueError("dataset has no training windows")
         self.policy, self.dataset, self.cfg = policy, dataset, cfg
@@ -96,6 +98,9 @@ class Trainer:
         if (self.out / "state").exists():
             self._load_state()
             self.resumed_from = self.step
+        # events past the saved step (logged by an interrupted run after its last save) are purged
+        purge = None if self.resumed_from is None else self.resumed_from + 1
+        self.curves = Curves(self.out / "tb", purge_step=purge) if curves and not self.rank else None
 
     def _groups(self) -> list[dict]:
         return self.policy.param_groups(self.cfg.weight_decay)
@@ -143,8 +148,14 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         with open(self.out / "log.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
+        if self.curves is not None:
+            self.curves.add(record)
 
     # ---------------------------------------------------------------- loop
+    def _close_curves(self) -> None:
+        if self.curves is not None:
+            self.curves.close()
+
     def _update_ema(self) -> None:
         decay = self.cfg.ema_decay(self.step)
         with torch.no_grad():
@@ -175,6 +186,7 @@ class Trainer:
         self.policy.train()
         n = len(self.dataset)
         losses: list[float] = []
+        norms: list[float] = []
         t0, samples = time.perf_counter(), 0
         bar = tqdm(total=cfg.steps, initial=self.step, desc="train", unit="step",
                    disable=not self.progress or self.rank > 0)
@@ -190,7 +202,7 @@ class Trainer:
                 raise FloatingPointError(f"non-finite loss at step {self.step}; last state in {self.out / 'state'}")
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.grad_clip)
+            norms.append(float(torch.nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.grad_clip)))
             self.opt.step()
             self.step += 1
             self._update_ema()
@@ -200,10 +212,10 @@ class Trainer:
             if self.step % cfg.log_every == 0 or self.step == cfg.steps:
                 rate = samples / (time.perf_counter() - t0)
                 rec = {"event": "train", "step": self.step, "loss": float(np.mean(losses)),
-                       "lr": cfg.lr_at(self.step - 1), "samples_per_s": rate}
+                       "lr": cfg.lr_at(self.step - 1), "grad_norm": float(np.mean(norms)), "samples_per_s": rate}
                 self._log(rec)
                 bar.set_postfix(loss=f"{rec['loss']:.4f}", sps=f"{rate:.0f}")
-                losses = []
+                losses, norms = [], []
             if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.steps:
                 self._evaluate()
                 self.policy.train()
@@ -212,9 +224,11 @@ class Trainer:
                 self.save_fn(self.ema, self.out / "checkpoint", extra={"train_step": self.step})
             if until is not None and self.step >= until:
                 bar.close()
+                self._close_curves()
                 return {"step": self.step, "interrupted": True}
         bar.close()
         self._evaluate()
+        self._close_curves()
         if self.eval_fn is not None and not self.rank:
             self._save_state()
         elapsed = time.perf_counter() - t0

@@ -83,9 +83,10 @@ def _experts(args) -> int:
 def _loop(args) -> int:
     from dpctrl.launch.results import machine, markdown_table, replace_block
     from dpctrl.launch.bench.loop import bench_loop
-    rows = bench_loop(args.rate, args.latency_ms, args.chunk, args.cycles, status=not args.no_progress)
+    rows = bench_loop(args.rate, args.latency_ms, args.chunk, args.cycles, status=not args.no_progress,
+                      rerun=args.rerun)
     command = (f"dpctrl bench loop --rate {args.rate:g} --latency-ms {args.latency_ms:g} --chunk {args.chunk} "
-               f"--cycles {args.cycles}")
+               f"--cycles {args.cycles}" + (" --rerun" if args.rerun else ""))
     body = markdown_table(
         ["mode", "cycles", "deadline misses", "overruns", "jitter p50 (ms)", "p99 (ms)", "max (ms)"],
         [[r["mode"], r["cycles"], r["deadline_misses"], r["overruns"], f"{r['period_jitter_ms']['p50']:.3f}",
@@ -280,6 +281,7 @@ def add_parser(sub) -> None:
     p.add_argument("--latency-ms", type=float, default=30.0, help="synthetic policy latency")
     p.add_argument("--chunk", type=int, default=16, help="actions per chunk")
     p.add_argument("--cycles", type=int, default=10_000, help="cycles per mode")
+    p.add_argument("--rerun", action="store_true", help="also async with a live Rerun recording of every cycle")
     _common(p)
     p.set_defaults(func=_run(_loop, "loop"))
 

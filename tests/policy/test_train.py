@@ -66,3 +66,32 @@ def test_empty_dataset_is_an_error(tmp_path):
             return 0
     with pytest.raises(ValueError, match="no training windows"):
         Trainer(tiny_policy(), Empty(), _cfg(), tmp_path)
+
+
+def test_tensorboard_curves_and_a_resumed_run_equal_an_uninterrupted_one(tmp_path):
+    """The curves read back with TensorBoard's own reader: each logged field at each log step,
+    EMA eval success at each evaluation; an interrupted run that logged past its last saved state
+    (step 15 > 10) is purged there on resume, so its curves equal the uninterrupted run's."""
+    pytest.importorskip("tensorboard")
+    from dpctrl.policy.curves import read_curves
+    evals = lambda p, step: {"success_rate": step / 100}  # noqa: E731
+    full = Trainer(tiny_policy(), ToyDataset(), _cfg(eval_every=10), tmp_path / "a", progress=False, eval_fn=evals)
+    full.run()
+    half = Trainer(tiny_policy(), ToyDataset(), _cfg(eval_every=10), tmp_path / "b", progress=False, eval_fn=evals)
+    half.run(until=17)
+    Trainer(tiny_policy(), ToyDataset(), _cfg(eval_every=10), tmp_path / "b", progress=False, eval_fn=evals).run()
+    a, b = read_curves(tmp_path / "a" / "tb"), read_curves(tmp_path / "b" / "tb")
+    assert set(a) == {"train/loss", "train/lr", "train/grad_norm", "train/samples_per_s", "eval/success_rate"}
+    assert [s for s, _ in a["train/loss"]] == [5, 10, 15, 20]
+    assert a["eval/success_rate"] == [(10, pytest.approx(0.1)), (20, pytest.approx(0.2))]
+    log = [json.loads(line) for line in (tmp_path / "a" / "log.jsonl").read_text().splitlines()]
+    assert [v for _, v in a["train/loss"]] == pytest.approx([r["loss"] for r in log if r["event"] == "train"])
+    assert all(v > 0 for _, v in a["train/grad_norm"])
+    for tag in ("train/loss", "train/lr", "train/grad_norm", "eval/success_rate"):
+        assert [s for s, _ in b[tag]] == [s for s, _ in a[tag]], tag
+        assert [v for _, v in b[tag]] == pytest.approx([v for _, v in a[tag]], rel=1e-6), tag
+
+
+def test_no_curves_when_asked(tmp_path):
+    Trainer(tiny_policy(), ToyDataset(), _cfg(), tmp_path / "a", progress=False, curves=False).run()
+    assert not (tmp_path / "a" / "tb").exists()
