@@ -280,3 +280,16 @@ def summarize(env_name: str, seeds: list[int], per_episode: list[dict], nfe: lis
         "config": info["config"],
         "version": version("dpctrl"),
     }
+
+
+def same_per_seed(a: dict, b: dict) -> dict:
+    """How far two evaluation reports agree seed by seed, on the seeds of ``a`` (all of which
+    ``b`` must have): the count with equal success and with identical actions (digests)."""
+    theirs = {e["seed"]: e for e in b["per_episode"]}
+    missing = [e["seed"] for e in a["per_episode"] if e["seed"] not in theirs]
+    if missing:
+        raise ValueError(f"the other report lacks seeds {missing[:5]}{'...' if len(missing) > 5 else ''}")
+    pairs = [(e, theirs[e["seed"]]) for e in a["per_episode"]]
+    return {"seeds": len(pairs), "same_success": sum(bool(x["success"]) == bool(y["success"]) for x, y in pairs),
+            "same_actions": sum(x.get("actions_sha1") is not None and x.get("actions_sha1") == y.get("actions_sha1")
+                                for x, y in pairs)}

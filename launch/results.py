@@ -19,11 +19,12 @@ from dpctrl.launch.tables import machine, markdown_table  # noqa: F401 - re-expo
 # block name -> the results page that holds it (docs/results/<page>); tests check each page has its blocks
 RESULT_PAGES = {"evals": "evals.md", "policy": "evals.md", "bench": "inference.md", "peer": "inference.md",
                 "cache": "caching.md", "deploy": "deploy.md", "deploy-evals": "deploy.md", "gpu": "gpu.md",
-                "gpu-compile": "gpu.md", "gpu-quick": "gpu.md", "loop": "loop.md", "serve": "server.md", "drive": "driving.md",
+                "gpu-compile": "gpu.md", "gpu-quick": "gpu.md", "loop": "loop.md", "serve": "server.md",
+                "drive": "driving.md",
                 "pad": "pad.md", "pad-hidden": "pad.md", "plan": "planning.md", "lerobot": "lerobot.md",
                 "experts": "experts.md", "delay": "delay.md",
                 "delay-lift": "delay.md", "delay-stack": "delay.md",
-                "runs": "delay.md", "overlap": "delay.md", "workers": "scale.md"}
+                "runs": "delay.md", "overlap": "delay.md", "workers": "scale.md", "sweep": "scale.md"}
 
 
 def add_update_docs(parser, what: str = "results") -> None:
@@ -238,7 +239,31 @@ def lerobot_table(report: dict, command: str) -> str:
             + markdown_table(["direction", "data", "result"], rows))
 
 
-TABLES = {"evals": eval_table, "delay": lambda files: _delay().delay_table(files),
+def sweep_table(files: list[str]) -> str:
+    """``dpctrl sweep`` cells (reports with a ``cell``) against separate ``dpctrl eval`` reports of
+    the same checkpoint, env, seeds and inference settings, seed by seed."""
+    from dpctrl.envs.evaluate import same_per_seed
+    reports = [json.loads(Path(f).read_text()) for f in files]
+    fields = ("env", "seeds", "sampler", "num_inference_steps", "warm_start", "cache", "delay", "overlap",
+              "action_steps", "deploy")
+    key = lambda r, ckpt: json.dumps([ckpt, *(r.get(f) for f in fields)])  # noqa: E731
+    evals = {key(r, r["checkpoint"]): r for r in reports if "cell" not in r}
+    rows = []
+    for cell in (r for r in reports if "cell" in r):
+        st = cell["settings"]
+        if key(cell, st["checkpoint"]) not in evals:
+            raise ValueError(f"no separate eval of cell {cell['cell']} ({st['options'] or 'no options'}) among the files")
+        ev = evals[key(cell, st["checkpoint"])]
+        same = same_per_seed(cell, ev)
+        rows.append([st["checkpoint"], cell["cell"].split("__", 1)[1], f"`{st['options']}`", f"{cell['success_rate']:.3f}",
+                     f"{ev['success_rate']:.3f}", f"{same['same_success']}/{same['seeds']}",
+                     f"{same['same_actions']}/{same['seeds']}", f"`{ev['command']}`"])
+    return (f"Machine: {machine()}.\n\n" + markdown_table(
+        ["checkpoint", "variant", "eval options", "sweep success", "separate eval success", "same success per seed",
+         "same actions per seed", "separate eval"], rows))
+
+
+TABLES = {"evals": eval_table, "sweep": sweep_table, "delay": lambda files: _delay().delay_table(files),
           "runs": lambda files: _delay().run_table(files), "drive": drive_table, "plan": plan_table, "pad": pad_table}
 
 
