@@ -69,6 +69,8 @@ def plot_curves(log_dir: str | Path, out_png: str | Path, title: str = "") -> di
         ax.set_xlabel("step")
         if tag == "train/loss":
             ax.set_yscale("log")
+        if tag == "eval/success_rate":
+            ax.set_ylim(-0.03, 1.03)
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
