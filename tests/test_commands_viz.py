@@ -42,10 +42,12 @@ def test_run_records_the_live_loop_and_its_store_views_the_same(work):
 
 
 def test_train_writes_tensorboard_curves(work):
-    dpctrl(work, "train", "--task", "lift", "--steps", "20", "--demos", "2", "--batch-size", "16", "--eval-every", "10",
+    """The user-level run; the EMA eval curve (--eval-every, ten episodes per evaluation, slow for
+    an untrained policy) is checked on the trainer in tests/policy/test_train.py."""
+    dpctrl(work, "train", "--task", "lift", "--steps", "20", "--demos", "2", "--batch-size", "16",
            "--eval-episodes", "1", "--threads", "1", "--out", "run_tb", "--no-progress")
     curves = read_curves(work / "run_tb" / "tb")
-    assert {"train/loss", "train/lr", "train/grad_norm", "train/samples_per_s", "eval/success_rate"} <= set(curves)
+    assert set(curves) == {"train/loss", "train/lr", "train/grad_norm", "train/samples_per_s"}
     log = [json.loads(line) for line in (work / "run_tb" / "log.jsonl").read_text().splitlines()]
     assert curves["train/loss"] == [(r["step"], pytest.approx(r["loss"])) for r in log if r["event"] == "train"]
-    assert [s for s, _ in curves["eval/success_rate"]] == [10, 20]  # periodic, and at the end
+    assert [s for s, _ in curves["train/loss"]] == [20]  # log_every 100: the last step only
