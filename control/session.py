@@ -84,6 +84,13 @@ def run_loop(policy, robot="sim:lift", rate_hz: float | None = None, async_infer
     sees every cycle's record row as it is sent (a recorder; called on the loop thread)."""
     sim = (make_robot(robot, images=images, max_steps=max_steps, obs_shapes=obs_shapes, image_keys=image_keys)
            if isinstance(robot, str) else robot)
+    if isinstance(robot, str) and robot.startswith("sim:") and hasattr(policy, "expected_obs"):
+        from dpctrl.envs.evaluate import check_fits
+        try:
+            check_fits(policy, sim.env, sim_task(robot))
+        except ValueError:
+            sim.env.close()
+            raise
     rate_hz = rate_hz or getattr(sim, "control_rate_hz", 20.0)
     space = sim.action_space
     safety = SafetyFilter(low=space.low, high=space.high, safe_action=np.zeros(space.shape, np.float32),

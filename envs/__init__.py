@@ -1,6 +1,7 @@
 """Simulated tasks with scripted experts: ``make(name, **kw)`` and ``expert(name)``.
 
-Names: ``lift`` and ``stack`` (robosuite, Panda; also as ``robosuite:<task>``) and
+Names: ``lift``, ``stack``, ``can`` and ``square`` (robosuite, Panda; also as ``robosuite:<task>``;
+can and square are robomimic's PickPlaceCan and NutAssemblySquare) and
 ``metaworld:<task>`` (envs/metaworld_tasks.py: reach, push, drawer-open, pick-place).
 Driving (envs/highway.py) and PointMaze (envs/maze.py) have their own entry points.
 ``register(name, make, expert)`` adds a task of your own: from then on ``make``, ``expert``,
@@ -17,7 +18,7 @@ from typing import Any, Callable  # noqa: E402
 
 import gymnasium as gym  # noqa: E402
 
-ROBOSUITE_TASKS = ("lift", "stack")
+ROBOSUITE_TASKS = ("lift", "stack", "can", "square")
 DEFAULT_CAMERAS = ("agentview",)
 
 

@@ -175,6 +175,7 @@ def record_video(policy: ChunkPolicy, env_name: str, seed: int, path, size: int 
     env = envs.make(env_name, images=True, image_size=size, max_steps=max_steps, cameras=envs.cameras_of(keys))
     frames: list = []
     try:
+        check_fits(policy, env, env_name)
         (result,) = rollout_group(policy, [env], [seed], frames=frames)
     finally:
         env.close()
@@ -187,11 +188,31 @@ def record_video(policy: ChunkPolicy, env_name: str, seed: int, path, size: int 
     return {**result, "video": str(path), "frames": len(frames)}
 
 
+def check_fits(policy: ChunkPolicy, env, env_name: str) -> None:
+    """Refuse an env whose observations are not the ones ``policy`` was trained on (a key it
+    lacks, or another shape), naming the keys, before any episode runs."""
+    space = getattr(env.observation_space, "spaces", {})
+    want = {k: tuple(shape[1:]) for k, shape in policy.expected_obs().items()}
+    have = {k: tuple(space[k].shape) for k in space}
+    wrong = {k: v for k, v in want.items() if have.get(k) != v}
+    if wrong:
+        raise ValueError(f"the policy reads {', '.join(f'{k} {v}' for k, v in wrong.items())}, but {env_name!r} "
+                         f"gives {', '.join(f'{k} {v}' for k, v in have.items())}: it was trained on another task "
+                         f"or observation set")
+
+
 def make_envs(policy: ChunkPolicy, env_name: str, n: int, max_steps: int | None = None) -> list:
-    """``n`` envs of ``env_name`` that render the cameras ``policy`` reads (none for a low-dim one)."""
+    """``n`` envs of ``env_name`` that render the cameras ``policy`` reads (none for a low-dim one);
+    refused (``check_fits``) when they do not give the policy's observations."""
     keys = image_keys(policy)
-    return [envs.make(env_name, images=bool(keys), max_steps=max_steps, cameras=envs.cameras_of(keys))
-            for _ in range(n)]
+    env_list = [envs.make(env_name, images=bool(keys), max_steps=max_steps, cameras=envs.cameras_of(keys))]
+    try:
+        check_fits(policy, env_list[0], env_name)
+    except ValueError:
+        env_list[0].close()
+        raise
+    return env_list + [envs.make(env_name, images=bool(keys), max_steps=max_steps, cameras=envs.cameras_of(keys))
+                       for _ in range(n - 1)]
 
 
 def run_episodes(policy: ChunkPolicy, env_name: str, env_list: list, seeds: list[int],

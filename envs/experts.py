@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dpctrl.envs.geometry import quat_to_mat, rot_z, rotvec_from_mat, wrap_quarter_turn, yaw_of_quat
+from dpctrl.envs.geometry import quat_to_mat, rot_z, rotvec_from_mat, wrap_half_turn, wrap_quarter_turn, yaw_of_quat
 
 POS_SCALE = 0.05  # metres per unit action (robosuite OSC_POSE output_max)
 ROT_SCALE = 0.5  # radians per unit action
@@ -189,4 +189,107 @@ class StackExpert(_Expert):
         ]
 
 
-EXPERTS = {"lift": LiftExpert, "stack": StackExpert}
+# PickPlaceCan: the can's bin is the far right quarter of bin 2 (x 0.10-0.295, y 0.28-0.525;
+# success: its centre over that quarter, below the rim, the hand at least 4.2 cm away). The
+# quarter's centre (0.1975, 0.4025) is at the edge of the Panda's reach (it stops 5 cm short),
+# so the expert aims at the quarter's near part, 6 cm inside its near edges.
+CAN_BIN = np.array([0.16, 0.34])
+CAN_REST_Z = 0.86  # the can's centre standing on either bin's floor
+
+
+class CanExpert(_Expert):
+    """Pick the can from bin 1 (a top grasp at the start yaw: it is round), carry it over the
+    walls to its quarter of bin 2, lower, release, rise."""
+
+    def reset(self, seed: int | None = None) -> None:
+        super().reset(seed)
+        r = self.rng
+        self._plan = dict(hover=r.uniform(0.05, 0.1), depth=r.uniform(0.012, 0.025),
+                          dx=r.uniform(-0.006, 0.006), dy=r.uniform(-0.006, 0.006), carry=r.uniform(1.0, 1.06),
+                          tx=r.uniform(-0.015, 0.015), ty=r.uniform(-0.02, 0.02), drop=r.uniform(0.01, 0.04),
+                          close_steps=int(r.integers(6, 12)), open_steps=int(r.integers(4, 8)))
+        self._yaw: float | None = None
+        self._hand: np.ndarray | None = None
+
+    def waypoints(self, obs: dict) -> list[Waypoint]:
+        p, can, eef = self._plan, obs["object"][7:10], obs["robot0_eef_pos"]
+        if self._yaw is None:
+            self._yaw = yaw_of_quat(obs["robot0_eef_quat"])
+        grasp = self._grasp_point(can)
+        if self._phase < 3:
+            self._hand = None
+        elif self._hand is None:  # where the can sits in the hand, once it is held
+            self._hand = eef - can
+        hand = self._hand if self._hand is not None else np.zeros(3)
+        place = np.r_[CAN_BIN + [p["tx"], p["ty"]], CAN_REST_Z + p["drop"]] + hand
+        y = self._yaw
+        return [
+            Waypoint(grasp + [0, 0, p["hover"]], y, OPEN, tol=0.015),
+            Waypoint(grasp, y, OPEN, tol=0.008),
+            Waypoint(grasp, y, CLOSE, tol=0.02, hold=p["close_steps"]),
+            Waypoint(np.r_[grasp[:2], p["carry"]], y, CLOSE, tol=0.03),
+            Waypoint(np.r_[place[:2], p["carry"]], y, CLOSE, tol=0.02),
+            Waypoint(place, y, CLOSE, tol=0.02),  # within 2 cm: the can may touch down a little early
+            Waypoint(place, y, OPEN, tol=0.05, hold=p["open_steps"]),
+            Waypoint(place + [0, 0, 0.1], y, OPEN),
+        ]
+
+
+# NutAssemblySquare: the square peg (pegs_arena.xml: peg1, 16 mm half-width, top at z 0.95) and
+# the nut (square-nut.xml: the handle's centre 54 mm from the hole's along the nut's x axis, the
+# hole 22.7 mm half-width). Success: the nut's centre within 3 cm of the peg's axis, under 0.87.
+SQUARE_PEG = np.array([0.23, 0.1])
+NUT_HANDLE = 0.054
+NUT_REST_Z = 0.83  # the nut's centre lying on the table
+
+
+class SquareExpert(_Expert):
+    """Grasp the square nut by its handle (fingers across it), lift it over the peg's top, turn
+    it so the handle points at the robot (or to a side, when that is a much shorter turn: the
+    far side of the peg is at the edge of the arm's reach), centre the hole on the peg, lower."""
+
+    def reset(self, seed: int | None = None) -> None:
+        super().reset(seed)
+        r = self.rng
+        self._plan = dict(hover=r.uniform(0.05, 0.1), depth=r.uniform(0.004, 0.01),
+                          along=r.uniform(-0.006, 0.01), dy=r.uniform(-0.003, 0.003), carry=r.uniform(0.985, 1.01),
+                          close_steps=int(r.integers(6, 12)), settle=int(r.integers(2, 6)))
+        self._yaw: float | None = None
+        self._nut_goal: float | None = None
+        self.regrasps = 0
+
+    def waypoints(self, obs: dict) -> list[Waypoint]:
+        p, o, eef = self._plan, obs["object"], obs["robot0_eef_pos"]
+        nut, nut_yaw = o[7:10], yaw_of_quat(o[10:14])
+        eef_yaw = yaw_of_quat(obs["robot0_eef_quat"])
+        if self._phase >= 3 and obs["robot0_gripper_qpos"][0] < 0.005:  # closed on air: regrasp
+            self._phase, self._grasp, self._held, self._yaw, self._nut_goal = 0, None, 0, None, None
+            self.regrasps += 1
+        if self._yaw is None:  # fingers close along the gripper's y: line them up across the handle
+            self._yaw = eef_yaw + wrap_half_turn(nut_yaw - eef_yaw)
+        if self._phase < 2 or self._grasp is None:
+            self._grasp = nut + rot_z(nut_yaw) @ [NUT_HANDLE + p["along"], p["dy"], p["depth"]]
+        grasp, y = self._grasp, self._yaw
+        if self._phase >= 4 and self._nut_goal is None:  # the nut's yaw over the peg, chosen once
+            self._nut_goal = min((np.pi, np.pi / 2, -np.pi / 2),
+                                 key=lambda g: abs(wrap_half_turn((g - nut_yaw) / 2) * 2) + 0.8 * (g != np.pi))
+        # once held: turn the hand with the nut to its goal yaw, and put the hole (the nut's
+        # centre, as it hangs in the hand now) over the peg
+        turn = 2 * wrap_half_turn((self._nut_goal - nut_yaw) / 2) if self._nut_goal is not None else 0.0
+        place_yaw = eef_yaw + turn
+        hole = rot_z(turn) @ (nut - eef)  # the nut's centre from the hand, after the turn
+        over_peg = np.r_[SQUARE_PEG - hole[:2], p["carry"]]
+        down = np.r_[over_peg[:2], NUT_REST_Z + 0.005 - hole[2]]
+        return [
+            Waypoint(grasp + [0, 0, p["hover"]], y, OPEN, tol=0.015),
+            Waypoint(grasp, y, OPEN, tol=0.008),
+            Waypoint(grasp, y, CLOSE, tol=0.02, hold=p["close_steps"]),
+            Waypoint(np.r_[grasp[:2], p["carry"]], y, CLOSE, tol=0.03),
+            Waypoint(over_peg, place_yaw, CLOSE, tol=0.006, hold=p["settle"]),
+            Waypoint(down, place_yaw, CLOSE, tol=0.01),
+            Waypoint(down, place_yaw, OPEN, tol=0.05, hold=4),
+            Waypoint(down + [0, 0, 0.1], place_yaw, OPEN),
+        ]
+
+
+EXPERTS = {"lift": LiftExpert, "stack": StackExpert, "can": CanExpert, "square": SquareExpert}

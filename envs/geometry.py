@@ -43,3 +43,8 @@ def yaw_of_quat(q: np.ndarray) -> float:
 def wrap_quarter_turn(angle: float) -> float:
     """Wrap to [-pi/4, pi/4): the equivalent angle for a shape with 4-fold symmetry (a cube)."""
     return float((angle + np.pi / 4) % (np.pi / 2) - np.pi / 4)
+
+
+def wrap_half_turn(angle: float) -> float:
+    """Wrap to [-pi/2, pi/2): the equivalent angle for a shape with 2-fold symmetry (a gripper)."""
+    return float((angle + np.pi / 2) % np.pi - np.pi / 2)

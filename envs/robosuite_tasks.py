@@ -2,10 +2,13 @@
 
 Observation dict (robomimic's low-dim keys, so the layout matches the real datasets):
     robot0_eef_pos (3,)  robot0_eef_quat (4,) xyzw  robot0_gripper_qpos (2,)
-    object (D,)          the task's object-state vector (lift: 10, stack: 23)
+    object (D,)          the task's object-state vector (lift: 10, stack: 23, can: 14, square: 14)
     <camera>_image (H, W, 3) uint8, right way up   only with ``images=True``
 Action (7,) in [-1, 1]: end-effector position delta (x 0.05 m), axis-angle rotation delta
 (x 0.5 rad) in the base frame, gripper (-1 open, +1 close).
+Can and square (robomimic's PickPlaceCan and NutAssemblySquare) lay their 14 numbers out as
+robosuite does: the object's position and quaternion relative to the end effector (3 + 4), then
+its position (3) and quaternion (4) in the world; ``OBJECT_POSE`` says where the world pose is.
 Reward is robosuite's sparse task reward; ``terminated`` on success, ``truncated`` at
 ``max_steps``; ``info["success"]``.
 
@@ -40,7 +43,11 @@ class TaskSpec:
 TASKS = {
     "lift": TaskSpec("Lift", max_steps=200, object_dim=10),
     "stack": TaskSpec("Stack", max_steps=400, object_dim=23),
+    "can": TaskSpec("PickPlaceCan", max_steps=400, object_dim=14),
+    "square": TaskSpec("NutAssemblySquare", max_steps=400, object_dim=14),
 }
+# where the object's world position (3) and quaternion (4) start in ``object``
+OBJECT_POSE = {"lift": 0, "stack": 0, "can": 7, "square": 7}
 
 
 def _quiet_robosuite() -> None:

@@ -57,6 +57,8 @@ class ImageRecipe:
 RECIPES = {
     "lift": Recipe(demos=200),
     "stack": Recipe(demos=300),
+    "can": Recipe(demos=200),  # robomimic's PickPlaceCan: pick from bin 1, place in its quarter of bin 2
+    "square": Recipe(demos=300),  # robomimic's NutAssemblySquare: the square nut down its peg
     # PAD's DP-T baseline: one task per model (the core's policy has no task input), the same
     # inputs as PAD (MetaWorld's 39-d state + the 64x64 corner camera)
     "metaworld": Recipe(demos=50),

@@ -67,11 +67,12 @@ def bench_store(args: argparse.Namespace, episodes: int) -> str:
 
 
 def _experts(args) -> int:
+    from dpctrl import envs
     from dpctrl.launch.bench.experts import bench_experts, markdown
     from dpctrl.launch.results import machine, replace_block
     rows = bench_experts(args.tasks, args.episodes, args.collect_episodes, progress=not args.no_progress)
     command = (f"dpctrl bench experts --episodes {args.episodes} --collect-episodes {args.collect_episodes}"
-               + (" --tasks " + " ".join(args.tasks) if args.tasks != ["lift", "stack"] else ""))
+               + (" --tasks " + " ".join(args.tasks) if args.tasks != list(envs.ROBOSUITE_TASKS) else ""))
     table = markdown(rows, command, machine())
     print(table)
     write_json(args.json, {"command": command, "machine": machine(), "rows": rows})
@@ -265,12 +266,13 @@ def _checkpoint_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_parser(sub) -> None:
+    from dpctrl.envs import ROBOSUITE_TASKS
     b = sub.add_parser("bench", help="benchmarks: " + ", ".join(KINDS) + " (dpctrl bench KIND --help)",
                        description="Benchmarks; each prints its table under its command and the machine.")
     kinds = b.add_subparsers(dest="what", required=True, metavar="KIND")
 
     p = kinds.add_parser("experts", help=KINDS["experts"])
-    p.add_argument("--tasks", nargs="+", default=["lift", "stack"])
+    p.add_argument("--tasks", nargs="+", default=list(ROBOSUITE_TASKS))
     p.add_argument("--episodes", type=int, default=100, help="seeded episodes per task for success")
     p.add_argument("--collect-episodes", type=int, default=20, help="episodes per collect-speed run")
     _common(p)

@@ -130,6 +130,32 @@ def test_evaluate_refuses_before_building_an_env():
         evaluate(LabelPolicy(), "no-such-env", 2, overlap="average")
 
 
+def test_a_policy_is_refused_on_an_env_without_its_observations():
+    """A low-dim policy on a task whose object vector has another size, and an image policy on
+    a task without its camera: each refused naming the keys, before an episode runs."""
+    import torch
+    from dpctrl import envs
+    from dpctrl.envs.evaluate import evaluate
+    from dpctrl.policy.diffusion_policy import DiffusionPolicy, PolicyConfig
+    from dpctrl.policy.normalizer import Normalizer
+    from dpctrl.policy.recipes import LOW_DIM_KEYS
+    torch.manual_seed(0)
+    dims = {"robot0_eef_pos": 3, "robot0_eef_quat": 4, "robot0_gripper_qpos": 2, "object": 10}
+    stats = {k: {"min": np.zeros(d), "max": np.ones(d)} for k, d in {**dims, "action": 7}.items()}
+    lift_like = DiffusionPolicy(PolicyConfig(obs_dims=dims, action_dim=7, n_layer=1, n_emb=16),
+                                Normalizer.from_stats(stats))
+    assert list(dims) == list(LOW_DIM_KEYS)
+    with pytest.raises(ValueError, match=r"reads object \(10,\), but 'square' gives .*object \(14,\)"):
+        evaluate(lift_like, "square", 1, progress=False)
+    cam = DiffusionPolicy(PolicyConfig(obs_dims={"state": 39}, action_dim=4, image_keys=["agentview_image"],
+                                       image_size=64, image_crop=58, n_layer=1, n_emb=16),
+                          Normalizer.from_stats({"state": {"min": np.zeros(39), "max": np.ones(39)},
+                                                 "action": {"min": -np.ones(4), "max": np.ones(4)}}))
+    with pytest.raises(ValueError, match=r"reads agentview_image \(64, 64, 3\), but 'metaworld:reach' gives"):
+        evaluate(cam, "metaworld:reach", 1, progress=False)
+    assert envs.make("square").observation_space["object"].shape == (14,)
+
+
 def test_smoothness_measures():
     a = np.array([[0, 5], [1, 5], [2, 5], [7, 5], [8, 1]], float)
     assert boundary_jumps(a, [3, 4], [0]) == [5.0, 1.0]

@@ -55,7 +55,7 @@ def test_images_are_84px_and_right_way_up():
     env.close()
 
 
-@pytest.mark.parametrize("task, min_success", [("lift", 10), ("stack", 8)])
+@pytest.mark.parametrize("task, min_success", [("lift", 10), ("stack", 8), ("can", 9), ("square", 9)])
 def test_expert_success_few_seeds(task, min_success):
     env = envs.make(task)
     expert = envs.expert(task)
@@ -80,7 +80,7 @@ def test_expert_paths_vary_for_the_same_scene(lift):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("task, min_rate", [("lift", 0.95), ("stack", 0.80)])
+@pytest.mark.parametrize("task, min_rate", [("lift", 0.95), ("stack", 0.80), ("can", 0.95), ("square", 0.95)])
 def test_expert_success_100_seeds(task, min_rate):
     env = envs.make(task)
     expert = envs.expert(task)
@@ -107,3 +107,52 @@ def test_missing_expert_closes_beside_the_cube_then_regrasps(lift):
         regular = envs.expert("lift")
         assert expert_episode(lift, regular, seed).success and regular.regrasps == 0
         assert regular.recovery_start is None
+
+
+@pytest.mark.parametrize("task, pose_key", [("can", "Can"), ("square", "SquareNut")])
+def test_can_and_square_object_layout(task, pose_key):
+    """robomimic's low-dim keys; ``object`` is robosuite's object-state, its world pose at
+    OBJECT_POSE; the experts' fixed targets are where the task's success test looks."""
+    from dpctrl.envs.experts import CAN_BIN, SQUARE_PEG
+    from dpctrl.envs.robosuite_tasks import OBJECT_POSE
+    env = envs.make(task)
+    try:
+        obs, _ = env.reset(seed=3)
+        obs, *_ = env.step(np.zeros(7))
+        assert obs["object"].shape == (14,)
+        i = OBJECT_POSE[task]
+        np.testing.assert_allclose(obs["object"][i:i + 3], env.raw_obs[f"{pose_key}_pos"])
+        np.testing.assert_allclose(obs["object"][i + 3:i + 7], env.raw_obs[f"{pose_key}_quat"])
+        np.testing.assert_allclose(obs["object"][:3], env.raw_obs[f"{pose_key}_to_robot0_eef_pos"], atol=1e-6)
+        rs = env._env
+        if task == "can":  # the can's quarter of bin 2: not_in_bin is False there (below the rim)
+            assert not rs.not_in_bin(np.r_[CAN_BIN, 0.86], rs.object_to_id["can"])
+            assert rs.not_in_bin(np.r_[CAN_BIN, 0.86], rs.object_to_id["milk"])
+        else:
+            np.testing.assert_allclose(rs.sim.data.body_xpos[rs.peg1_body_id][:2], SQUARE_PEG)
+    finally:
+        env.close()
+
+
+def test_square_expert_regrasps_after_closing_on_air():
+    """Knock the nut away from under the closing fingers: the expert sees them shut on nothing
+    and starts over, then puts the nut on the peg."""
+    env, expert = envs.make("square"), envs.expert("square")
+    try:
+        obs, _ = env.reset(seed=0)
+        expert.reset(0)
+        moved, success = False, False
+        for _ in range(400):
+            if expert._phase == 2 and not moved:  # the fingers start closing: move the nut 10 cm away
+                rs = env._env
+                joint = rs.sim.model.get_joint_qpos_addr(rs.nuts[0].joints[0])[0]
+                rs.sim.data.qpos[joint] += 0.1
+                rs.sim.forward()
+                moved = True
+            obs, _, terminated, truncated, info = env.step(expert.act(obs))
+            if terminated or truncated:
+                success = info["success"]
+                break
+        assert moved and expert.regrasps >= 1 and success
+    finally:
+        env.close()
