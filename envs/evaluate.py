@@ -30,10 +30,12 @@ def _window(history: deque) -> dict[str, np.ndarray]:
 def rollout_group(policy: ChunkPolicy, env_list: list, seeds: list[int], record: list | None = None,
                   frames: list | None = None, frame_key: str = "agentview_image",
                   action_steps: int | None = None, nfe: list | None = None, delay: int = 0,
-                  overlap: str = "replace", continuous: list[int] | None = None) -> list[dict]:
+                  overlap: str = "replace", continuous: list[int] | None = None,
+                  trace: list | None = None) -> list[dict]:
     """Run one episode per env in lockstep, in simulated time (one control step per env step);
     returns per-episode dicts. ``record`` collects batch-1 observation windows (for latency
-    timing), ``frames`` the first env's images, ``nfe`` the network calls of every chunk.
+    timing), ``frames`` the first env's images, ``nfe`` the network calls of every chunk,
+    ``trace`` the first env's ``(action, observation after it)`` of every step.
 
     Every ``action_steps`` steps (S, default the policy's Ta) a new chunk is requested from the
     newest observations; it arrives ``delay`` steps later (D; 0: at once, the synchronous case).
@@ -103,6 +105,8 @@ def rollout_group(policy: ChunkPolicy, env_list: list, seeds: list[int], record:
             hist[i].append(obs)
             if frames is not None and i == 0:
                 frames.append(obs[frame_key])
+            if trace is not None and i == 0:
+                trace.append((a, obs))
             r = result[i]
             r["length"] += 1
             r["max_reward"] = max(r["max_reward"], float(reward))

@@ -35,6 +35,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from dpctrl.policy.chunking import check_delay
     if args.workers < 1:
         raise ValueError("--workers must be >= 1")
+    if args.classify_failures:
+        from dpctrl.envs.failures import classify_failures, object_height_index
+        object_height_index(args.env)  # a task it cannot read is refused before the evaluation
     torch.set_num_threads(args.threads or (1 if args.workers > 1 else 2))
     if args.deploy == "onnxruntime":  # export once, then every worker runs the exported directory
         import tempfile
@@ -63,6 +66,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         res["videos"] = [record_video(policy, args.env, seed, Path(args.video_dir) / f"{args.env}_{seed}.mp4",
                                       max_steps=args.max_steps)
                          for seed in res["seeds"][: args.videos]]
+    if args.classify_failures:
+        res["failures"] = f = classify_failures(policy, args.env, res, args.max_steps, not args.no_progress)
+        print(f"failures: {f['failed']} of {f['episodes']} ({f['reproduced']} reproduced in a rerun): "
+              + ", ".join(f"{k} {v}" for k, v in f["counts"].items()))
     lat = res["chunk_latency_ms"]
     print(f"{args.env}: success {res['success_rate']:.3f} over {res['episodes']} episodes (seeds "
           f"{args.seed_start}..{args.seed_start + args.episodes - 1}); {res['sampler']}-{res['num_inference_steps']}, "
@@ -106,6 +113,8 @@ def add_parser(sub) -> None:
     add_ray_args(e, "the seeds are spread over")
     e.add_argument("--video-dir", help="write mp4 videos of the first --videos seeds here")
     e.add_argument("--videos", type=int, default=3)
+    e.add_argument("--classify-failures", action="store_true",
+                   help="rerun each failed seed alone and give it a class (envs/failures.py)")
     e.add_argument("--json", help="write the full report here")
     e.add_argument("--no-progress", action="store_true")
     e.set_defaults(func=cmd_eval)

@@ -112,6 +112,13 @@ def test_eval_and_results(work):
     assert "| lift | ddim-10 |" in res.stdout and "RTI K'=" in res.stdout and "delay 2, execute 8, blend" in res.stdout
     res = dpctrl(work, "eval", "--checkpoint", "no-such", "--env", "lift", expect=2)
     assert "no checkpoint 'no-such'" in res.stderr and "'lift'" in res.stderr and "user ones" in res.stderr
+    res = dpctrl(work, "eval", "--checkpoint", "lift", "--env", "lift", "--episodes", "1", "--max-steps", "12",
+                 "--classify-failures", "--json", "evals/lift_failures.json", "--no-progress")
+    failures = json.loads((work / "evals" / "lift_failures.json").read_text())["failures"]
+    assert failures["failed"] == failures["reproduced"] == sum(failures["counts"].values()) == 1  # 12 steps: too few
+    assert "failures: 1 of 1 (1 reproduced in a rerun)" in res.stdout
+    res = dpctrl(work, "eval", "--checkpoint", "lift", "--env", "metaworld:reach", "--classify-failures", expect=2)
+    assert "failure classes read an object's height" in res.stderr
     res = dpctrl(work, "eval", "--checkpoint", "lift", "--env", "can", "--episodes", "1", "--json", "x.json", expect=2)
     assert "the policy reads object (10,), but 'can' gives" in res.stderr and "object (14,)" in res.stderr
     assert not (work / "x.json").exists()
