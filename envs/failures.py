@@ -91,3 +91,9 @@ def classify_failures(policy: ChunkPolicy, env_name: str, report: dict, max_step
     counts = {c: sum(r["class"] == c for r in rows) for c in CLASSES}
     return {"counts": counts, "per_seed": rows, "reproduced": sum(r["reproduced"] for r in rows),
             "failed": len(rows), "episodes": report["episodes"]}
+
+
+def failure_line(f: dict) -> str:
+    """The one-line summary ``dpctrl eval --classify-failures`` prints."""
+    return (f"failures: {f['failed']} of {f['episodes']} ({f['reproduced']} reproduced in a rerun): "
+            + ", ".join(f"{k} {v}" for k, v in f["counts"].items()))

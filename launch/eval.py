@@ -36,7 +36,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise ValueError("--workers must be >= 1")
     if args.classify_failures:
-        from dpctrl.envs.failures import classify_failures, object_height_index
+        from dpctrl.envs.failures import classify_failures, failure_line, object_height_index
         object_height_index(args.env)  # a task it cannot read is refused before the evaluation
     torch.set_num_threads(args.threads or (1 if args.workers > 1 else 2))
     if args.deploy == "onnxruntime":  # export once, then every worker runs the exported directory
@@ -67,9 +67,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
                                       max_steps=args.max_steps)
                          for seed in res["seeds"][: args.videos]]
     if args.classify_failures:
-        res["failures"] = f = classify_failures(policy, args.env, res, args.max_steps, not args.no_progress)
-        print(f"failures: {f['failed']} of {f['episodes']} ({f['reproduced']} reproduced in a rerun): "
-              + ", ".join(f"{k} {v}" for k, v in f["counts"].items()))
+        res["failures"] = classify_failures(policy, args.env, res, args.max_steps, not args.no_progress)
+        print(failure_line(res["failures"]))
     lat = res["chunk_latency_ms"]
     print(f"{args.env}: success {res['success_rate']:.3f} over {res['episodes']} episodes (seeds "
           f"{args.seed_start}..{args.seed_start + args.episodes - 1}); {res['sampler']}-{res['num_inference_steps']}, "

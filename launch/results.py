@@ -4,7 +4,8 @@ block of a results page (``docs/results/*.md``) a table is written into between 
 ``--update-docs [DOCS]`` on a command rewrites its block in ``DOCS/results/<page>.md``
 (``RESULT_PAGES``); nothing writes README.md.
 
-One renderer per kind of report: ``eval_table`` (``dpctrl eval``), ``plan_table``,
+One renderer per kind of report: ``eval_table`` (``dpctrl eval``), ``train_table`` (a run's
+``recipe.json``), ``plan_table``,
 ``drive_table``, ``pad_table`` (PAD and DP-T evals on MetaWorld with ``dpctrl pad frames``),
 ``lerobot_table`` (``dpctrl lerobot roundtrip``); the delay page's ``delay_table`` and
 ``run_table`` (``dpctrl run`` reports) live in launch/bench/delay.py with the delay sweep."""
@@ -17,14 +18,13 @@ from dpctrl.launch.tables import machine, markdown_table  # noqa: F401 - re-expo
 
 
 # block name -> the results page that holds it (docs/results/<page>); tests check each page has its blocks
-RESULT_PAGES = {"evals": "evals.md", "policy": "evals.md", "bench": "inference.md", "peer": "inference.md",
-                "cache": "caching.md", "deploy": "deploy.md", "deploy-evals": "deploy.md", "gpu": "gpu.md",
-                "gpu-compile": "gpu.md", "gpu-quick": "gpu.md", "loop": "loop.md", "serve": "server.md",
-                "drive": "driving.md",
-                "pad": "pad.md", "pad-hidden": "pad.md", "plan": "planning.md", "lerobot": "lerobot.md",
-                "experts": "experts.md", "delay": "delay.md",
-                "delay-lift": "delay.md", "delay-stack": "delay.md",
-                "runs": "delay.md", "overlap": "delay.md", "workers": "scale.md", "sweep": "scale.md"}
+RESULT_PAGES = {"evals": "evals.md", "policy": "evals.md", "tasks": "evals.md", "train": "evals.md",
+                "bench": "inference.md", "peer": "inference.md", "cache": "caching.md", "deploy": "deploy.md",
+                "deploy-evals": "deploy.md", "gpu": "gpu.md", "gpu-compile": "gpu.md", "gpu-quick": "gpu.md",
+                "loop": "loop.md", "serve": "server.md", "drive": "driving.md", "pad": "pad.md", "pad-hidden": "pad.md",
+                "plan": "planning.md", "lerobot": "lerobot.md", "experts": "experts.md", "delay": "delay.md",
+                "delay-lift": "delay.md", "delay-stack": "delay.md", "runs": "delay.md", "overlap": "delay.md",
+                "workers": "scale.md", "sweep": "scale.md"}
 
 
 def add_update_docs(parser, what: str = "results") -> None:
@@ -52,9 +52,7 @@ def _markers(docs: Path | str, name: str) -> tuple[Path, str, str, str, str]:
     return page, head, begin, end, rest.split(end, 1)[1]
 
 
-def check_block(docs: Path | str, name: str) -> None:
-    """Fail before minutes of work, not after, when the block's page or markers are missing."""
-    _markers(docs, name)
+check_block = _markers  # called first: fail before minutes of work, not after, when the page or block is missing
 
 
 def replace_block(docs: Path | str, name: str, body: str) -> Path:
@@ -263,7 +261,21 @@ def sweep_table(files: list[str]) -> str:
          "same actions per seed", "separate eval"], rows))
 
 
-TABLES = {"evals": eval_table, "sweep": sweep_table, "delay": lambda files: _delay().delay_table(files),
+def train_table(files: list[str]) -> str:
+    """What training cost, from ``dpctrl train`` runs' ``recipe.json``, one row each."""
+    rows = []
+    for f in files:
+        if "samples_per_s" not in (r := json.loads(Path(f).read_text())) or "final_eval" not in r:
+            raise ValueError(f"{f} is not a `dpctrl train` run's recipe.json")
+        t, d, ev, rec = r["train"], r["data"], r["final_eval"], (r["data"].get("recoveries") or {}).get("episodes")
+        rows.append([r["task"], f"{d['episodes']}" + (f" + {rec} recoveries" if rec else ""), d["steps"], t["steps"],
+                     t["batch_size"], f"{r['samples_per_s']:.0f}", f"{t['steps'] * t['batch_size'] / r['samples_per_s'] / 60:.0f}",
+                     f"{ev['success_rate']:.2f} ({ev['episodes']})", f"`{r['command']}`"])
+    return (f"Machine: {machine()}; minutes = steps x batch / samples per s.\n\n" + markdown_table(
+        ["task", "demos", "demo steps", "train steps", "batch", "samples/s", "minutes", "in-run eval", "command"], rows))
+
+
+TABLES = {"evals": eval_table, "train": train_table, "sweep": sweep_table, "delay": lambda files: _delay().delay_table(files),
           "runs": lambda files: _delay().run_table(files), "drive": drive_table, "plan": plan_table, "pad": pad_table}
 
 

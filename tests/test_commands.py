@@ -117,6 +117,10 @@ def test_eval_and_results(work):
     failures = json.loads((work / "evals" / "lift_failures.json").read_text())["failures"]
     assert failures["failed"] == failures["reproduced"] == sum(failures["counts"].values()) == 1  # 12 steps: too few
     assert "failures: 1 of 1 (1 reproduced in a rerun)" in res.stdout
+    res = dpctrl(work, "results", "train", "run/checkpoint/recipe.json")
+    assert "| lift | 2 | " in res.stdout and "samples/s" in res.stdout  # the tiny run of test_collect_then_train
+    res = dpctrl(work, "results", "train", "evals/tiny.json", expect=2)
+    assert "is not a `dpctrl train` run's recipe.json" in res.stderr
     res = dpctrl(work, "eval", "--checkpoint", "lift", "--env", "metaworld:reach", "--classify-failures", expect=2)
     assert "failure classes read an object's height" in res.stderr
     res = dpctrl(work, "eval", "--checkpoint", "lift", "--env", "can", "--episodes", "1", "--json", "x.json", expect=2)
