@@ -1,6 +1,8 @@
 """The checkpoint that ships with the package: it loads by name, is small, and works."""
 import json
 
+import pytest
+
 from dpctrl.policy.diffusion_policy import DiffusionPolicy
 from dpctrl.envs.evaluate import evaluate
 from dpctrl.policy import checkpoint
@@ -21,8 +23,22 @@ def test_shipped_lift_solves_held_out_seeds():
     assert res["success_rate"] >= 4 / 6 and res["nfe_per_chunk"] == 10
 
 
+@pytest.mark.parametrize("task", ["can", "square"])
+def test_shipped_benchmark_task_policies(task):
+    """robomimic's Can and Square, low-dim: small, trained by the recipe's command, calibrated for
+    RTI and BAC, and solving held-out seeds with both."""
+    d = checkpoint.SHIPPED_DIR / task
+    assert (d / "model.safetensors").stat().st_size <= 5 * 1024 * 1024
+    recipe = json.loads((d / "recipe.json").read_text())
+    assert recipe["command"].startswith(f"dpctrl train --task {task}") and recipe["shipped"]["dtype"] == "float16"
+    assert json.loads((d / "rti.json").read_text())["recommended_k"] >= 0
+    assert json.loads((d / "cache_bac.json").read_text())["schedules"]
+    policy = DiffusionPolicy.load(task)
+    res = evaluate(policy, task, episodes=4, seed_start=100_000, batch=4, progress=False)
+    assert res["success_rate"] >= 2 / 4 and res["nfe_per_chunk"] == 10
+
+
 def test_shipped_drive_fork_keeps_both_lanes_among_its_top_3():
-    import pytest
     pytest.importorskip("highway_env")
     from dpctrl.envs.highway import DriveTask
     from dpctrl.policy.drive import DrivePlanner
@@ -42,7 +58,6 @@ def test_shipped_drive_fork_keeps_both_lanes_among_its_top_3():
 
 
 def test_shipped_umaze_planners_solve_held_out_seeds():
-    import pytest
     pytest.importorskip("gymnasium_robotics")
     from dpctrl.launch.plan import evaluate
     for method in ("diffuser", "trajdiff"):
@@ -56,7 +71,6 @@ def test_shipped_umaze_planners_solve_held_out_seeds():
 
 
 def test_shipped_pad_reach_solves_held_out_seeds_in_the_control_loop():
-    import pytest
     pytest.importorskip("metaworld")
     from dpctrl.control.session import run_loop
     from dpctrl.policy.pad import PadPolicy
