@@ -5,7 +5,7 @@ Resumable: the store records which env (and image setting) it holds; re-running 
 same ``--out`` appends until it holds ``--episodes`` episodes, continuing after the last
 seed it already tried. Failed episodes are counted, not stored.
 
-``recoveries=True`` (Lift only) stores recovery episodes instead, in a store of their own:
+``recoveries=True`` (Lift and Can: ``envs.recovery_tasks()``) stores recovery episodes instead, in a store of their own:
 the expert misses its first grasp on purpose and regrasps (envs/experts.py, Recoveries);
 only the steps from the miss on are kept, and only episodes that did regrasp and lift count.
 """
@@ -87,14 +87,13 @@ def collect(env_name: str, n_episodes: int, out: str | Path, images: bool = Fals
             workers: int = 1, worker_cpus: float = 1, ray_address: str | None = None) -> CollectReport:
     """Store ``n_episodes`` successful expert episodes in ``out`` (resumes a partial store);
     with ``images``, one ``<camera>_image`` key per camera in ``cameras`` (robosuite); with
-    ``recoveries``, missed-and-regrasped Lift episodes from the miss on (module docstring).
+    ``recoveries``, missed-and-regrasped episodes from the miss on (module docstring).
     ``workers > 1``: the experts run on Ray workers (envs/distributed.py); this process stays the
     store's only writer and appends in seed order, so the store is the one a single process
     writes, and a kill loses no episode already added."""
     if n_episodes < 1:
         raise ValueError(f"--episodes must be >= 1, got {n_episodes}")
-    if recoveries and env_name not in ("lift", "robosuite:lift"):
-        raise ValueError(f"recovery episodes exist for lift only (its expert can miss and regrasp), not {env_name!r}")
+    envs.check_recoveries(env_name, int(recoveries))
     out = Path(out)
     if env_name.startswith("metaworld:") and tuple(cameras) != envs.DEFAULT_CAMERAS:
         raise ValueError("--cameras is for robosuite tasks; MetaWorld stores its corner camera")

@@ -115,6 +115,23 @@ def expert(name: str, **kw: Any):
     return EXPERTS[_task(name)](**kw)
 
 
+def recovery_tasks() -> tuple[str, ...]:
+    """The tasks whose expert can miss its first grasp on purpose and regrasp: the ones with
+    recovery episodes (``dpctrl collect --recoveries``, ``dpctrl train --recoveries N``)."""
+    from dpctrl.envs.experts import MISSES
+    return MISSES
+
+
+def check_recoveries(name: str, count: int) -> None:
+    """Refuse a negative count, or recovery episodes for a task whose expert cannot miss (naming
+    those that can)."""
+    if count < 0:
+        raise ValueError(f"the recovery episode count must be >= 0, got {count}")
+    if count and (name.startswith("metaworld:") or name in _REGISTERED or _task(name) not in recovery_tasks()):
+        raise ValueError(f"recovery episodes exist for {' and '.join(recovery_tasks())} only (their experts "
+                         f"can miss and regrasp), not {name!r}")
+
+
 def discrete_action_dims(name: str) -> list[int]:
     """Action dimensions that are binary in the demonstrations (the gripper, -1 / +1);
     MetaWorld's gripper effort is continuous in its scripted policies, so none there."""

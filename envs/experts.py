@@ -6,14 +6,15 @@ as in human demonstrations: per-episode randomized waypoints (hover height, gras
 offset, lift height), speed, and a small smoothed Gaussian noise on the motion dimensions.
 The gripper stays a binary-ish dimension (-1 open, +1 close), as in the real datasets.
 
-Recoveries (``LiftExpert(miss=True)``): the experts never miss a grasp, so their data shows
-no way back from one, and a policy that closes beside the cube rises empty-handed and drifts
-out of the demonstrated states. A missing expert aims its first grasp 3.5-5 cm beside the
-cube along the gripper's x axis (perpendicular to the fingers' closing direction, so they
-close on air without touching it), starts to lift, notices 2-4 cm up that the cube stayed on
-the table, and regrasps: open, hover, descend, close, lift. ``recovery_start`` is the step
-from which such an episode shows the miss and the recovery (a few steps into the close), so
-a dataset can keep that part and not teach the off-centre approach itself.
+Recoveries (``LiftExpert(miss=True)``, ``CanExpert(miss=True)``; ``MISSES`` lists them): the
+experts never miss a grasp, so their data shows no way back from one, and a policy that closes
+beside the object rises empty-handed and drifts out of the demonstrated states. A missing
+expert aims its first grasp beside the object along the gripper's x axis (perpendicular to the
+fingers' closing direction, so they close on air without touching it: 3.5-5 cm beside Lift's
+cube, 5-6.5 cm beside the can, whose radius is 3.3 cm), starts to lift, notices 2-4 cm up that
+the object stayed behind, and regrasps: open, hover, descend, close, lift. ``recovery_start`` is
+the step from which such an episode shows the miss and the recovery (a few steps into the
+close), so a dataset can keep that part and not teach the off-centre approach itself.
 """
 from __future__ import annotations
 
@@ -88,6 +89,29 @@ class _Expert:
             self._grasp = cube + [p["dx"], p["dy"], p["depth"]]
         return self._grasp
 
+    def _plan_miss(self, seed: int | None, miss: tuple[float, float]) -> None:
+        """The recovery plan (module docstring): how far beside the object the first grasp aims
+        when ``self.miss``, and how high the hand rises before it notices. A stream of its own,
+        so that a seed's regular demonstration is what it was before recoveries existed."""
+        m = np.random.default_rng(None if seed is None else [seed, 1])
+        self._plan.update(notice=m.uniform(0.02, 0.04), miss=m.choice([-1.0, 1.0]) * m.uniform(*miss))
+        self._aim = np.zeros(3)  # the first grasp's deliberate offset (miss=True)
+        self.regrasps = 0
+        self.recovery_start: int | None = None
+
+    def _aim_first_grasp(self, yaw: float) -> None:
+        if getattr(self, "miss", False):
+            self._aim = rot_z(yaw) @ np.array([self._plan["miss"], 0.0, 0.0])
+
+    def _notice_miss(self, obs: dict, obj: np.ndarray) -> None:
+        """Phase 2 is the close and phase 3 the rise: an object that stayed behind while the hand
+        rose ``notice`` above the grasp height is a miss; start over (without the offset)."""
+        if self._phase == 2 and self.recovery_start is None and self._aim.any():
+            self.recovery_start = self._steps + 3
+        if self._phase == 3 and obs["robot0_eef_pos"][2] - obj[2] > self._plan["depth"] + self._plan["notice"]:
+            self._phase, self._grasp, self._held, self._aim = 0, None, 0, np.zeros(3)
+            self.regrasps += 1
+
     def act(self, obs: dict) -> np.ndarray:
         """One action ``(7,)`` for the current observation."""
         wps = self.waypoints(obs)
@@ -120,26 +144,16 @@ class LiftExpert(_Expert):
         self._plan = dict(hover=r.uniform(0.06, 0.12), depth=r.uniform(-0.005, 0.005),
                           dx=r.uniform(-0.008, 0.008), dy=r.uniform(-0.008, 0.008), lift=r.uniform(0.12, 0.2),
                           close_steps=int(r.integers(6, 12)))
-        # a stream of its own, so that a seed's regular demonstration is what it was before recoveries
-        m = np.random.default_rng(None if seed is None else [seed, 1])
-        self._plan.update(notice=m.uniform(0.02, 0.04), miss=m.choice([-1.0, 1.0]) * m.uniform(0.035, 0.05))
+        self._plan_miss(seed, (0.035, 0.05))
         self._yaw: float | None = None
-        self._aim = np.zeros(3)  # the first grasp's deliberate offset (miss=True)
-        self.regrasps = 0
-        self.recovery_start: int | None = None
 
     def waypoints(self, obs: dict) -> list[Waypoint]:
         p = self._plan
         if self._yaw is None:
             self._yaw = _grasp_yaw(obs["object"][3:7], obs["robot0_eef_quat"])
-            if self.miss:
-                self._aim = rot_z(self._yaw) @ np.array([p["miss"], 0.0, 0.0])
+            self._aim_first_grasp(self._yaw)
         cube = obs["object"][:3]
-        if self._phase == 2 and self.recovery_start is None and self._aim.any():
-            self.recovery_start = self._steps + 3
-        if self._phase == 3 and obs["robot0_eef_pos"][2] - cube[2] > p["depth"] + p["notice"]:
-            self._phase, self._grasp, self._held, self._aim = 0, None, 0, np.zeros(3)  # missed: regrasp
-            self.regrasps += 1
+        self._notice_miss(obs, cube)
         grasp = self._grasp_point(cube + self._aim)
         return [
             Waypoint(grasp + [0, 0, p["hover"]], self._yaw, OPEN, tol=0.015),
@@ -199,7 +213,13 @@ CAN_REST_Z = 0.86  # the can's centre standing on either bin's floor
 
 class CanExpert(_Expert):
     """Pick the can from bin 1 (a top grasp at the start yaw: it is round), carry it over the
-    walls to its quarter of bin 2, lower, release, rise."""
+    walls to its quarter of bin 2, lower, release, rise; regrasp when the can stays behind.
+
+    ``miss``: aim the first grasp beside the can (module docstring, Recoveries)."""
+
+    def __init__(self, noise_std: float = 0.05, miss: bool = False):
+        self.miss = miss
+        super().__init__(noise_std)
 
     def reset(self, seed: int | None = None) -> None:
         super().reset(seed)
@@ -208,6 +228,7 @@ class CanExpert(_Expert):
                           dx=r.uniform(-0.006, 0.006), dy=r.uniform(-0.006, 0.006), carry=r.uniform(1.0, 1.06),
                           tx=r.uniform(-0.015, 0.015), ty=r.uniform(-0.02, 0.02), drop=r.uniform(0.01, 0.04),
                           close_steps=int(r.integers(6, 12)), open_steps=int(r.integers(4, 8)))
+        self._plan_miss(seed, (0.05, 0.065))
         self._yaw: float | None = None
         self._hand: np.ndarray | None = None
 
@@ -215,7 +236,9 @@ class CanExpert(_Expert):
         p, can, eef = self._plan, obs["object"][7:10], obs["robot0_eef_pos"]
         if self._yaw is None:
             self._yaw = yaw_of_quat(obs["robot0_eef_quat"])
-        grasp = self._grasp_point(can)
+            self._aim_first_grasp(self._yaw)
+        self._notice_miss(obs, can)
+        grasp = self._grasp_point(can + self._aim)
         if self._phase < 3:
             self._hand = None
         elif self._hand is None:  # where the can sits in the hand, once it is held
@@ -293,3 +316,4 @@ class SquareExpert(_Expert):
 
 
 EXPERTS = {"lift": LiftExpert, "stack": StackExpert, "can": CanExpert, "square": SquareExpert}
+MISSES = ("lift", "can")  # the experts that can miss on purpose (miss=True): recovery episodes

@@ -47,8 +47,7 @@ def train_task(task: str, steps: int, out: str | Path, images: bool = False,
     recipe = recipe_for(task)
     demos = demos or recipe.demos
     recoveries = (IMAGES.recoveries if images and task == "lift" else 0) if recoveries is None else recoveries
-    if recoveries < 0 or (recoveries and task != "lift"):
-        raise ValueError(f"--recoveries takes a count >= 0 and exists for lift only; got {recoveries} for {task!r}")
+    envs.check_recoveries(task, recoveries)  # before anything is collected
     out = Path(out)
     spec = data_spec(task, images, cameras, data_dir, store_path(task.split(":", 1)[1]) if metaworld else None)
     data_path, obs_keys, image_keys, cams = spec.path, spec.obs_keys, spec.image_keys, spec.cameras
@@ -154,8 +153,8 @@ def cmd_ship(args: argparse.Namespace) -> int:
 def add_parser(sub) -> None:
     t = sub.add_parser("train", help="collect demos (or reuse), train, evaluate, save")
     t.add_argument("--task", required=True,
-                   help="lift | stack | metaworld:<task>[,<task>...] (several tasks: --policy pad; the "
-                        "core's DP-T: one task, with --images)")
+                   help="lift | stack | can | square | metaworld:<task>[,<task>...] (several tasks: --policy "
+                        "pad; the core's DP-T: one task, with --images)")
     t.add_argument("--policy", default="dpt", choices=["dpt", "pad"],
                    help="dpt: the core's transformer policy; pad: joint image-action DiT (MetaWorld)")
     t.add_argument("--no-image-loss", action="store_true", help="pad: the w/o-image ablation (same network)")
@@ -168,8 +167,8 @@ def add_parser(sub) -> None:
     t.add_argument("--cameras", help="comma-separated robosuite cameras for --images (implies it; default: "
                                      "agentview,robot0_eye_in_hand), e.g. agentview")
     t.add_argument("--demos", type=int, help="demonstrations (default: the recipe's)")
-    t.add_argument("--recoveries", type=int, help="lift: recovery episodes added to the demos (dpctrl collect "
-                                                  "--recoveries; default: 100 with --images, 0 for low-dim)")
+    t.add_argument("--recoveries", type=int, help="lift, can: recovery episodes added to the demos (dpctrl "
+                                                  "collect --recoveries; default: lift images 100, else 0)")
     t.add_argument("--batch-size", type=int, default=None, help="default: 128 (low-dim), 64 (images)")
     t.add_argument("--lr", type=float, default=3e-4)
     t.add_argument("--discrete-scale", type=float, default=1.0,

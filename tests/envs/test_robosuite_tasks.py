@@ -89,24 +89,41 @@ def test_expert_success_100_seeds(task, min_rate):
     assert rate >= min_rate
 
 
-def test_missing_expert_closes_beside_the_cube_then_regrasps(lift):
-    """A recovery demonstration: the first close catches nothing (the cube has not moved when the
-    recovery part starts), the expert notices, reopens, and lifts the cube on the second try;
-    the regular expert of the same seed takes the cube on its first try."""
-    for seed in (50_000, 50_001, 50_002):
-        missing = envs.expert("lift", miss=True)
-        ep = expert_episode(lift, missing, seed)
-        assert ep.success and missing.regrasps == 1
-        start = missing.recovery_start
-        obj, eef = ep.steps["object"], ep.steps["robot0_eef_pos"]
-        assert np.abs(obj[start, :3] - obj[0, :3]).max() < 0.012  # the miss did not push the cube
-        assert np.linalg.norm(eef[start, :2] - obj[start, :2]) > 0.03  # the gripper is beside it
-        assert ep.steps["action"][start, -1] == 1.0  # closing
-        reopened = np.flatnonzero(ep.steps["action"][start:, -1] < 0)
-        assert reopened.size, "the expert never reopened the gripper after the miss"
-        regular = envs.expert("lift")
-        assert expert_episode(lift, regular, seed).success and regular.regrasps == 0
-        assert regular.recovery_start is None
+@pytest.mark.parametrize("task, beside", [("lift", 0.03), ("can", 0.045)])
+def test_missing_expert_closes_beside_the_object_then_regrasps(task, beside):
+    """A recovery demonstration: the first close catches nothing (the object has not moved when
+    the recovery part starts), the expert notices, reopens, and takes the object on the second
+    try; the regular expert of the same seed takes it on its first try."""
+    from dpctrl.envs.robosuite_tasks import OBJECT_POSE
+    env, i = envs.make(task), OBJECT_POSE[task]
+    try:
+        for seed in (50_000, 50_001, 50_002):
+            missing = envs.expert(task, miss=True)
+            ep = expert_episode(env, missing, seed)
+            assert ep.success and missing.regrasps == 1
+            start = missing.recovery_start
+            obj, eef = ep.steps["object"][:, i:i + 3], ep.steps["robot0_eef_pos"]
+            assert np.abs(obj[start] - obj[0]).max() < 0.012  # the miss did not push the object
+            assert np.linalg.norm(eef[start, :2] - obj[start, :2]) > beside  # the gripper is beside it
+            assert ep.steps["action"][start, -1] == 1.0  # closing
+            reopened = np.flatnonzero(ep.steps["action"][start:, -1] < 0)
+            assert reopened.size, "the expert never reopened the gripper after the miss"
+            regular = envs.expert(task)
+            assert expert_episode(env, regular, seed).success and regular.regrasps == 0
+            assert regular.recovery_start is None
+    finally:
+        env.close()
+
+
+def test_recoveries_only_where_the_expert_can_miss():
+    assert envs.recovery_tasks() == ("lift", "can")
+    envs.check_recoveries("robosuite:can", 3)
+    envs.check_recoveries("stack", 0)  # none asked: nothing to refuse
+    for name in ("stack", "square", "metaworld:reach"):
+        with pytest.raises(ValueError, match="exist for lift and can only"):
+            envs.check_recoveries(name, 1)
+    with pytest.raises(ValueError, match=">= 0"):
+        envs.check_recoveries("lift", -1)
 
 
 @pytest.mark.parametrize("task, pose_key", [("can", "Can"), ("square", "SquareNut")])
