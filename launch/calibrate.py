@@ -19,7 +19,7 @@ def dataset(policy, path):
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from dpctrl.policy import checkpoint
     from dpctrl.policy.accel.cache import CACHE_FILE, calibrate_cache
-    from dpctrl.policy.accel.warmstart import RTI_FILE, calibrate_rti
+    from dpctrl.policy.accel.warmstart import RTI_FILE, calibrate_rti_grids
     from dpctrl.policy.diffusion_policy import DiffusionPolicy
     data = args.data
     if data is None:
@@ -27,7 +27,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         data = recipe["data"]["path"] if recipe else f"runs/data/{args.env}.zarr"
     policy = DiffusionPolicy.load(args.checkpoint)
     if args.what == "cache":
-        sampler, steps = args.sampler or "ddpm", args.steps or 100
+        sampler, steps = args.sampler or "ddpm", int(args.steps or 100)
         policy.set_sampler(sampler, steps)
         n = args.windows or 16
         res = calibrate_cache(policy, dataset(policy, data).spaced_windows(n), args.budget, args.objective,
@@ -39,19 +39,19 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
               f"({res['block_updates_before_bu']} before Bubbling Union on {res['bu_blocks']}); saved {res['saved']}")
         write_json(args.json, res)
         return 0
-    if args.sampler or args.steps:
-        policy.set_sampler(args.sampler or policy.cfg.sampler, args.steps or policy.cfg.num_inference_steps)
+    grids = [int(n) for n in str(args.steps or policy.cfg.num_inference_steps).split(",")]
+    policy.set_sampler(args.sampler or policy.cfg.sampler, grids[0])
     cands = tuple(int(k) for k in args.candidates.split(",")) if args.candidates else (0, 1, 2, 3, 5, 8, 12, 20)
     cur, nxt = dataset(policy, data).window_pairs(args.windows or 64, policy.n_action_steps)
-    res = calibrate_rti(policy, cur, nxt, candidates=cands, target=args.target, tail=args.tail, noise=args.noise,
-                        max_calls=args.max_calls)
+    res = calibrate_rti_grids(policy, cur, nxt, grids, candidates=cands, target=args.target, tail=args.tail,
+                              noise=args.noise, max_calls=args.max_calls)
     res["data"] = str(data)
-    res["saved"] = str(checkpoint.write_sidecar(args.checkpoint, RTI_FILE, {k: v for k, v in res.items()
-                                                                                 if k != "saved"}))
+    res["saved"] = str(checkpoint.write_sidecar(args.checkpoint, RTI_FILE, dict(res)))
     print("| K' | network calls | contraction | error vs full |\n|---|---|---|---|")
     for r in res["candidates"]:
         print(f"| {r['k']} | {r['network_calls']} | {r['contraction']:.3f} | {r['error_vs_full']:.4f} |")
-    print(f"recommended K' = {res['recommended_k']} ({res['network_calls']} calls); saved {res['saved']}")
+    print(f"recommended K' = {res['recommended_k']} on {res['sampler']}-{res['steps']} ({res['network_calls']} calls; "
+          f"per grid: {res['grids']}); saved {res['saved']}")
     write_json(args.json, res)
     return 0
 
@@ -66,7 +66,8 @@ def add_parser(sub) -> None:
                           "the first-order action error of each stale segment, from autograd)")
     cal.add_argument("--bu-top-n", type=int, default=3, help="cache: Bubbling Union blocks (0: off)")
     cal.add_argument("--sampler", help="sampler to calibrate on (cache default: ddpm; rti: the checkpoint's)")
-    cal.add_argument("--steps", type=int, help="its steps (cache default: 100; rti: the checkpoint's)")
+    cal.add_argument("--steps", help="its steps (cache default: 100; rti: the checkpoint's, or a comma list of "
+                                     "grids to compare within --max-calls, e.g. 4,10)")
     cal.add_argument("--checkpoint", required=True)
     cal.add_argument("--env", required=True)
     cal.add_argument("--data", help="zarr store of observations (default: the checkpoint's training data)")

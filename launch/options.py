@@ -57,7 +57,8 @@ def apply_warm_start(policy, args: argparse.Namespace) -> None:
     from dpctrl.policy.accel.cache import cache_for
     from dpctrl.policy.accel.warmstart import rti_for
     if args.warm_start == "rti":
-        policy.set_warm_start(rti_for(args.checkpoint, policy, k=args.rti_k, noise=args.rti_noise,
+        chosen = getattr(args, "sampler", None) or getattr(args, "steps", None)  # else rti.json's grid
+        policy.set_warm_start(rti_for(args.checkpoint, policy, grid=not chosen, k=args.rti_k, noise=args.rti_noise,
                                       reproduce=args.rti_reproduce, tail=args.rti_tail))
     if args.cache != "off":
         policy.set_cache(cache_for(args.cache, args.checkpoint, policy, budget=args.cache_budget))

@@ -235,6 +235,32 @@ def test_calibrate_rti_within_a_call_budget_sets_the_eval_default(tiny_lift_run,
         assert res["warm_start"]["tail"] == "coarse" and res["warm_start"]["noise"] is noise
 
 
+def test_calibrate_rti_over_grids_puts_eval_on_the_winning_grid(tiny_lift_run, tmp_path, capsys):
+    """--steps 4,10 calibrates each DDIM grid within the budget and keeps the most accurate
+    (grid, K'); --warm-start rti then runs on that grid, unless --steps names another."""
+    root, _ = tiny_lift_run
+    import shutil
+    ck = tmp_path / "ck"
+    shutil.copytree(root / "run" / "checkpoint", ck)
+    data = str(root / "data" / "lift.zarr")
+    base = ["calibrate", "rti", "--checkpoint", str(ck), "--env", "lift", "--data", data, "--windows", "8",
+            "--tail", "coarse", "--noise", "--candidates", "0,20,50"]
+    assert main([*base, "--steps", "4,10"]) == 2 and "--max-calls" in capsys.readouterr().err
+    assert not (ck / "rti.json").exists()
+    assert main([*base, "--steps", "4,10", "--max-calls", "3"]) == 0
+    rti = json.loads((ck / "rti.json").read_text())
+    grids = {g["steps"]: g for g in rti["grids"]}
+    assert set(grids) == {4, 10} and all(g["network_calls"] <= 3 for g in grids.values())
+    assert grids[4]["recommended_k"] == 50 and grids[10]["recommended_k"] == 20  # the highest K' in 3 calls
+    win = min(grids.values(), key=lambda g: g["error_vs_full"])
+    assert (rti["steps"], rti["recommended_k"]) == (win["steps"], win["recommended_k"])
+    for extra, steps in (([], win["steps"]), (["--steps", "5"], 5)):
+        js = tmp_path / "e.json"
+        assert main(["eval", "--checkpoint", str(ck), "--env", "lift", "--episodes", "1", "--max-steps", "16",
+                     "--warm-start", "rti", *extra, "--no-progress", "--json", str(js)]) == 0
+        assert json.loads(js.read_text())["num_inference_steps"] == steps
+
+
 @pytest.mark.parametrize("flags,message", [
     (["--fused"], "options of the GPU path"),
     (["--device", "cuda", "--deploy", "eager", "--precision", "tf32"], "options of the GPU path"),
