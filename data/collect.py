@@ -5,7 +5,7 @@ Resumable: the store records which env (and image setting) it holds; re-running 
 same ``--out`` appends until it holds ``--episodes`` episodes, continuing after the last
 seed it already tried. Failed episodes are counted, not stored.
 
-``recoveries=True`` (Lift and Can: ``envs.recovery_tasks()``) stores recovery episodes instead, in a store of their own:
+``recoveries=True`` (Lift, Stack and Can: ``envs.recovery_tasks()``) stores recovery episodes instead, in a store of their own:
 the expert misses its first grasp on purpose and regrasps (envs/experts.py, Recoveries);
 only the steps from the miss on are kept, and only episodes that did regrasp and lift count.
 """

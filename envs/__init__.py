@@ -128,7 +128,7 @@ def check_recoveries(name: str, count: int) -> None:
     if count < 0:
         raise ValueError(f"the recovery episode count must be >= 0, got {count}")
     if count and (name.startswith("metaworld:") or name in _REGISTERED or _task(name) not in recovery_tasks()):
-        raise ValueError(f"recovery episodes exist for {' and '.join(recovery_tasks())} only (their experts "
+        raise ValueError(f"recovery episodes exist for {', '.join(recovery_tasks())} only (their experts "
                          f"can miss and regrasp), not {name!r}")
 
 

@@ -6,12 +6,12 @@ as in human demonstrations: per-episode randomized waypoints (hover height, gras
 offset, lift height), speed, and a small smoothed Gaussian noise on the motion dimensions.
 The gripper stays a binary-ish dimension (-1 open, +1 close), as in the real datasets.
 
-Recoveries (``LiftExpert(miss=True)``, ``CanExpert(miss=True)``; ``MISSES`` lists them): the
+Recoveries (``miss=True`` of the Lift, Stack and Can experts; ``MISSES`` lists them): the
 experts never miss a grasp, so their data shows no way back from one, and a policy that closes
 beside the object rises empty-handed and drifts out of the demonstrated states. A missing
 expert aims its first grasp beside the object along the gripper's x axis (perpendicular to the
 fingers' closing direction, so they close on air without touching it: 3.5-5 cm beside Lift's
-cube, 5-6.5 cm beside the can, whose radius is 3.3 cm), starts to lift, notices 2-4 cm up that
+and Stack's cubes, 5-6.5 cm beside the can, whose radius is 3.3 cm), starts to lift, notices 2-4 cm up that
 the object stayed behind, and regrasps: open, hover, descend, close, lift. ``recovery_start`` is
 the step from which such an episode shows the miss and the recovery (a few steps into the
 close), so a dataset can keep that part and not teach the off-centre approach itself.
@@ -164,7 +164,14 @@ class LiftExpert(_Expert):
 
 
 class StackExpert(_Expert):
-    """Pick cube A (the small one) as in Lift, carry it over cube B, lower, release, retreat."""
+    """Pick cube A (the small one) as in Lift, carry it over cube B, lower, release, retreat;
+    regrasp when cube A stays behind.
+
+    ``miss``: aim the first grasp beside cube A (module docstring, Recoveries)."""
+
+    def __init__(self, noise_std: float = 0.05, miss: bool = False):
+        self.miss = miss
+        super().__init__(noise_std)
 
     def reset(self, seed: int | None = None) -> None:
         super().reset(seed)
@@ -173,6 +180,7 @@ class StackExpert(_Expert):
                           dx=r.uniform(-0.006, 0.006), dy=r.uniform(-0.006, 0.006),
                           carry=r.uniform(0.08, 0.12), drop=r.uniform(0.005, 0.015),
                           close_steps=int(r.integers(6, 12)), open_steps=int(r.integers(4, 8)))
+        self._plan_miss(seed, (0.035, 0.05))
         self._yaw: float | None = None
         self._grasp_offset: np.ndarray | None = None
 
@@ -183,7 +191,9 @@ class StackExpert(_Expert):
         eef = obs["robot0_eef_pos"]
         if self._yaw is None:
             self._yaw = _grasp_yaw(quat_a, obs["robot0_eef_quat"])
-        grasp = self._grasp_point(cube_a)
+            self._aim_first_grasp(self._yaw)
+        self._notice_miss(obs, cube_a)
+        grasp = self._grasp_point(cube_a + self._aim)
         if self._phase < 3:
             self._grasp_offset = None
         elif self._grasp_offset is None:  # where cube A sits in the hand, once it is held
@@ -316,4 +326,4 @@ class SquareExpert(_Expert):
 
 
 EXPERTS = {"lift": LiftExpert, "stack": StackExpert, "can": CanExpert, "square": SquareExpert}
-MISSES = ("lift", "can")  # the experts that can miss on purpose (miss=True): recovery episodes
+MISSES = ("lift", "stack", "can")  # the experts that can miss on purpose (miss=True): recovery episodes

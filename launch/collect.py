@@ -31,7 +31,7 @@ def add_parser(sub) -> None:
     c.add_argument("--images", action="store_true", help="also store 84x84 camera images (--cameras)")
     c.add_argument("--cameras", help="comma-separated robosuite cameras (implies --images; default: agentview), "
                                      "e.g. agentview,robot0_eye_in_hand")
-    c.add_argument("--recoveries", action="store_true", help="lift, can: store recovery episodes (first grasp "
+    c.add_argument("--recoveries", action="store_true", help="lift, stack, can: store recovery episodes (first grasp "
                    "missed on purpose, then regrasped; kept from the miss on) in a store of their own")
     c.add_argument("--seed", type=int, default=0, help="first episode seed")
     add_ray_args(c, "the experts run on (this process writes the store)", gpus=False)

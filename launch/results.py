@@ -80,12 +80,12 @@ def eval_table(files: list[str]) -> str:
         variant = " + ".join(x for x in (f"{r['sampler']}-{r['num_inference_steps']}", warm, cache, delay, deploy) if x)
         image_keys = r.get("config", {}).get("image_keys")
         env = r["env"] + (f" (images: {' + '.join(k.removesuffix('_image') for k in image_keys)})" if image_keys else "")
+        env += f", checkpoint {r['checkpoint']}" if r.get("checkpoint", r["env"]) != r["env"] else ""
         rows.append([env, variant, f"{r['success_rate']:.3f}", r["episodes"], r["nfe_per_chunk"],
                      f"{r['chunk_latency_ms']['p50']:.1f}", f"`{r.get('command') or '?'}`"])
-    table = (f"Machine: {machine()}; seeds from 100000 (demonstrations use seeds from 0).\n\n"
-             + markdown_table(["env", "variant", "success", "episodes", "network calls/chunk", "latency p50 (ms)",
-                               "command"], rows))
-    return table
+    return (f"Machine: {machine()}; seeds from 100000 (demonstrations use seeds from 0).\n\n"
+            + markdown_table(["env", "variant", "success", "episodes", "network calls/chunk", "latency p50 (ms)",
+                              "command"], rows))
 
 
 def plan_table(files: list[str]) -> str:

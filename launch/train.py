@@ -167,7 +167,7 @@ def add_parser(sub) -> None:
     t.add_argument("--cameras", help="comma-separated robosuite cameras for --images (implies it; default: "
                                      "agentview,robot0_eye_in_hand), e.g. agentview")
     t.add_argument("--demos", type=int, help="demonstrations (default: the recipe's)")
-    t.add_argument("--recoveries", type=int, help="lift, can: recovery episodes added to the demos (dpctrl "
+    t.add_argument("--recoveries", type=int, help="lift, stack, can: recovery episodes added to the demos (dpctrl "
                                                   "collect --recoveries; default: lift images 100, else 0)")
     t.add_argument("--batch-size", type=int, default=None, help="default: 128 (low-dim), 64 (images)")
     t.add_argument("--lr", type=float, default=3e-4)

@@ -89,7 +89,7 @@ def test_expert_success_100_seeds(task, min_rate):
     assert rate >= min_rate
 
 
-@pytest.mark.parametrize("task, beside", [("lift", 0.03), ("can", 0.045)])
+@pytest.mark.parametrize("task, beside", [("lift", 0.03), ("stack", 0.03), ("can", 0.045)])
 def test_missing_expert_closes_beside_the_object_then_regrasps(task, beside):
     """A recovery demonstration: the first close catches nothing (the object has not moved when
     the recovery part starts), the expert notices, reopens, and takes the object on the second
@@ -116,11 +116,11 @@ def test_missing_expert_closes_beside_the_object_then_regrasps(task, beside):
 
 
 def test_recoveries_only_where_the_expert_can_miss():
-    assert envs.recovery_tasks() == ("lift", "can")
+    assert envs.recovery_tasks() == ("lift", "stack", "can")
     envs.check_recoveries("robosuite:can", 3)
-    envs.check_recoveries("stack", 0)  # none asked: nothing to refuse
-    for name in ("stack", "square", "metaworld:reach"):
-        with pytest.raises(ValueError, match="exist for lift and can only"):
+    envs.check_recoveries("square", 0)  # none asked: nothing to refuse
+    for name in ("square", "robosuite:square", "metaworld:reach"):
+        with pytest.raises(ValueError, match="exist for lift, stack, can only"):
             envs.check_recoveries(name, 1)
     with pytest.raises(ValueError, match=">= 0"):
         envs.check_recoveries("lift", -1)

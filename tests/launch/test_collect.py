@@ -133,8 +133,8 @@ def test_collect_recoveries_keeps_the_part_from_the_miss_on(tmp_path):
     collect("lift", 1, tmp_path / "demos.zarr", progress=False)
     with pytest.raises(ValueError, match="recoveries"):
         collect("lift", 2, tmp_path / "demos.zarr", recoveries=True, progress=False)
-    with pytest.raises(ValueError, match="lift and can only"):
-        collect("stack", 1, tmp_path / "s.zarr", recoveries=True, progress=False)
+    with pytest.raises(ValueError, match="lift, stack, can only"):
+        collect("square", 1, tmp_path / "s.zarr", recoveries=True, progress=False)
     assert ReplayBuffer.open(out).n_episodes == 2 and not (tmp_path / "s.zarr").exists()
 
 
@@ -146,5 +146,5 @@ def test_train_with_recoveries_reads_both_stores(tmp_path):
     recov = ReplayBuffer.open(tmp_path / "lift_recoveries.zarr")
     assert rec["data"]["steps"] == demo.n_steps + recov.n_steps
     assert rec["data"]["recoveries"]["episodes"] == 1
-    with pytest.raises(ValueError, match="lift and can only"):
-        train_task("stack", 2, tmp_path / "s", recoveries=1, data_dir=tmp_path, progress=False)
+    with pytest.raises(ValueError, match="lift, stack, can only"):
+        train_task("square", 2, tmp_path / "s", recoveries=1, data_dir=tmp_path, progress=False)
