@@ -263,12 +263,13 @@ def sweep_table(files: list[str]) -> str:
 
 def train_table(files: list[str]) -> str:
     """What training cost, from ``dpctrl train`` runs' ``recipe.json``, one row each."""
-    rows = []
+    rows = []  # (a fine-tune's row names the checkpoint it started from)
     for f in files:
         if "samples_per_s" not in (r := json.loads(Path(f).read_text())) or "final_eval" not in r:
             raise ValueError(f"{f} is not a `dpctrl train` run's recipe.json")
         t, d, ev, rec = r["train"], r["data"], r["final_eval"], (r["data"].get("recoveries") or {}).get("episodes")
-        rows.append([r["task"], f"{d['episodes']}" + (f" + {rec} recoveries" if rec else ""), d["steps"], t["steps"],
+        steps = f"{t['steps']}" + (f", from {r['init_from']}" if r.get("init_from") else "")  # a fine-tune's start
+        rows.append([r["task"], f"{d['episodes']}" + (f" + {rec} recoveries" if rec else ""), d["steps"], steps,
                      t["batch_size"], f"{r['samples_per_s']:.0f}", f"{t['steps'] * t['batch_size'] / r['samples_per_s'] / 60:.0f}",
                      f"{ev['success_rate']:.2f} ({ev['episodes']})", f"`{r['command']}`"])
     return (f"Machine: {machine()}; minutes = steps x batch / samples per s.\n\n" + markdown_table(
@@ -286,8 +287,7 @@ def _delay():
 
 def cmd_results(args) -> int:
     """Tabulate JSON reports (each names the command that produced it)."""
-    table = TABLES[args.what](args.files)
-    print(table)
+    print(table := TABLES[args.what](args.files))
     if args.update_docs:
         print(f"wrote {replace_block(args.update_docs, args.block or args.what, table)}")
     return 0

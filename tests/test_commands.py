@@ -109,7 +109,7 @@ def test_eval_and_results(work):
     res = dpctrl(work, "eval", "--checkpoint", "lift", "--env", "lift", "--delay", "9", expect=2)
     assert "--delay must be in 0..--execute" in res.stderr
     res = dpctrl(work, "results", "evals", "evals/tiny.json", "evals/lift_rti.json", "evals/lift_delay.json")
-    assert "| lift | ddim-10 |" in res.stdout and "RTI K'=" in res.stdout and "delay 2, execute 8, blend" in res.stdout
+    assert "| lift, checkpoint run/checkpoint | ddim-10 |" in res.stdout and "RTI K'=" in res.stdout and "delay 2, execute 8, blend" in res.stdout
     res = dpctrl(work, "eval", "--checkpoint", "no-such", "--env", "lift", expect=2)
     assert "no checkpoint 'no-such'" in res.stderr and "'lift'" in res.stderr and "user ones" in res.stderr
     res = dpctrl(work, "eval", "--checkpoint", "lift", "--env", "lift", "--episodes", "1", "--max-steps", "12",

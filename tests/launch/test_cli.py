@@ -47,7 +47,7 @@ def test_eval_cli_json_and_video(tiny_lift_run, tmp_path, capsys):
     assert "no checkpoint 'no-such'" in capsys.readouterr().err
     # the table of eval reports: one row per report; anything else is refused
     assert main(["results", "evals", str(js)]) == 0
-    assert "| lift | dpmpp-4 | " in capsys.readouterr().out
+    assert f"| lift, checkpoint {root / 'run' / 'checkpoint'} | dpmpp-4 | " in capsys.readouterr().out
     other = tmp_path / "bench.json"
     other.write_text(json.dumps({"rows": []}))
     assert main(["results", "evals", str(js), str(other)]) == 2

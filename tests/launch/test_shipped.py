@@ -23,10 +23,11 @@ def test_shipped_lift_solves_held_out_seeds():
     assert res["success_rate"] >= 4 / 6 and res["nfe_per_chunk"] == 10
 
 
-@pytest.mark.parametrize("task, min_success", [("can", 2), ("square", 1)])  # 0.765 and 0.345 over 200 seeds
+# over 200 seeds from 100000: 0.970, 0.935, 0.660; seeds 100000..100003: 4, 4 and 2 successes
+@pytest.mark.parametrize("task, min_success", [("stack", 3), ("can", 3), ("square", 2)])
 def test_shipped_benchmark_task_policies(task, min_success):
-    """robomimic's Can and Square, low-dim: small, trained by the recipe's command, calibrated for
-    RTI and BAC, and solving held-out seeds with both."""
+    """Stack and robomimic's Can and Square, low-dim: small, trained by the recipe's command,
+    calibrated for RTI and BAC, and solving held-out seeds."""
     d = checkpoint.SHIPPED_DIR / task
     assert (d / "model.safetensors").stat().st_size <= 5 * 1024 * 1024
     recipe = json.loads((d / "recipe.json").read_text())
